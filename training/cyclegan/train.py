@@ -1,0 +1,125 @@
+"""Training loop: data caching, epochs with tqdm, resumable checkpoints, quality numbers at the end.
+
+Output folder:
+    options.json                   the options of the run
+    checkpoints/latest.pt          written after every epoch (resume point; `translate --checkpoint` takes it)
+    checkpoints/epoch_<N>.pt       every `save_every` epochs and after the last one
+    loss_log.jsonl                 one line per iteration: epoch, step, lr, losses
+    cache/{ct,target}/             preprocessed volumes (.npy), reused across runs with the same preprocessing
+    quality.json, grids/*.png      at the end (see quality.py)
+
+A run whose folder already holds `checkpoints/latest.pt` resumes from it; its options must match the
+checkpoint's except the run-length ones (epochs, iterations_per_epoch, ...).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .data import UnpairedSliceDataset, cache_cases, find_cases, split_cases, typical_window
+from .model import OrganAttentionCycleGAN
+from .options import CycleGANOptions
+from .quality import evaluate, write_json
+from .translate import CHECKPOINT_FORMAT
+
+
+def save_checkpoint(model: OrganAttentionCycleGAN, path: Path, *, epoch: int, step: int,
+                    target_window: tuple[float, float], extra: dict | None = None) -> None:
+    state = {"format": CHECKPOINT_FORMAT, "options": model.opts.to_dict(), "epoch": epoch, "step": step,
+             "target_window": [float(target_window[0]), float(target_window[1])],
+             "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "training": model.training_state(), **(extra or {})}
+    tmp = path.with_name(".tmp-" + path.name)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, opts: CycleGANOptions, *,
+          device: str | torch.device = "cpu", target_labels: Path | None = None, progress: bool = True) -> dict:
+    """Train (or resume) one model for `opts.target_modality`; returns the quality numbers (also in quality.json)."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    latest = ckpt_dir / "latest.pt"
+    resume = None
+    if latest.exists():
+        resume = torch.load(latest, map_location="cpu", weights_only=False)
+        saved = CycleGANOptions.from_dict(resume["options"])
+        diff = opts.differences(saved)
+        if diff:
+            raise ValueError(f"{latest} was trained with different options ({', '.join(diff)}); "
+                             "use another --out folder or the same options")
+    opts.save(out_dir / "options.json")
+
+    ct_cases = find_cases(ct_images, ct_labels)
+    target_cases = find_cases(target_images)
+    train_cases, val_cases = split_cases(ct_cases, opts.val_fraction, opts.seed)
+    ct_cache = cache_cases(train_cases, "ct", opts, out_dir / "cache" / "ct", progress)
+    tgt_cache = cache_cases(target_cases, opts.target_modality, opts, out_dir / "cache" / "target", progress)
+    window = typical_window(tgt_cache)
+
+    dataset = UnpairedSliceDataset(ct_cache, tgt_cache, opts.slice_size,
+                                   length=opts.iterations_per_epoch * opts.batch_size)
+    _seed_everything(opts.seed)
+    model = OrganAttentionCycleGAN(opts, device)
+    start_epoch, step = 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["weights"])
+        model.load_training_state(resume["training"])
+        start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        del resume
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    log_path = out_dir / "loss_log.jsonl"
+    with open(log_path, "a") as log:
+        for epoch in range(start_epoch, opts.epochs):
+            _seed_everything(opts.seed + 1000 * (epoch + 1))       # same batches whether resumed or not
+            lr = model.set_epoch(epoch)
+            model.train()
+            loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=not dataset.length,
+                                drop_last=len(dataset) >= opts.batch_size, num_workers=opts.num_workers,
+                                pin_memory=device.type == "cuda", persistent_workers=False)
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress, leave=False)
+            t0 = time.perf_counter()
+            for batch in bar:
+                model.set_input(batch)
+                losses = model.optimize_parameters()
+                step += 1
+                log.write(json.dumps({"epoch": epoch + 1, "step": step, "lr": lr,
+                                      **{k: round(v, 5) for k, v in losses.items()}}) + "\n")
+                bar.set_postfix({k: f"{losses[k]:.3f}" for k in ("G", "D_A", "S") if k in losses})
+            log.flush()
+            seconds = time.perf_counter() - t0
+            save_checkpoint(model, latest, epoch=epoch + 1, step=step, target_window=(window.low, window.high),
+                            extra={"epoch_seconds": seconds})
+            if (epoch + 1) % opts.save_every == 0 or epoch + 1 == opts.epochs:
+                save_checkpoint(model, ckpt_dir / f"epoch_{epoch + 1}.pt", epoch=epoch + 1, step=step,
+                                target_window=(window.low, window.high))
+            if progress:
+                tqdm.write(f"epoch {epoch + 1}/{opts.epochs}: {len(loader)} iterations in {seconds:.1f} s, lr {lr:.2e}")
+
+    held_out = bool(val_cases)
+    eval_cases = val_cases or train_cases
+    target_eval = find_cases(target_images, target_labels) if target_labels is not None else None
+    quality = evaluate(model, eval_cases, held_out=held_out, target_cases=target_eval, grid_dir=out_dir / "grids",
+                       batch_size=max(1, opts.batch_size * 2), progress=progress)
+    quality.update({"epochs": opts.epochs, "steps": step, "checkpoint": str(latest)})
+    write_json(quality, out_dir / "quality.json")
+    return quality

@@ -1,0 +1,110 @@
+"""Translate labelled CT volumes into synthetic target-modality volumes (FLARE layout, original geometry).
+
+    OUT/images/<case>_0000.nii.gz   G_A(CT), mapped back through the inverse preprocessing onto the CT's voxel grid,
+                                    intensities on the target training volumes' median window
+    OUT/labels/<case>.nii.gz        the CT label map (uint8), with the image's geometry
+    OUT/translate.json              provenance (checkpoint, epoch, modality, window, cases)
+
+Finished cases are skipped unless `overwrite`; every file is written under a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .data import find_cases, read_case
+from .model import OrganAttentionCycleGAN
+from .options import CycleGANOptions
+from .preprocess import BACKGROUND, InPlanePad, IntensityWindow, PreparedVolume, prepare_image, restore_volume
+
+CHECKPOINT_FORMAT = "flare-uda-cyclegan/1"
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[OrganAttentionCycleGAN, dict]:
+    """Model (weights loaded, eval mode) and the checkpoint dict (options, epoch, target window, ...)."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a CycleGAN checkpoint (format {CHECKPOINT_FORMAT})")
+    opts = CycleGANOptions.from_dict(ckpt["options"])
+    model = OrganAttentionCycleGAN(opts, device)
+    model.load_state_dict(ckpt["weights"])
+    model.eval()
+    return model, ckpt
+
+
+def run_slices(fn: Callable[[torch.Tensor], torch.Tensor], volume: np.ndarray, divisor: int, batch_size: int,
+               device: torch.device, fill: float = BACKGROUND) -> np.ndarray:
+    """Apply a 2D network `fn` to every slice of a (z, y, x) array: pad to the divisor, batch, unpad.
+
+    Returns (z, C, y, x) float32 (C = the network's output channels)."""
+    pad = InPlanePad.to_multiple(volume.shape[1:], divisor)
+    padded = pad.apply(np.asarray(volume, dtype=np.float32), fill=fill)
+    outs = []
+    with torch.no_grad():
+        for z0 in range(0, padded.shape[0], batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(padded[z0:z0 + batch_size]))[:, None].to(device)
+            outs.append(fn(x).float().cpu().numpy())
+    out = np.concatenate(outs, 0)
+    y, x = pad.shape_yx
+    return out[:, :, pad.before[0]:pad.before[0] + y, pad.before[1]:pad.before[1] + x]
+
+
+def translate_prepared(model: OrganAttentionCycleGAN, volume: PreparedVolume, batch_size: int = 8) -> np.ndarray:
+    """G_A on every slice of a prepared CT volume -> fake target volume on the prepared grid, in [-1, 1]."""
+    return run_slices(model.G_A, volume.image, model.opts.divisor, batch_size, model.device)[:, 0]
+
+
+def _write(image: sitk.Image, path: Path) -> None:
+    tmp = path.with_name(".tmp-" + path.name)        # keeps the .nii.gz suffix SimpleITK picks the format from
+    sitk.WriteImage(image, str(tmp), useCompression=True)
+    os.replace(tmp, path)
+
+
+def translate(checkpoint: Path, ct_images: Path, ct_labels: Path, out_dir: Path, *,
+              device: torch.device | str = "cpu", batch_size: int = 8, overwrite: bool = False,
+              progress: bool = True) -> list[str]:
+    """Translate every labelled CT case of `ct_images`/`ct_labels`; returns the names of the cases written."""
+    from tqdm import tqdm
+
+    model, ckpt = load_checkpoint(checkpoint, device)
+    opts = model.opts
+    window = IntensityWindow(*ckpt["target_window"])
+    cases = find_cases(ct_images, ct_labels)
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    written = []
+    for case in tqdm(cases, desc="translate", disable=not progress):
+        img_out = out_dir / "images" / f"{case.name}_0000.nii.gz"
+        lab_out = out_dir / "labels" / f"{case.name}.nii.gz"
+        if not overwrite and img_out.exists() and lab_out.exists():
+            continue
+        image, label = read_case(case, opts.num_classes)
+        try:
+            prepared = prepare_image(image, "ct", opts, name=str(case.image))
+        except ValueError as exc:
+            raise ValueError(f"{case.image}: {exc}") from exc
+        fake = translate_prepared(model, prepared, batch_size)
+        restored = restore_volume(fake, prepared.transform, window)
+        out = sitk.GetImageFromArray(restored.astype(np.float32))
+        out.CopyInformation(image)
+        _write(out, img_out)
+        _write(label, lab_out)        # read_case returns it as uint8 on the image's grid
+        written.append(case.name)
+    meta = {"checkpoint": str(Path(checkpoint).resolve()), "epoch": ckpt.get("epoch"),
+            "target_modality": opts.target_modality, "attention": opts.attention,
+            "target_window": list(ckpt["target_window"]), "cases": [c.name for c in cases]}
+    tmp = out_dir / ".translate.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out_dir / "translate.json")
+    return written
