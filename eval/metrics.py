@@ -8,9 +8,10 @@ Reference: ``T2andT3_FLARE24_DSC_NSD_Eval.py`` + ``SurfaceDice.py`` of the organ
 - aorta (5), IVC (6) and esophagus (10), MRI only: both masks are first cut to the GT's
   labelled slice range on array axis 2, ``[:, :, z_min:z_max]`` with the upper bound
   EXCLUSIVE (organizers' quirk: the top labelled slice is dropped). An organ labelled
-  on a single slice therefore becomes empty after the cut and the organizers' code
-  yields DSC = NaN and NSD = NaN; we reproduce that (the summary skips NaN, like
-  pandas' ``mean``);
+  on a single slice therefore becomes empty after the cut: the organizers' DSC is then
+  NaN (0/0) and their ``compute_surface_distances`` raises on the zero-size array, so
+  there is no reference value; we report DSC = NaN and NSD = NaN (the summary skips
+  NaN, like pandas' ``mean``);
 - DSC < 0.2: NSD is not computed and set to 0;
 - NSD uses the organ's tolerance in mm and the GT header's spacing;
 - every value is rounded to 4 decimals with numpy's rounding (``round`` of a numpy

@@ -142,8 +142,14 @@ def neighbour_code_surface_area_mm2(spacing_mm: Sequence[float]) -> np.ndarray:
 
     A triangle's normal (nx, ny, nz) on the unit grid becomes
     (nx*s1*s2, ny*s0*s2, nz*s0*s1) on the scaled grid; its length is the area.
+    Returns a new array (callers may modify it).
     """
-    s0, s1, s2 = (float(s) for s in spacing_mm)
+    return _surface_area_table(tuple(float(s) for s in spacing_mm)).copy()
+
+
+@lru_cache(maxsize=32)
+def _surface_area_table(spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    s0, s1, s2 = spacing_mm
     scale = np.array([s1 * s2, s0 * s2, s0 * s1], dtype=np.float64)
     areas = np.zeros(256, dtype=np.float64)
     for code, normals in enumerate(neighbour_code_normals()):
@@ -182,6 +188,8 @@ class SurfaceDistances:
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    if mask.size == 0:
+        return None
     found = ndimage.find_objects(mask.astype(np.uint8))
     return found[0] if found else None
 
@@ -206,7 +214,7 @@ def compute_surface_distances(
     if box is None:
         return SurfaceDistances(empty, empty, empty, empty)
     spacing = tuple(float(s) for s in spacing_mm)
-    areas_by_code = neighbour_code_surface_area_mm2(spacing)
+    areas_by_code = _surface_area_table(spacing)
     codes_gt = neighbour_codes(mask_gt[box])
     codes_pred = neighbour_codes(mask_pred[box])
     borders_gt = (codes_gt != 0) & (codes_gt != 255)
