@@ -59,12 +59,17 @@ def resource_curves(measurement: "CaseMeasurement", path: Path) -> None:
         panels.insert(0, ("GPU memory used, whole device (MiB)", measurement.gpu_times_s, measurement.gpu_used_mib))
     panels.append(("CPU utilisation, whole machine (%)", measurement.ram_times_s, measurement.cpu_used_percent))
     figure, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True)
+    start_s = measurement.run_start_offset_s
     for axis, (title, times, values) in zip(axes, panels):
         axis.plot(list(times), list(values), "b-")
-        axis.axvline(measurement.time_s, color="r", linestyle="--", linewidth=1)
+        if values is measurement.ram_used_mb:
+            axis.plot(list(times), list(measurement.tree_rss_mb), "g-", label="process tree RSS")
+            axis.legend(fontsize="small")
+        for x in (start_s, start_s + measurement.time_s):
+            axis.axvline(x, color="r", linestyle="--", linewidth=1)
         axis.set_ylabel(title, fontsize="small")
         axis.grid(alpha=0.3)
-    axes[-1].set_xlabel("time since start (s); dashed: end of run")
+    axes[-1].set_xlabel("time since the sampler started (s); dashed: start and end of the run")
     gpu = (
         f"max GPU {measurement.max_gpu_mib} MiB, AUC {measurement.auc_gpu_mib_s} MiB*s"
         if measurement.gpu_measured

@@ -216,6 +216,11 @@ class MachineSampler:
         self._t0 = 0.0
         self.error: str = ""
 
+    @property
+    def started_at(self) -> float:
+        """``time.perf_counter()`` value at which the samples' time axis starts."""
+        return self._t0
+
     def start(self) -> None:
         self._t0 = time.perf_counter()
         self._thread.start()
@@ -297,6 +302,7 @@ class CaseMeasurement:
     ram_used_mb: list[float]
     cpu_used_percent: list[float]
     tree_rss_mb: list[float]
+    run_start_offset_s: float = 0.0  # when the run started, on the samples' time axis
     note: str = ""
 
     def csv_row(self) -> list[object]:
@@ -434,6 +440,7 @@ def measure_case(config: ResourceConfig, input_path: Path, gpu: GpuMemorySampler
         ram_used_mb=samples.ram_used_mb,
         cpu_used_percent=samples.cpu_used_percent,
         tree_rss_mb=samples.tree_rss_mb,
+        run_start_offset_s=t0 - sampler.started_at,
         note=note,
     )
 
