@@ -1,0 +1,365 @@
+"""The weights folder format: a JSON model card read into typed, read-only config objects.
+
+Layout of one model::
+
+    weights/<model>/model.json      the card (this module reads and writes it)
+    weights/<model>/coarse.pt       torch state_dict of the coarse network   (optional)
+    weights/<model>/coarse.onnx     the same network exported to ONNX        (optional)
+    weights/<model>/fine.pt / fine.onnx
+
+Every spatial quantity is in numpy ARRAY order of the canonical image, i.e. (z, y, x), exactly as nnU-Net
+stores spacings and patch sizes. Every file the card names carries its sha256: a missing or altered file is
+refused before any network is built.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CARD_NAME = "model.json"
+FORMAT_VERSION = 1
+MODALITIES = ("MRI", "PET")
+
+
+class ModelCardError(ValueError):
+    """The weights folder is unusable: missing file, bad hash, malformed card."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """PlainConvUNet description in the dynamic-network-architectures vocabulary (nnU-Net v2 plans)."""
+
+    input_channels: int
+    n_stages: int
+    features_per_stage: tuple[int, ...]
+    kernel_sizes: tuple[tuple[int, int, int], ...]
+    strides: tuple[tuple[int, int, int], ...]
+    n_conv_per_stage: tuple[int, ...]
+    n_conv_per_stage_decoder: tuple[int, ...]
+    conv_bias: bool = True
+    norm: str = "InstanceNorm3d"
+    norm_eps: float = 1e-5
+    norm_affine: bool = True
+    nonlin: str = "LeakyReLU"
+    nonlin_negative_slope: float = 1e-2
+    name: str = "PlainConvUNet"
+
+    def __post_init__(self) -> None:
+        if self.name != "PlainConvUNet":
+            raise ModelCardError(f"unsupported architecture {self.name!r} (only PlainConvUNet)")
+        n = self.n_stages
+        for key in ("features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage"):
+            if len(getattr(self, key)) != n:
+                raise ModelCardError(f"architecture.{key} has {len(getattr(self, key))} entries, n_stages is {n}")
+        if len(self.n_conv_per_stage_decoder) != n - 1:
+            raise ModelCardError("architecture.n_conv_per_stage_decoder must have n_stages - 1 entries")
+        if self.norm not in ("InstanceNorm3d", "BatchNorm3d"):
+            raise ModelCardError(f"unsupported norm {self.norm!r}")
+        if self.nonlin not in ("LeakyReLU", "ReLU"):
+            raise ModelCardError(f"unsupported nonlin {self.nonlin!r}")
+
+    @property
+    def total_stride(self) -> tuple[int, int, int]:
+        """Product of the strides per axis: every patch edge must be a multiple of it."""
+        out = [1, 1, 1]
+        for s in self.strides:
+            out = [o * int(v) for o, v in zip(out, s)]
+        return tuple(out)  # type: ignore[return-value]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Architecture":
+        d = dict(d)
+        d["features_per_stage"] = tuple(int(v) for v in d["features_per_stage"])
+        d["kernel_sizes"] = tuple(tuple(int(k) for k in ks) for ks in d["kernel_sizes"])
+        d["strides"] = tuple(tuple(int(k) for k in ks) for ks in d["strides"])
+        d["n_conv_per_stage"] = tuple(int(v) for v in d["n_conv_per_stage"])
+        d["n_conv_per_stage_decoder"] = tuple(int(v) for v in d["n_conv_per_stage_decoder"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Intensity normalisation of one stage's input.
+
+    scheme "zscore": clip to the image's [lower, upper] percentiles, subtract the image mean, divide by its std
+    (statistics over the clipped image). scheme "fixed": clip to [clip_low, clip_high], subtract `mean`, divide by
+    `std` (CT-style, dataset-wide constants). scheme "none": cast to float32 only.
+    """
+
+    scheme: str = "zscore"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    clip_low: float = 0.0
+    clip_high: float = 0.0
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("zscore", "fixed", "none"):
+            raise ModelCardError(f"unknown normalisation scheme {self.scheme!r}")
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ModelCardError(f"normalisation percentiles {self.percentiles} are not 0 <= low < high <= 100")
+        if self.scheme == "fixed" and not (self.std > 0 and self.clip_high > self.clip_low):
+            raise ModelCardError("fixed normalisation needs std > 0 and clip_high > clip_low")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Normalization":
+        d = dict(d)
+        if "percentiles" in d:
+            d["percentiles"] = tuple(float(v) for v in d["percentiles"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TTA:
+    """Mirror test-time augmentation over `axes` (array axes of the patch, 0=z, 1=y, 2=x).
+
+    mode "all": every subset of `axes` (nnU-Net's 2**len(axes) passes). mode "joint": the identity plus ONE pass
+    flipped over all `axes` at once (2 passes). No axes: a single pass.
+    """
+
+    axes: tuple[int, ...] = ()
+    mode: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("all", "joint"):
+            raise ModelCardError(f"unknown TTA mode {self.mode!r}")
+        if any(a not in (0, 1, 2) for a in self.axes) or len(set(self.axes)) != len(self.axes):
+            raise ModelCardError(f"TTA axes must be distinct values of 0, 1, 2, got {self.axes}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TTA":
+        return cls(axes=tuple(int(a) for a in d.get("axes", ())), mode=d.get("mode", "all"))
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One network stage (coarse or fine)."""
+
+    spacing_mm: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    normalization: Normalization
+    architecture: Architecture
+    label_ids: tuple[int, ...]  # FLARE label written for each output channel; channel 0 is background (0)
+    tta: TTA = TTA()
+    step_size: float = 0.5
+    files: dict[str, str] = field(default_factory=dict)  # backend -> file name inside the model folder
+
+    def __post_init__(self) -> None:
+        if len(self.spacing_mm) != 3 or min(self.spacing_mm) <= 0:
+            raise ModelCardError(f"spacing_mm must be three positive numbers, got {self.spacing_mm}")
+        if len(self.patch_size) != 3 or min(self.patch_size) <= 0:
+            raise ModelCardError(f"patch_size must be three positive integers, got {self.patch_size}")
+        ts = self.architecture.total_stride
+        if any(p % t for p, t in zip(self.patch_size, ts)):
+            raise ModelCardError(f"patch_size {self.patch_size} is not a multiple of the network stride {ts}")
+        if not self.label_ids or self.label_ids[0] != 0:
+            raise ModelCardError("label_ids must start with 0 (background)")
+        if len(set(self.label_ids)) != len(self.label_ids):
+            raise ModelCardError(f"label_ids repeat a label: {self.label_ids}")
+        if not 0 < self.step_size <= 1:
+            raise ModelCardError(f"step_size must be in (0, 1], got {self.step_size}")
+        unknown = set(self.files) - {"torch", "onnx"}
+        if unknown:
+            raise ModelCardError(f"unknown backend(s) in files: {sorted(unknown)}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_ids)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StageConfig":
+        return cls(
+            spacing_mm=tuple(float(v) for v in d["spacing_mm"]),  # type: ignore[arg-type]
+            patch_size=tuple(int(v) for v in d["patch_size"]),  # type: ignore[arg-type]
+            normalization=Normalization.from_dict(d.get("normalization", {})),
+            architecture=Architecture.from_dict(d["architecture"]),
+            label_ids=tuple(int(v) for v in d["label_ids"]),
+            tta=TTA.from_dict(d.get("tta", {})),
+            step_size=float(d.get("step_size", 0.5)),
+            files=dict(d.get("files", {})),
+        )
+
+
+@dataclass(frozen=True)
+class RoiConfig:
+    """How the coarse labels become the fine stage's region of interest."""
+
+    margin_mm: tuple[float, float, float] = (20.0, 20.0, 20.0)
+    largest_component_per_organ: bool = True  # drop stray coarse blobs before taking the union of boxes
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RoiConfig":
+        return cls(
+            margin_mm=tuple(float(v) for v in d.get("margin_mm", (20.0, 20.0, 20.0))),  # type: ignore[arg-type]
+            largest_component_per_organ=bool(d.get("largest_component_per_organ", True)),
+        )
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Per-organ largest connected component on the final labels (organs listed; empty tuple = none)."""
+
+    largest_component_organs: tuple[int, ...] = tuple(range(1, 14))
+    connectivity: int = 26
+
+    def __post_init__(self) -> None:
+        if self.connectivity not in (6, 18, 26):
+            raise ModelCardError(f"connectivity must be 6, 18 or 26, got {self.connectivity}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PostprocessConfig":
+        return cls(
+            largest_component_organs=tuple(int(v) for v in d.get("largest_component_organs", range(1, 14))),
+            connectivity=int(d.get("connectivity", 26)),
+        )
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    description: str
+    modalities: tuple[str, ...]
+    coarse: StageConfig
+    fine: StageConfig
+    roi: RoiConfig = RoiConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    provenance: dict[str, Any] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.format_version != FORMAT_VERSION:
+            raise ModelCardError(f"card format_version {self.format_version}, this engine reads {FORMAT_VERSION}")
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad or not self.modalities:
+            raise ModelCardError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
+        for stage_name, stage in (("coarse", self.coarse), ("fine", self.fine)):
+            for backend, fname in stage.files.items():
+                if fname not in self.sha256:
+                    raise ModelCardError(f"{stage_name}.files[{backend}] = {fname!r} has no sha256 in the card")
+
+    def stage(self, name: str) -> StageConfig:
+        if name not in ("coarse", "fine"):
+            raise KeyError(name)
+        return self.coarse if name == "coarse" else self.fine
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+        try:
+            return cls(
+                name=str(d["name"]),
+                description=str(d.get("description", "")),
+                modalities=tuple(str(m) for m in d["modalities"]),
+                coarse=StageConfig.from_dict(d["coarse"]),
+                fine=StageConfig.from_dict(d["fine"]),
+                roi=RoiConfig.from_dict(d.get("roi", {})),
+                postprocess=PostprocessConfig.from_dict(d.get("postprocess", {})),
+                provenance=dict(d.get("provenance", {})),
+                sha256={str(k): str(v) for k, v in d.get("sha256", {}).items()},
+                format_version=int(d.get("format_version", FORMAT_VERSION)),
+            )
+        except KeyError as exc:
+            raise ModelCardError(f"model card lacks the field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ModelCardError):
+                raise
+            raise ModelCardError(f"model card is malformed: {exc}") from None
+
+
+def sha256_of(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A verified model: its card and the folder its files live in."""
+
+    path: Path
+    card: ModelCard
+
+    def file_for(self, stage: str, backend: str) -> Path:
+        files = self.card.stage(stage).files
+        if backend not in files:
+            raise ModelCardError(
+                f"{self.path / CARD_NAME}: stage {stage!r} has no {backend!r} weights "
+                f"(available: {sorted(files) or 'none'})"
+            )
+        return self.path / files[backend]
+
+
+def load_model_folder(path: Path, verify: bool = True) -> ModelFolder:
+    """Read `path/model.json`; with `verify`, check that every file it lists exists and matches its sha256."""
+    path = Path(path)
+    card_path = path / CARD_NAME
+    if not card_path.is_file():
+        raise ModelCardError(f"{card_path}: no model card here")
+    try:
+        raw = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelCardError(f"{card_path}: cannot read the model card: {exc}") from None
+    try:
+        card = ModelCard.from_dict(raw)
+    except ModelCardError as exc:
+        raise ModelCardError(f"{card_path}: {exc}") from None
+    if verify:
+        for fname, digest in card.sha256.items():
+            fpath = path / fname
+            if not fpath.is_file():
+                raise ModelCardError(f"{fpath}: weight file listed in the model card is missing")
+            actual = sha256_of(fpath)
+            if actual != digest:
+                raise ModelCardError(
+                    f"{fpath}: sha256 {actual[:12]}... does not match the model card's {digest[:12]}... "
+                    "(file altered or truncated)"
+                )
+    return ModelFolder(path=path, card=card)
+
+
+def find_models(weights_dir: Path) -> list[Path]:
+    """Model folders (those holding a model card) directly under `weights_dir`, sorted by name."""
+    weights_dir = Path(weights_dir)
+    if not weights_dir.is_dir():
+        return []
+    return sorted(p for p in weights_dir.iterdir() if (p / CARD_NAME).is_file())
+
+
+def select_model(weights_dir: Path, modality: str, name: str | None = None, verify: bool = True) -> ModelFolder:
+    """The model to use for `modality`: the one called `name`, else the first (by name) listing the modality."""
+    weights_dir = Path(weights_dir)
+    if name is not None:
+        folder = load_model_folder(weights_dir / name, verify=verify)
+        if modality not in folder.card.modalities:
+            raise ModelCardError(f"{weights_dir / name}: model does not serve {modality} ({folder.card.modalities})")
+        return folder
+    candidates = find_models(weights_dir)
+    if not candidates:
+        raise ModelCardError(f"{weights_dir}: no model folder (a folder with {CARD_NAME}) here")
+    for cand in candidates:
+        folder = load_model_folder(cand, verify=False)
+        if modality in folder.card.modalities:
+            return load_model_folder(cand, verify=verify) if verify else folder
+    raise ModelCardError(f"{weights_dir}: no model serves {modality}")
+
+
+def write_card(card: ModelCard, folder: Path) -> Path:
+    """Write the card atomically (temporary name, then rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / CARD_NAME
+    tmp = folder / (CARD_NAME + ".tmp")
+    tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    tmp.replace(target)
+    return target

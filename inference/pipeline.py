@@ -1,0 +1,165 @@
+"""The data path, top-down: one image in, one uint8 label map with the input's geometry out.
+
+read -> canonical orientation -> modality -> intensity statistics -> COARSE (fixed spacing, whole image)
+-> ROI (union of organ boxes + margin, whole image when nothing is found) -> FINE (ROI at the fine spacing,
+sliding window, mirror TTA) -> argmax -> nearest-neighbour labels back to the ROI grid -> per-organ largest
+component on the ROI -> uncrop -> PET label scheme -> undo orientation -> write.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import normalization, orientation, postprocess, resample, roi
+from .backends import Backend, available_backend, cuda_available, make_backend
+from .config import ModelFolder, StageConfig, select_model
+from .io import LoadedImage, read_image
+from .modality import modality_of
+from .sliding_window import sliding_window_labels
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    weights_dir: Path
+    device: str = "auto"  # auto | cpu | cuda
+    backend: str = "auto"  # auto | torch | onnx
+    model: str | None = None  # a model folder name under weights_dir; default: first serving the modality
+    threads: int | None = None  # CPU threads for the backend (None: library default)
+    verify_weights: bool = True
+
+
+@dataclass
+class CaseRecord:
+    """Per-case QC: what ran, where, how long, and what came out."""
+
+    case: str = ""
+    modality: str = ""
+    model: str = ""
+    backend: str = ""
+    device: str = ""
+    input_size_xyz: tuple[int, ...] = ()
+    input_spacing_xyz: tuple[float, ...] = ()
+    orientation: str = ""
+    notes: list[str] = field(default_factory=list)
+    roi_box_zyx: dict = field(default_factory=dict)  # canonical voxel box [start, stop) or whole image
+    roi_fallback_whole_image: bool = False
+    coarse_shape_zyx: tuple[int, ...] = ()
+    fine_shape_zyx: tuple[int, ...] = ()
+    normalization: dict = field(default_factory=dict)
+    organ_volumes_ml: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+
+class Segmenter:
+    """Holds the loaded networks (one process, weights loaded once) and segments images."""
+
+    def __init__(self, options: EngineOptions):
+        self.options = options
+        self._models: dict[str, tuple[ModelFolder, dict[str, Backend], str, str]] = {}
+
+    def _model_for(self, modality: str) -> tuple[ModelFolder, dict[str, Backend], str, str]:
+        if modality not in self._models:
+            opts = self.options
+            folder = select_model(opts.weights_dir, modality, opts.model, verify=opts.verify_weights)
+            backend = available_backend(folder) if opts.backend == "auto" else opts.backend
+            device = opts.device
+            if device == "auto":
+                device = "cuda" if cuda_available(backend) else "cpu"
+            stages = {name: make_backend(folder, name, backend, device, opts.threads) for name in ("coarse", "fine")}
+            self._models[modality] = (folder, stages, backend, device)
+        return self._models[modality]
+
+    def segment(self, loaded: LoadedImage, modality: str, record: CaseRecord | None = None) -> np.ndarray:
+        """Label map (uint8, numpy z, y, x in the INPUT's voxel order) for a checked image."""
+        rec = record if record is not None else CaseRecord()
+        t = time.perf_counter()
+        folder, nets, backend, device = self._model_for(modality)
+        card = folder.card
+        rec.model, rec.backend, rec.device, rec.modality = card.name, backend, device, modality
+        rec.seconds["load_model"] = round(time.perf_counter() - t, 4)
+
+        image = loaded.image
+        rec.input_size_xyz = tuple(image.GetSize())
+        rec.input_spacing_xyz = tuple(round(s, 5) for s in image.GetSpacing())
+        orient = orientation.orientation_from_direction(image.GetDirection())
+        rec.orientation = orient.describe() or "canonical"
+        canon = orient.apply(loaded.array)
+        spacing = orient.spacing(tuple(reversed(image.GetSpacing())))
+        sample = normalization.stats_sample(loaded.array)
+
+        # COARSE: the whole image at the coarse spacing
+        t = time.perf_counter()
+        coarse_labels, coarse_params = self._run_stage(card.coarse, nets["coarse"], canon, spacing, sample)
+        rec.coarse_shape_zyx = coarse_labels.shape
+        rec.seconds["coarse"] = round(time.perf_counter() - t, 4)
+
+        # ROI: union of the organs' boxes + margin, mapped to the canonical grid; whole image if nothing found
+        t = time.perf_counter()
+        if modality == "PET":  # only the PET organs decide the region
+            coarse_labels[~np.isin(coarse_labels, list(postprocess.PET_FROM_MRI))] = 0
+        if card.roi.largest_component_per_organ:
+            postprocess.keep_largest_component(coarse_labels, np.unique(coarse_labels[coarse_labels > 0]))
+        box = roi.foreground_box(coarse_labels)
+        if box is None:
+            box = roi.Box.whole(canon.shape)
+            rec.roi_fallback_whole_image = True
+        else:
+            box = roi.scale_box(box, coarse_labels.shape, canon.shape)
+            box = roi.expand_box(box, card.roi.margin_mm, spacing, canon.shape)
+        rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
+        rec.seconds["roi"] = round(time.perf_counter() - t, 4)
+
+        # FINE: the ROI at the fine spacing; labels back to the ROI grid by nearest neighbour
+        t = time.perf_counter()
+        fine_labels, fine_params = self._run_stage(card.fine, nets["fine"], roi.crop(canon, box), spacing, sample)
+        rec.fine_shape_zyx = fine_labels.shape
+        roi_labels = resample.labels_to_shape(fine_labels, box.shape)
+        rec.seconds["fine"] = round(time.perf_counter() - t, 4)
+        rec.normalization = {"coarse": coarse_params.as_dict(), "fine": fine_params.as_dict()}
+
+        t = time.perf_counter()
+        post = card.postprocess
+        postprocess.keep_largest_component(roi_labels, post.largest_component_organs, post.connectivity)
+        if modality == "PET":
+            roi_labels = postprocess.to_pet_labels(roi_labels)
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        counts = np.bincount(roi_labels.ravel(), minlength=256)
+        rec.organ_volumes_ml = {int(k): round(float(counts[k]) * voxel_ml, 2) for k in np.flatnonzero(counts[1:]) + 1}
+        labels = orient.undo(roi.uncrop(roi_labels, box, canon.shape))
+        rec.seconds["postprocess"] = round(time.perf_counter() - t, 4)
+        return np.ascontiguousarray(labels)
+
+    @staticmethod
+    def _run_stage(stage: StageConfig, net: Backend, canon: np.ndarray, spacing, sample) -> tuple[np.ndarray, object]:
+        """FLARE labels (uint8) at the stage's spacing for the canonical region `canon`."""
+        params = normalization.resolve(stage.normalization, sample)
+        shape = resample.shape_at_spacing(canon.shape, spacing, stage.spacing_mm)
+        x = params.apply(resample.resample_linear(canon, shape))
+        channels = sliding_window_labels(x, stage.patch_size, stage.step_size, stage.num_classes, net.predict)
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[: stage.num_classes] = stage.label_ids
+        return lut[channels], params
+
+
+def segment_image(image: sitk.Image | str | Path, weights_dir: str | Path, *, modality: str | None = None,
+                  device: str = "auto", backend: str = "auto", model: str | None = None) -> sitk.Image:
+    """Segment one image: returns a uint8 SimpleITK label map with the input's geometry.
+
+    `image` is a path (modality from its name unless given) or a 3D SimpleITK image (modality defaults to MRI).
+    """
+    if isinstance(image, (str, Path)):
+        loaded = read_image(Path(image))
+        modality = modality or modality_of(image)
+    else:
+        arr = sitk.GetArrayViewFromImage(image)
+        loaded = LoadedImage(image=image, array=arr)
+        modality = modality or "MRI"
+    seg = Segmenter(EngineOptions(weights_dir=Path(weights_dir), device=device, backend=backend, model=model))
+    labels = seg.segment(loaded, modality)
+    out = sitk.GetImageFromArray(labels)
+    out.CopyInformation(loaded.image)
+    return out

@@ -1,0 +1,60 @@
+"""Resampling between a voxel grid and a grid at another spacing, with the half-voxel convention.
+
+Output voxel o along an axis of n_in -> n_out voxels samples input coordinate (o + 0.5) * n_in / n_out - 0.5
+(the convention of torch's interpolate(align_corners=False) and of skimage's resize), so both grids cover the same
+physical extent. Images use separable linear interpolation; labels use nearest neighbour with the same mapping,
+which is how network-resolution labels go back to the input grid (`labels_to_shape`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def shape_at_spacing(shape, spacing_mm, target_spacing_mm) -> tuple[int, int, int]:
+    """Number of voxels covering the same extent at `target_spacing_mm` (at least 1 per axis)."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing_mm, target_spacing_mm))  # type: ignore
+
+
+def _linear_axis(arr: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    n_in = arr.shape[axis]
+    if n_in == n_out:
+        return arr.astype(np.float32, copy=False)
+    coords = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    coords = np.clip(coords, 0.0, n_in - 1)
+    i0 = np.floor(coords).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = (coords - i0).astype(np.float32)
+    shape = [1] * arr.ndim
+    shape[axis] = n_out
+    w = w.reshape(shape)
+    lo = np.take(arr, i0, axis=axis).astype(np.float32, copy=False)
+    hi = np.take(arr, i1, axis=axis).astype(np.float32, copy=False)
+    lo *= 1.0 - w
+    hi *= w
+    lo += hi
+    return lo
+
+
+def resample_linear(arr: np.ndarray, out_shape) -> np.ndarray:
+    """Trilinear resampling of a 3D array to `out_shape` (float32).
+
+    Axes are processed in order of decreasing reduction so intermediate arrays stay small for large inputs.
+    """
+    out_shape = tuple(int(v) for v in out_shape)
+    order = sorted(range(arr.ndim), key=lambda a: out_shape[a] / arr.shape[a])
+    out = arr
+    for axis in order:
+        out = _linear_axis(out, axis, out_shape[axis])
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of `n_out` output voxels under the half-voxel convention."""
+    idx = np.floor((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out)).astype(np.intp)
+    return np.minimum(idx, n_in - 1)
+
+
+def labels_to_shape(labels: np.ndarray, out_shape) -> np.ndarray:
+    """Nearest-neighbour resampling of a label map (any integer dtype) to `out_shape`."""
+    index = np.ix_(*(nearest_indices(n_in, n_out) for n_in, n_out in zip(labels.shape, out_shape)))
+    return labels[index]

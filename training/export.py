@@ -1,0 +1,82 @@
+"""Export trained networks to the engine's weights format: weights/<model>/{model.json, *.pt, *.onnx}.
+
+The card is written last (atomically), after every weight file and its sha256, so a half-finished export is never
+a loadable model.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inference.config import ModelCard, StageConfig, load_model_folder, sha256_of, write_card
+from inference.network import build_network, count_parameters
+
+ONNX_OPSET = 17
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """Commit hash of the repository holding this code (or 'unknown')."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def export_onnx(net: torch.nn.Module, patch_size, path: Path) -> None:
+    """Export `net` for input (batch, 1, *patch_size) with a dynamic batch axis."""
+    net = net.eval().cpu()
+    x = torch.zeros((1, 1) + tuple(patch_size), dtype=torch.float32)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.onnx.export(net, (x,), str(tmp), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=ONNX_OPSET, dynamo=False)
+    os.replace(tmp, path)
+
+
+def save_state(net: torch.nn.Module, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+
+
+def export_model(folder: Path, *, name: str, description: str, modalities: tuple[str, ...],
+                 stages: dict[str, tuple[torch.nn.Module, StageConfig]], provenance: dict[str, Any] | None = None,
+                 onnx: bool = True, **card_fields: Any) -> Path:
+    """Write `folder` (model card + torch weights + ONNX) for the networks of the 'coarse' and 'fine' stages.
+
+    Each network must be the card architecture's PlainConvUNet (inference.network) or load into it strictly.
+    Returns the folder; the export is verified by loading it back with sha256 checks.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if set(stages) != {"coarse", "fine"}:
+        raise ValueError("stages must be exactly 'coarse' and 'fine'")
+    sha: dict[str, str] = {}
+    final: dict[str, StageConfig] = {}
+    params: dict[str, int] = {}
+    for stage_name, (net, cfg) in stages.items():
+        engine_net = build_network(cfg.architecture, cfg.num_classes)
+        engine_net.load_state_dict(net.state_dict(), strict=True)
+        files = {"torch": f"{stage_name}.pt"}
+        save_state(engine_net, folder / files["torch"])
+        if onnx:
+            files["onnx"] = f"{stage_name}.onnx"
+            export_onnx(engine_net, cfg.patch_size, folder / files["onnx"])
+        for fname in files.values():
+            sha[fname] = sha256_of(folder / fname)
+        final[stage_name] = replace(cfg, files=files)
+        params[stage_name] = count_parameters(engine_net)
+    prov = {"git_commit": git_commit(), "torch": torch.__version__, "parameters": params}
+    prov.update(provenance or {})
+    card = ModelCard(name=name, description=description, modalities=tuple(modalities), coarse=final["coarse"],
+                     fine=final["fine"], provenance=prov, sha256=sha, **card_fields)
+    write_card(card, folder)
+    load_model_folder(folder, verify=True)
+    return folder
