@@ -348,7 +348,7 @@ def _kill_group(process: subprocess.Popen) -> None:
         pass
 
 
-def measure_case(config: ResourceConfig, input_path: Path, gpu: GpuMemorySampler, log: Callable[[str], None] = print) -> CaseMeasurement:
+def measure_case(config: ResourceConfig, input_path: Path, gpu: GpuMemorySampler) -> CaseMeasurement:
     """Run one case in fresh temporary inputs/outputs folders while sampling; move its output to out_dir/predictions."""
     input_name = input_path.name
     case = output_name(input_name)[: -len(".nii.gz")]
@@ -477,7 +477,7 @@ def measure_folder(config: ResourceConfig, log: Callable[[str], None] = print, p
         for index, path in enumerate(files):
             if index and config.pause_s > 0:
                 time.sleep(config.pause_s)
-            measurement = measure_case(config, path, gpu, log)
+            measurement = measure_case(config, path, gpu)
             results.append(measurement)
             sample_record = {k: v for k, v in asdict(measurement).items()}
             atomic_write_text(out_dir / "samples" / f"{path.name[: -len('.nii.gz')]}.json", json.dumps(sample_record, indent=1))

@@ -241,3 +241,41 @@ def test_config_needs_exactly_one_way_to_run(tmp_path):
         ResourceConfig(input_dir=tmp_path, out_dir=tmp_path)
     with pytest.raises(ValueError):
         ResourceConfig(input_dir=tmp_path, out_dir=tmp_path, docker_image="x", command="y")
+
+
+FAKE_DOCKER = '''#!{python}
+import json, os, shutil, sys, time
+args = sys.argv[1:]
+specs = [args[i + 1].split(":/workspace/") for i, a in enumerate(args) if a == "-v"]
+mounts = {{"/workspace/" + target.rstrip("/"): host.rstrip("/") for host, target in specs}}
+host_in, host_out = mounts["/workspace/inputs"], mounts["/workspace/outputs"]
+files = os.listdir(host_in)
+assert len(files) == 1, files
+shutil.copy(os.path.join(host_in, files[0]), os.path.join(host_out, files[0].split("_0000.nii.gz")[0] + ".nii.gz"))
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+time.sleep(0.2)
+'''
+
+
+def test_docker_mode_runs_the_organizers_command(input_dir, tmp_path, monkeypatch):
+    """A fake `docker` on PATH checks the mounts and plays the container's part."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER.format(python=sys.executable))
+    docker.chmod(0o755)
+    log = tmp_path / "docker.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    out = tmp_path / "out"
+    config = ResourceConfig(input_dir=input_dir, out_dir=out, docker_image="team:latest", gpu_index=2, nvml=FakeNVML([700.0]))
+    results = measure_folder(config, log=lambda _: None, plots=False)
+    assert all(m.returncode == 0 and m.output_written and m.max_gpu_mib == 700 for m in results)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 2
+    for call in calls:
+        assert call[:7] == ["container", "run", "--shm-size=28gb", "-m", "28G", "--gpus=device=2", "--name"]
+        assert call[-4:] == ["team:latest", "/bin/bash", "-c", "sh predict.sh"]
+    assert calls[0][7] != calls[1][7]  # a fresh container name per case
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == ["amos_0001.nii.gz", "fdg_0002.nii.gz"]
