@@ -1,0 +1,176 @@
+"""Statistics of the labelled CT set: median voxel spacing and per-organ relative volumes (mu_c, sigma_c).
+
+R_c = voxels of organ c / voxels of the bounding box of all organs of the target set (see labels.py). The box
+depends on which organs are in the set, so the statistics are computed per target set ("mri": 13 organs, "pet":
+liver, kidneys, spleen), each over the CT label maps that carry EVERY organ of that set (a partially annotated
+map would give a smaller box and biased ratios; such maps are listed under "excluded"). sigma_c is the sample
+standard deviation (ddof 1), so a set needs at least two complete CT maps.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from . import labels as L
+from .geometry import physical_spacing_xyz
+
+FORMAT = "flare-uda selftrain ct-stats v1"
+
+
+class StatsError(ValueError):
+    """Unusable CT labels or statistics file; the message names the file."""
+
+
+@dataclass(frozen=True)
+class OrganStats:
+    mean: float
+    std: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class SetStats:
+    organs: tuple[int, ...]
+    n_cases: int
+    relative_volume: dict[int, OrganStats]  # organ -> statistics of R_c over the complete CT maps
+    excluded: dict[str, list[int]] = field(default_factory=dict)  # case -> organs it lacks
+
+    def bounds(self, organ: int, n_sigma: float) -> tuple[float, float]:
+        s = self.relative_volume[organ]
+        return s.mean - n_sigma * s.std, s.mean + n_sigma * s.std
+
+
+@dataclass(frozen=True)
+class CTStats:
+    median_spacing_xyz_mm: tuple[float, float, float]
+    n_label_maps: int
+    source: str
+    sets: dict[str, SetStats]  # target set name -> statistics; a set without two complete maps is absent
+    format: str = FORMAT
+
+    def for_set(self, name: str, path: Path | str = "stats") -> SetStats:
+        if name not in self.sets:
+            raise StatsError(f"{path}: no relative-volume statistics for target set {name!r} (fewer than two CT "
+                             f"label maps carry all of its organs {list(L.organ_set(name))})")
+        return self.sets[name]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for s in d["sets"].values():
+            s["relative_volume"] = {str(k): v for k, v in s["relative_volume"].items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CTStats":
+        sets = {}
+        for name, s in d["sets"].items():
+            sets[name] = SetStats(
+                organs=tuple(int(o) for o in s["organs"]), n_cases=int(s["n_cases"]),
+                relative_volume={int(k): OrganStats(**{f: float(v[f]) for f in ("mean", "std", "min", "max")})
+                                 for k, v in s["relative_volume"].items()},
+                excluded={str(k): [int(o) for o in v] for k, v in s.get("excluded", {}).items()})
+        return cls(median_spacing_xyz_mm=tuple(float(v) for v in d["median_spacing_xyz_mm"]),  # type: ignore
+                   n_label_maps=int(d["n_label_maps"]), source=str(d.get("source", "")), sets=sets,
+                   format=str(d.get("format", "")))
+
+
+def label_files(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StatsError(f"{folder}: CT label folder does not exist")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and (p.name.endswith(".nii.gz") or p.name.endswith(".nii")))
+    if not files:
+        raise StatsError(f"{folder}: no label map (*.nii.gz) in the CT label folder")
+    return files
+
+
+def read_label_map(path: Path) -> tuple[sitk.Image, np.ndarray]:
+    """A FLARE label map: 3D, integer, values 0..13. Raises StatsError naming the file otherwise."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise StatsError(f"{path}: unreadable label map ({str(exc).strip().splitlines()[-1][:160]})") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise StatsError(f"{path}: a 3D scalar label map is expected (got {image.GetDimension()}D, "
+                         f"{image.GetNumberOfComponentsPerPixel()} component(s))")
+    array = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.mod(array, 1) == 0):
+            raise StatsError(f"{path}: label map holds non-integer values (is this an image, not labels?)")
+    lo, hi = float(array.min()), float(array.max())
+    if lo < 0 or hi > 13:
+        raise StatsError(f"{path}: label values {lo:g}..{hi:g} are outside the FLARE numbering 0..13")
+    return image, np.asarray(array, dtype=np.uint8)
+
+
+def compute_stats(ct_labels: Path, progress: bool = True) -> CTStats:
+    files = label_files(ct_labels)
+    spacings = []
+    ratios: dict[str, dict[int, list[float]]] = {name: {o: [] for o in organs} for name, organs in L.ORGAN_SETS.items()}
+    excluded: dict[str, dict[str, list[int]]] = {name: {} for name in L.ORGAN_SETS}
+    for path in tqdm(files, desc="CT label statistics", unit="map", disable=not progress):
+        image, arr = read_label_map(path)
+        spacings.append(physical_spacing_xyz(image))
+        for name, organs in L.ORGAN_SETS.items():
+            missing = L.missing_organs(arr, organs)
+            if missing:
+                excluded[name][path.name] = missing
+                continue
+            for organ, r in L.relative_volumes(arr, organs).items():
+                ratios[name][organ].append(r)
+    sets = {}
+    for name, organs in L.ORGAN_SETS.items():
+        n = len(ratios[name][organs[0]])
+        if n < 2:
+            continue
+        rv = {}
+        for organ in organs:
+            v = np.asarray(ratios[name][organ], dtype=np.float64)
+            rv[organ] = OrganStats(mean=float(v.mean()), std=float(v.std(ddof=1)), min=float(v.min()),
+                                   max=float(v.max()))
+        sets[name] = SetStats(organs=organs, n_cases=n, relative_volume=rv, excluded=excluded[name])
+    median = tuple(round(float(v), 6) for v in np.median(np.asarray(spacings), axis=0))
+    return CTStats(median_spacing_xyz_mm=median, n_label_maps=len(files), source=str(Path(ct_labels).resolve()),
+                   sets=sets)  # type: ignore[arg-type]
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def save_stats(stats: CTStats, path: Path) -> None:
+    write_json_atomic(stats.to_dict(), path)
+
+
+def load_stats(path: Path) -> CTStats:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise StatsError(f"{path}: cannot read the statistics file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise StatsError(f"{path}: not a JSON statistics file ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise StatsError(f"{path}: not a statistics file of `python -m training.selftrain stats` "
+                         f"(format {raw.get('format') if isinstance(raw, dict) else None!r}, expected {FORMAT!r})")
+    try:
+        return CTStats.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StatsError(f"{path}: malformed statistics file ({type(exc).__name__}: {exc})") from None
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
