@@ -62,6 +62,11 @@ def test_train_writes_checkpoints_quality_and_grids_and_resumes(data, tmp_path):
     model3, ckpt3 = load_checkpoint(out / "checkpoints" / "latest.pt")
     assert ckpt3["epoch"] == 3
     assert any(not torch.equal(before[k], v) for k, v in model3.state_dict().items())
+    assert "training" in ckpt3 and "training" not in torch.load(out / "checkpoints" / "epoch_3.pt",
+                                                                 weights_only=False)
+    # an interrupted epoch's log lines are dropped on resume (the epoch is redone from the checkpoint)
+    with open(out / "loss_log.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 4, "step": 7, "G": 1.0}) + "\n")
     # nothing left to do: no new steps, quality rewritten
     assert run(data, out, "--epochs", "3") == 0
     assert len(log_lines(out)) == 6

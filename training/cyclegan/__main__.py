@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     tr.add_argument("--options", type=Path, default=None, help="JSON file of CycleGANOptions fields")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     _add_option_flags(tr)
 
     tl = sub.add_parser("translate", help="labelled CT volumes -> synthetic target volumes + copied labels")
@@ -78,11 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
     tl.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
     tl.add_argument("--quiet", action="store_true")
+    tl.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(max(1, args.threads))
     try:
         if args.command == "train":
             from .train import train

@@ -146,11 +146,12 @@ def cache_cases(cases: list[Case], modality: str, opts: CycleGANOptions, cache_d
         meta_path = cache_dir / f"{case.name}.json"
         img_path = cache_dir / f"{case.name}_img.npy"
         lab_path = cache_dir / f"{case.name}_lab.npy" if case.label is not None else None
+        source = {"image": str(case.image), "label": str(case.label) if case.label else None,
+                  "stat": [[p.stat().st_size, p.stat().st_mtime_ns] for p in (case.image, case.label) if p]}
         meta = None
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
-            fresh = (meta.get("key") == key and meta.get("image") == str(case.image)
-                     and meta.get("label") == (str(case.label) if case.label else None)
+            fresh = (meta.get("key") == key and meta.get("source") == source
                      and img_path.exists() and (lab_path is None or lab_path.exists()))
             if not fresh:
                 meta = None
@@ -159,8 +160,7 @@ def cache_cases(cases: list[Case], modality: str, opts: CycleGANOptions, cache_d
             _save_npy(img_path, vol.image.astype(np.float16))
             if lab_path is not None:
                 _save_npy(lab_path, vol.label.astype(np.uint8))
-            meta = {"key": key, "image": str(case.image), "label": str(case.label) if case.label else None,
-                    "num_slices": int(vol.image.shape[0]),
+            meta = {"key": key, "source": source, "num_slices": int(vol.image.shape[0]),
                     "window": [vol.transform.window.low, vol.transform.window.high]}
             tmp = meta_path.with_name(meta_path.name + ".tmp")
             tmp.write_text(json.dumps(meta))

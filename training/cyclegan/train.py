@@ -3,7 +3,7 @@
 Output folder:
     options.json                   the options of the run
     checkpoints/latest.pt          written after every epoch (resume point; `translate --checkpoint` takes it)
-    checkpoints/epoch_<N>.pt       every `save_every` epochs and after the last one
+    checkpoints/epoch_<N>.pt       every `save_every` epochs and after the last one (weights only)
     loss_log.jsonl                 one line per iteration: epoch, step, lr, losses
     cache/{ct,target}/             preprocessed volumes (.npy), reused across runs with the same preprocessing
     quality.json, grids/*.png      at the end (see quality.py)
@@ -31,14 +31,25 @@ from .translate import CHECKPOINT_FORMAT
 
 
 def save_checkpoint(model: OrganAttentionCycleGAN, path: Path, *, epoch: int, step: int,
-                    target_window: tuple[float, float], extra: dict | None = None) -> None:
+                    target_window: tuple[float, float], with_training: bool = True, extra: dict | None = None) -> None:
+    """Weights + options (+ optimizer and pool state with `with_training`, needed to resume, ~3x the weights)."""
     state = {"format": CHECKPOINT_FORMAT, "options": model.opts.to_dict(), "epoch": epoch, "step": step,
              "target_window": [float(target_window[0]), float(target_window[1])],
-             "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "training": model.training_state(), **(extra or {})}
+             "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **(extra or {})}
+    if with_training:
+        state["training"] = model.training_state()
     tmp = path.with_name(".tmp-" + path.name)
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in lines if json.loads(line).get("step", 0) <= last_step]
+    if len(keep) != len(lines):
+        tmp = path.with_name(".tmp-" + path.name)
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
 
 
 def _seed_everything(seed: int) -> None:
@@ -88,6 +99,8 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
         torch.backends.cudnn.benchmark = True
 
     log_path = out_dir / "loss_log.jsonl"
+    if log_path.exists():
+        _truncate_log(log_path, step)        # drop the iterations of an interrupted epoch (they are redone)
     with open(log_path, "a") as log:
         for epoch in range(start_epoch, opts.epochs):
             _seed_everything(opts.seed + 1000 * (epoch + 1))       # same batches whether resumed or not
@@ -111,7 +124,7 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
                             extra={"epoch_seconds": seconds})
             if (epoch + 1) % opts.save_every == 0 or epoch + 1 == opts.epochs:
                 save_checkpoint(model, ckpt_dir / f"epoch_{epoch + 1}.pt", epoch=epoch + 1, step=step,
-                                target_window=(window.low, window.high))
+                                target_window=(window.low, window.high), with_training=False)
             if progress:
                 tqdm.write(f"epoch {epoch + 1}/{opts.epochs}: {len(loader)} iterations in {seconds:.1f} s, lr {lr:.2e}")
 
