@@ -195,6 +195,22 @@ def _prepare_image(source: Path, case: str, cfg: PredictConfig) -> tuple[LoadedI
     return LoadedImage(image=resampled, array=sitk.GetArrayViewFromImage(resampled)), rel, notes
 
 
+def build_record(case: str, modality: str, source: Path, image_ref: str, image: sitk.Image, target_spacing,
+                 models: list[dict], notes: list[str], seconds: float) -> dict:
+    """The record of a finished case. `models` entries: name, path, card_sha256, label (relative to PRED), ..."""
+    return {
+        "format": RECORD_FORMAT, "case": case, "modality": modality, "source_image": str(Path(source).resolve()),
+        "image": image_ref, "size_xyz": list(image.GetSize()),
+        "spacing_xyz_mm": [round(v, 6) for v in physical_spacing_xyz(image)],
+        "target_spacing_xyz_mm": None if target_spacing is None else [float(v) for v in target_spacing],
+        "label_numbering": "FLARE", "models": models, "notes": notes, "seconds": round(seconds, 3),
+    }
+
+
+def write_record(record: dict, out: Path) -> None:
+    write_json_atomic(record, _record_path(Path(out), record["case"]))
+
+
 def predict_case(case: str, source: Path, modality: str, segmenters: dict[str, Segmenter], models: list[ModelRef],
                  cfg: PredictConfig) -> dict:
     """Predict one case with every model, write its label maps, then its record (last). Returns the record."""
@@ -211,17 +227,11 @@ def predict_case(case: str, source: Path, modality: str, segmenters: dict[str, S
         write_labels(labels, loaded.image, cfg.out / rel, cfg.compression)
         entries.append({"name": ref.name, "path": str(ref.path), "card_sha256": ref.card_sha256, "label": rel,
                         "seconds": round(time.perf_counter() - t, 3), "backend": rec.backend, "device": rec.device,
-                        "organ_volumes_ml": {str(k): v for k, v in rec.organ_volumes_ml.items()}})
-    record = {
-        "format": RECORD_FORMAT, "case": case, "modality": modality, "source_image": str(source.resolve()),
-        "image": image_ref, "size_xyz": list(loaded.image.GetSize()),
-        "spacing_xyz_mm": [round(v, 6) for v in physical_spacing_xyz(loaded.image)],
-        "target_spacing_xyz_mm": None if cfg.target_spacing_xyz_mm is None else
-        [float(v) for v in cfg.target_spacing_xyz_mm],
-        "label_numbering": "FLARE", "models": entries, "notes": notes,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    write_json_atomic(record, _record_path(cfg.out, case))
+                        "organ_volumes_ml": {str(L.FLARE_FROM_PET[k] if modality == "PET" else k): v
+                                             for k, v in rec.organ_volumes_ml.items()}})
+    record = build_record(case, modality, source, image_ref, loaded.image, cfg.target_spacing_xyz_mm, entries,
+                          notes, time.perf_counter() - t0)
+    write_record(record, cfg.out)
     return record
 
 
