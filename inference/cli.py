@@ -59,12 +59,12 @@ def _write_record(log_dir: Path | None, rec: CaseRecord) -> None:
 
 
 def _check_output_dir(out_dir: Path) -> str | None:
+    if out_dir.exists() and not out_dir.is_dir():
+        return "output path exists and is not a folder"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"cannot create the output folder ({exc.strerror})"
-    if not out_dir.is_dir():
-        return "output path exists and is not a folder"
     try:
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
             pass

@@ -6,15 +6,14 @@ folder and renames it, so a crash never leaves a partial mask where the scorer w
 """
 from __future__ import annotations
 
-import gzip
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from .nifti_check import NiftiContainerError, check_complete, nonfinite_mask, read_layout
 
 MAX_ANISOTROPY = 10.0  # spacing ratio above which a note is attached (the case is still processed)
 
@@ -30,33 +29,6 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)
 
 
-def _diagnose_unreadable(path: Path, exc: Exception) -> str:
-    """Why SimpleITK could not read `path`, in words."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as e:
-        return f"cannot open the file ({e.strerror})"
-    if len(head) == 0:
-        return "empty file"
-    if head[:2] == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as g:
-                header = g.read(348)
-                while g.read(1 << 24):
-                    pass
-        except (EOFError, zlib.error, gzip.BadGzipFile, OSError):
-            return "truncated or corrupt gzip stream"
-    else:
-        with open(path, "rb") as f:
-            header = f.read(348)
-    if len(header) < 348 or struct.unpack("<i", header[:4])[0] not in (348, 540) and \
-            struct.unpack(">i", header[:4])[0] not in (348, 540):
-        return "not a NIfTI file (no NIfTI header)"
-    first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return f"unreadable NIfTI ({first_line[:160]})"
-
-
 def read_image(path: Path) -> LoadedImage:
     path = Path(path)
     try:
@@ -66,10 +38,18 @@ def read_image(path: Path) -> LoadedImage:
         raise InputError(f"cannot open the file ({exc.strerror})") from None
     if path.name.endswith(".gz") and magic != b"\x1f\x8b":
         raise InputError("named .nii.gz but not gzip-compressed" if magic else "empty file")
+    if not magic:
+        raise InputError("empty file")
+    try:
+        layout = read_layout(path)
+        check_complete(path, layout)
+    except NiftiContainerError as exc:
+        raise InputError(str(exc)) from None
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(_diagnose_unreadable(path, exc)) from None
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"unreadable NIfTI ({last[:160]})") from None
 
     notes: list[str] = []
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -94,16 +74,22 @@ def read_image(path: Path) -> LoadedImage:
         raise InputError(f"degenerate direction matrix {image.GetDirection()}")
 
     array = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(array.dtype, np.floating):
-        finite = np.isfinite(array)
-        if not finite.all():
-            n_bad = int(array.size - np.count_nonzero(finite))
-            if n_bad == array.size:
-                raise InputError("every voxel is NaN or Inf")
-            fill = float(np.min(array[finite]))
-            array = np.where(finite, array, np.asarray(fill, dtype=array.dtype))
-            notes.append(f"{n_bad} NaN/Inf voxels set to the image minimum {fill:g}")
-        del finite
+    # ITK reads NaN/Inf as 0: find them in the file itself and give them the background value (image minimum)
+    try:
+        bad = nonfinite_mask(path, layout)
+    except NiftiContainerError as exc:
+        raise InputError(str(exc)) from None
+    if bad is None and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = ~np.isfinite(array).ravel()
+    if bad is not None:
+        bad = bad[: array.size].reshape(array.shape)
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad == array.size:
+            raise InputError("every voxel is NaN or Inf")
+        fill = float(np.min(array[~bad]))
+        array = np.where(bad, np.asarray(fill, dtype=array.dtype), array)
+        notes.append(f"{n_bad} NaN/Inf voxels set to the image minimum {fill:g}")
+        del bad
     lo, hi = array.min(), array.max()
     if lo == hi:
         raise InputError(f"constant image (every voxel is {float(lo):g}): nothing to segment")

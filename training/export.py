@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,12 @@ def export_onnx(net: torch.nn.Module, patch_size, path: Path) -> None:
     net = net.eval().cpu()
     x = torch.zeros((1, 1) + tuple(patch_size), dtype=torch.float32)
     tmp = path.with_name(path.name + ".tmp")
-    torch.onnx.export(net, (x,), str(tmp), input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                      opset_version=ONNX_OPSET, dynamo=False)
+    with warnings.catch_warnings():  # the tracer's notes on instance norm and shape checks are expected
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*instance_norm.*", category=UserWarning)
+        torch.onnx.export(net, (x,), str(tmp), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=ONNX_OPSET, dynamo=False)
     os.replace(tmp, path)
 
 
