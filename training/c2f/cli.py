@@ -1,0 +1,169 @@
+"""One command per step: spec, convert, plan, train, export (python -m training.c2f STEP --help).
+
+All nnU-Net folders live under `--work DIR` (DIR/nnUNet_raw, DIR/nnUNet_preprocessed, DIR/nnUNet_results); the
+commands set nnU-Net's variables themselves, nothing is read from the user's environment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import STAGES, C2FSpec, default_spec
+from .nnunet_env import NnunetFolders
+
+
+def folders_of(work: Path) -> NnunetFolders:
+    work = Path(work).resolve()
+    return NnunetFolders(raw=work / "nnUNet_raw", preprocessed=work / "nnUNet_preprocessed",
+                         results=work / "nnUNet_results")
+
+
+def load_spec(path: Path | None) -> C2FSpec:
+    return default_spec() if path is None else C2FSpec.from_dict(json.loads(Path(path).read_text()))
+
+
+def _stage_dataset(dataset_id: int, stage: str) -> str:
+    from .convert import dataset_name
+
+    return dataset_name(dataset_id + (0 if stage == "coarse" else 1), stage)
+
+
+def cmd_spec(a: argparse.Namespace) -> int:
+    out = Path(a.out)
+    tmp = out.with_name("." + out.name + ".tmp")
+    tmp.write_text(json.dumps(default_spec().to_dict(), indent=2) + "\n")
+    os.replace(tmp, out)
+    print(out)
+    return 0
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    from .convert import Source, convert
+
+    out = convert([Source.parse(s) for s in a.source], folders_of(a.work).raw, a.dataset_id, load_spec(a.spec),
+                  stages=tuple(a.stages), workers=a.workers)
+    for stage, folder in out.items():
+        print(f"{stage}: {folder}")
+    return 0
+
+
+def cmd_plan(a: argparse.Namespace) -> int:
+    from .nnunet_env import bind_folders
+    from .planner import plan_and_preprocess
+
+    folders = folders_of(a.work)
+    bind_folders(folders, a.workers)
+    for stage in a.stages:
+        print(f"{stage}: {plan_and_preprocess(folders.raw / _stage_dataset(a.dataset_id, stage), folders.preprocessed)}")
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .train import TrainArgs, train
+
+    args = TrainArgs(folders=folders_of(a.work), dataset=_stage_dataset(a.dataset_id, a.stage), trainer=a.trainer,
+                     fold=a.fold, device=a.device, num_gpus=a.num_gpus, epochs=a.epochs,
+                     iterations_per_epoch=a.iterations, val_iterations_per_epoch=a.val_iterations,
+                     initial_lr=a.lr, continue_training=a.continue_training, pretrained=a.pretrained,
+                     validate=a.validate, workers=a.workers, threads=a.threads)
+    print(train(args))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from inference.config import TTA
+
+    from .export import TrainedStage, export_c2f
+    from .planner import CONFIGURATION, PLANS_NAME
+
+    results = folders_of(a.work).results
+    stages = {}
+    for stage, trainer, axes in (("coarse", a.coarse_trainer or a.trainer, a.coarse_tta_axes),
+                                 ("fine", a.fine_trainer or a.trainer, a.fine_tta_axes)):
+        folder = results / _stage_dataset(a.dataset_id, stage) / f"{trainer}__{PLANS_NAME}__{CONFIGURATION}"
+        stages[stage] = TrainedStage(folder=folder, fold=a.fold, checkpoint=a.checkpoint,
+                                     tta=TTA(axes=tuple(axes), mode=a.tta_mode), step_size=a.step_size)
+    out = export_c2f(Path(a.out), stages["coarse"], stages["fine"], name=a.name, description=a.description,
+                     modalities=tuple(a.modalities), onnx=not a.no_onnx)
+    print(out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.c2f", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="step", required=True)
+
+    s = sub.add_parser("spec", help="write the default C2FSpec (spacings, patches, networks, crop margin) as JSON")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_spec)
+
+    def common(sp, dataset=True):
+        sp.add_argument("--work", required=True, type=Path, help="folder holding nnUNet_raw/preprocessed/results")
+        if dataset:
+            sp.add_argument("--dataset-id", type=int, default=501,
+                            help="coarse dataset id; the fine dataset gets id + 1 (default 501)")
+
+    s = sub.add_parser("convert", help="labelled folders -> nnU-Net raw datasets (coarse + fine), engine-prepared")
+    common(s)
+    s.add_argument("--source", action="append", required=True,
+                   help="NAME=IMAGES_DIR[,LABELS_DIR] (repeat: labelled CT, synthetic MRI/PET, pseudo-labels)")
+    s.add_argument("--spec", type=Path, help="C2FSpec JSON (default: the built-in spec; see `spec`)")
+    s.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    s.add_argument("--workers", type=int, default=1, help="conversion processes")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("plan", help="write C2FPlans and run nnU-Net's preprocessing")
+    common(s)
+    s.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("train", help="train one stage (resumable with --continue; multi-GPU with --num-gpus)")
+    common(s)
+    s.add_argument("--stage", choices=STAGES, required=True)
+    s.add_argument("--trainer", default="nnUNetTrainerC2F")
+    s.add_argument("--fold", default="all", help="'all' (default) or 0-4")
+    s.add_argument("--device", default="cuda", choices=("cuda", "cpu", "mps"))
+    s.add_argument("--num-gpus", type=int, default=1, help="> 1: nnU-Net's DDP, one process per GPU")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--iterations", type=int, help="training iterations per epoch")
+    s.add_argument("--val-iterations", type=int, help="validation iterations per epoch")
+    s.add_argument("--lr", type=float, help="initial learning rate (default: the trainer's)")
+    s.add_argument("--continue", dest="continue_training", action="store_true",
+                   help="resume from the latest checkpoint of this stage")
+    s.add_argument("--pretrained", help="start from this nnU-Net checkpoint's weights (self-training)")
+    s.add_argument("--validate", action="store_true", help="nnU-Net's full validation after training")
+    s.add_argument("--workers", type=int, default=None, help="data augmentation processes (0: none)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU training)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("export", help="checkpoints -> weights/<model>/ (card + torch + ONNX + provenance)")
+    common(s)
+    s.add_argument("--out", required=True, help="model folder to write, e.g. weights/c2f_mri")
+    s.add_argument("--name")
+    s.add_argument("--description", default="")
+    s.add_argument("--trainer", default="nnUNetTrainerC2F")
+    s.add_argument("--coarse-trainer")
+    s.add_argument("--fine-trainer")
+    s.add_argument("--fold", default="all")
+    s.add_argument("--checkpoint", default="checkpoint_final.pth")
+    s.add_argument("--modalities", nargs="+", default=["MRI", "PET"])
+    s.add_argument("--coarse-tta-axes", nargs="*", type=int, default=[])
+    s.add_argument("--fine-tta-axes", nargs="*", type=int, default=[1, 2])
+    s.add_argument("--tta-mode", choices=("all", "joint"), default="all")
+    s.add_argument("--step-size", type=float, default=0.5)
+    s.add_argument("--no-onnx", action="store_true")
+    s.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    return a.func(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

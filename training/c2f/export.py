@@ -1,0 +1,108 @@
+"""Step 4: nnU-Net checkpoints of the coarse and fine stages -> weights/<model>/ (card + torch + ONNX).
+
+The nnU-Net output folder is self-contained (plans.json, dataset.json with our 'c2f' block, checkpoint), so the
+card is derived from it: spacing and patch from the plans, normalisation and ROI margin from the spec the data were
+prepared with, the network weights loaded strictly into the engine's PlainConvUNet (same state_dict keys as
+dynamic-network-architectures' PlainConvUNet: no mapping needed).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inference.config import TTA, PostprocessConfig, RoiConfig, StageConfig, sha256_of
+from inference.network import build_network
+from training.export import export_model
+
+from .config import C2FSpec
+from .planner import CONFIGURATION
+
+
+@dataclass(frozen=True)
+class TrainedStage:
+    folder: Path  # nnU-Net output folder of one trainer/plans/configuration (holding fold_*)
+    fold: str = "all"
+    checkpoint: str = "checkpoint_final.pth"
+    tta: TTA = TTA()
+    step_size: float = 0.5
+
+
+def load_trained_stage(stage: TrainedStage) -> tuple[torch.nn.Module, StageConfig, C2FSpec, dict[str, Any]]:
+    """(engine network with the checkpoint's weights, its StageConfig, the data spec, provenance)."""
+    folder = Path(stage.folder)
+    plans = json.loads((folder / "plans.json").read_text())
+    ds = json.loads((folder / "dataset.json").read_text())
+    if "c2f" not in ds:
+        raise ValueError(f"{folder}/dataset.json has no 'c2f' block: not a training.c2f dataset")
+    spec = C2FSpec.from_dict(ds["c2f"]["spec"])
+    stage_name = ds["c2f"]["stage"]
+    sspec = spec.stage(stage_name)
+    ckpt_path = folder / f"fold_{stage.fold}" / stage.checkpoint
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"{ckpt_path}: no checkpoint (train first, or pick --checkpoint)")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    config = plans["configurations"][CONFIGURATION]
+    label_ids = tuple(sorted(int(v) for v in ds["labels"].values()))
+    cfg = StageConfig(spacing_mm=tuple(float(s) for s in config["spacing"]),  # type: ignore[arg-type]
+                      patch_size=tuple(int(p) for p in config["patch_size"]),  # type: ignore[arg-type]
+                      normalization=sspec.normalization, architecture=sspec.network.architecture(),
+                      label_ids=label_ids, tta=stage.tta, step_size=stage.step_size)
+    net = build_network(cfg.architecture, cfg.num_classes)
+    net.load_state_dict(ckpt["network_weights"], strict=True)
+    net.eval()
+    debug_file = folder / f"fold_{stage.fold}" / "debug.json"
+    debug = json.loads(debug_file.read_text()) if debug_file.is_file() else {}
+    prov = {
+        "dataset": plans["dataset_name"],
+        "stage": stage_name,
+        "sources": ds["c2f"].get("sources", {}),
+        "training_cases": int(ds.get("numTraining", 0)),
+        "trainer": ckpt.get("trainer_name"),
+        "plans": plans["plans_name"],
+        "configuration": CONFIGURATION,
+        "fold": stage.fold,
+        "checkpoint": stage.checkpoint,
+        "checkpoint_sha256": sha256_of(ckpt_path),
+        "epochs_completed": int(ckpt["current_epoch"]),
+        "num_epochs": int(debug["num_epochs"]) if "num_epochs" in debug else None,
+        "iterations_per_epoch": int(debug["num_iterations_per_epoch"]) if "num_iterations_per_epoch" in debug else None,
+        "batch_size": int(config["batch_size"]),
+        "patch_size": list(config["patch_size"]),
+    }
+    return net, cfg, spec, prov
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, name: str | None = None,
+               description: str = "", modalities: tuple[str, ...] = ("MRI", "PET"), onnx: bool = True) -> Path:
+    """Write the engine's model folder from the two trained stages; returns it (verified by loading it back)."""
+    out_folder = Path(out_folder)
+    c_net, c_cfg, _, c_prov = load_trained_stage(coarse)
+    f_net, f_cfg, f_spec, f_prov = load_trained_stage(fine)
+    if c_cfg.label_ids != f_cfg.label_ids:
+        raise ValueError(f"coarse labels {c_cfg.label_ids} differ from fine labels {f_cfg.label_ids}")
+    if c_prov["stage"] != "coarse" or f_prov["stage"] != "fine":
+        raise ValueError(f"stage mix-up: got {c_prov['stage']!r} as coarse and {f_prov['stage']!r} as fine")
+    provenance = {
+        "training": {"coarse": c_prov, "fine": f_prov},
+        "nnunetv2": _version("nnunetv2"),
+        "dynamic_network_architectures": _version("dynamic-network-architectures"),
+        "fine_crop": {"margin_mm": list(f_spec.margin_mm), "jitter_mm": list(f_spec.jitter_mm),
+                      "crops_per_case": f_spec.crops_per_case},
+    }
+    return export_model(out_folder, name=name or out_folder.name,
+                        description=description or "coarse-to-fine nnU-Net v2 PlainConvUNets (training.c2f)",
+                        modalities=tuple(modalities), stages={"coarse": (c_net, c_cfg), "fine": (f_net, f_cfg)},
+                        provenance=provenance, onnx=onnx, roi=RoiConfig(margin_mm=f_spec.margin_mm),
+                        postprocess=PostprocessConfig())

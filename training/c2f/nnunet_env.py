@@ -1,0 +1,77 @@
+"""nnU-Net's folder settings and trainer lookup, handled at run time from our arguments.
+
+nnU-Net reads nnUNet_raw / nnUNet_preprocessed / nnUNet_results from the environment when `nnunetv2.paths` is
+first imported, and its modules copy those values into their own globals. `bind_folders` sets the variables (for
+processes nnU-Net spawns) and rebinds the copies in every nnunetv2 module already imported, so one Python process
+can use the folders its caller names. `register_trainers` makes our trainer classes visible to nnU-Net 2.6.0's
+class lookup (recursive_find_python_class, which only searches nnunetv2.training.nnUNetTrainer) by adding them to
+the namespace of the module `nnunetv2.training.nnUNetTrainer.nnUNetTrainer` in this process; no file of nnU-Net
+is written or changed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+FOLDER_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+@dataclass(frozen=True)
+class NnunetFolders:
+    raw: Path
+    preprocessed: Path
+    results: Path
+
+    def as_env(self) -> dict[str, str]:
+        return {"nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
+                "nnUNet_results": str(self.results)}
+
+
+def bind_folders(folders: NnunetFolders, cpu_workers: int | None = None) -> None:
+    """Point nnU-Net at `folders` (environment + already-imported module globals).
+
+    `cpu_workers` sets nnUNet_n_proc_DA / nnUNet_def_n_proc (data augmentation and helper processes).
+    """
+    for path in (folders.raw, folders.preprocessed, folders.results):
+        Path(path).mkdir(parents=True, exist_ok=True)
+    env = folders.as_env()
+    os.environ.update(env)
+    os.environ.setdefault("nnUNet_compile", "f")
+    if cpu_workers is not None:
+        os.environ["nnUNet_n_proc_DA"] = str(cpu_workers)
+        os.environ["nnUNet_def_n_proc"] = str(max(1, cpu_workers))
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "nnunetv2" or name.startswith("nnunetv2.")):
+            continue
+        for var, value in env.items():
+            if var in vars(module):
+                setattr(module, var, value)
+    if "nnunetv2.configuration" in sys.modules and cpu_workers is not None:
+        sys.modules["nnunetv2.configuration"].default_num_processes = max(1, cpu_workers)
+
+
+def register_trainers() -> None:
+    """Make training.c2f.trainers' classes findable by nnU-Net's trainer lookup in this process (idempotent)."""
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as host
+
+    from . import trainers
+
+    for name in trainers.__all__:
+        setattr(host, name, getattr(trainers, name))
+
+
+def find_trainer(name: str):
+    """The trainer class called `name`, looked up the way nnU-Net does (after registering ours)."""
+    from os.path import join
+
+    import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    register_trainers()
+    cls = recursive_find_python_class(join(nnunetv2.__path__[0], "training", "nnUNetTrainer"), name,
+                                      "nnunetv2.training.nnUNetTrainer")
+    if cls is None:
+        raise LookupError(f"no nnU-Net trainer class called {name!r}")
+    return cls

@@ -1,0 +1,122 @@
+"""Step 3: train one stage with nnU-Net (single process, or nnU-Net's DDP across GPUs), resumable.
+
+This is nnU-Net's run_training with two differences: the trainer class comes from training.c2f.trainers (no file
+is placed into nnU-Net's package), and the folders and iteration counts are arguments. Multi-GPU uses nnU-Net's
+own DDP path: one spawned process per GPU, nnU-Net's setup_ddp (NCCL), its trainer's DDP wrapping, batch split and
+loss all-reduce.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .nnunet_env import NnunetFolders, bind_folders, find_trainer
+from .planner import CONFIGURATION, PLANS_NAME
+
+DEFAULT_TRAINER = "nnUNetTrainerC2F"
+ARGS_FILE = "c2f_train_args.json"
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    folders: NnunetFolders
+    dataset: str  # nnU-Net dataset name, e.g. Dataset501_FLAREc2fCoarse
+    trainer: str = DEFAULT_TRAINER
+    fold: str = "all"  # "all" or 0..4 (nnU-Net's 5-fold split)
+    device: str = "cuda"
+    num_gpus: int = 1
+    epochs: int | None = None  # None: the trainer class's value
+    iterations_per_epoch: int | None = None
+    val_iterations_per_epoch: int | None = None
+    initial_lr: float | None = None
+    continue_training: bool = False
+    pretrained: str | None = None  # nnU-Net checkpoint whose weights start the training (e.g. self-training)
+    validate: bool = False  # nnU-Net's full validation (sliding window over validation cases) after training
+    workers: int | None = None  # data augmentation processes (nnUNet_n_proc_DA); 0: in the main process
+    threads: int | None = None  # torch CPU threads (1 is fastest on a loaded small CPU; None: torch's default)
+
+    @property
+    def fold_value(self) -> int | str:
+        return self.fold if self.fold == "all" else int(self.fold)
+
+
+def output_folder(folders: NnunetFolders, dataset: str, trainer: str = DEFAULT_TRAINER, fold: str = "all") -> Path:
+    """Where nnU-Net writes this training's checkpoints."""
+    return Path(folders.results) / dataset / f"{trainer}__{PLANS_NAME}__{CONFIGURATION}" / f"fold_{fold}"
+
+
+def _make_trainer(args: TrainArgs, device):
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    cls = find_trainer(args.trainer)
+    base = Path(args.folders.preprocessed) / args.dataset
+    if not (base / f"{PLANS_NAME}.json").is_file():
+        raise FileNotFoundError(f"{base / (PLANS_NAME + '.json')}: run `python -m training.c2f plan` first")
+    trainer = cls(plans=load_json(str(base / f"{PLANS_NAME}.json")), configuration=CONFIGURATION,
+                  fold=args.fold_value, dataset_json=load_json(str(base / "dataset.json")), device=device)
+    if args.epochs is not None:
+        trainer.num_epochs = args.epochs
+    if args.iterations_per_epoch is not None:
+        trainer.num_iterations_per_epoch = args.iterations_per_epoch
+    if args.val_iterations_per_epoch is not None:
+        trainer.num_val_iterations_per_epoch = args.val_iterations_per_epoch
+    if args.initial_lr is not None:
+        trainer.initial_lr = args.initial_lr
+    return trainer
+
+
+def _run(args: TrainArgs, device) -> Path:
+    import torch
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    trainer = _make_trainer(args, device)
+    out = Path(trainer.output_folder)
+    if trainer.local_rank == 0:
+        record = asdict(args)
+        record["folders"] = args.folders.as_env()
+        tmp = out / f".{ARGS_FILE}.tmp"
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, out / ARGS_FILE)
+    maybe_load_checkpoint(trainer, args.continue_training, False, args.pretrained)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+    trainer.run_training()
+    if args.validate:
+        trainer.perform_actual_validation(False)
+    return out
+
+
+def _ddp_worker(rank: int, args: TrainArgs) -> None:
+    import torch
+    import torch.distributed as dist
+
+    bind_folders(args.folders, args.workers)
+    from nnunetv2.run.run_training import cleanup_ddp, setup_ddp
+
+    setup_ddp(rank, args.num_gpus)
+    torch.cuda.set_device(torch.device("cuda", dist.get_rank()))
+    _run(args, torch.device("cuda"))
+    cleanup_ddp()
+
+
+def train(args: TrainArgs) -> Path:
+    """Train (or resume) one stage; returns the fold folder holding checkpoint_final.pth."""
+    bind_folders(args.folders, args.workers)
+    import torch
+
+    if args.num_gpus > 1:
+        if args.device != "cuda":
+            raise ValueError("multi-GPU (DDP) training needs device cuda")
+        import torch.multiprocessing as mp
+        from nnunetv2.run.run_training import find_free_network_port
+
+        os.environ["MASTER_ADDR"] = "localhost"
+        os.environ.setdefault("MASTER_PORT", str(find_free_network_port()))
+        mp.spawn(_ddp_worker, args=(args,), nprocs=args.num_gpus, join=True)
+        return output_folder(args.folders, args.dataset, args.trainer, args.fold)
+    return _run(args, torch.device(args.device))

@@ -1,0 +1,105 @@
+"""Small nnU-Net trainer subclasses: AdamW, cosine learning rate, seed epochs, a checkpoint every epoch, a
+progress bar. Dice + CE with deep supervision and nnU-Net's augmentation are inherited unchanged.
+
+`nnUNetTrainerC2F` follows the seed (AdamW, cosine, 200 epochs, lr 1e-5); `nnUNetTrainerC2F_lr3en4` is the same
+with lr 3e-4 for training from scratch; `nnUNetTrainerC2F_selftrain` uses the seed's self-training lr 1e-6 (meant to
+start from a CT model's checkpoint: `train --pretrained`).
+"""
+from __future__ import annotations
+
+import math
+from typing import List
+
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import _LRScheduler
+from tqdm import tqdm
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+__all__ = ["CosineLRScheduler", "nnUNetTrainerC2F", "nnUNetTrainerC2F_lr3en4", "nnUNetTrainerC2F_selftrain"]
+
+
+class CosineLRScheduler(_LRScheduler):
+    """lr(epoch) = min_lr + (initial_lr - min_lr) * (1 + cos(pi * epoch / max_steps)) / 2.
+
+    Like nnU-Net's PolyLRScheduler, `step(current_step)` takes the epoch explicitly (so resuming is exact).
+    """
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, min_lr: float = 0.0, current_step: int = None):
+        self.optimizer = optimizer
+        self.initial_lr = initial_lr
+        self.max_steps = max(1, int(max_steps))
+        self.min_lr = min_lr
+        self.ctr = 0
+        super().__init__(optimizer, current_step if current_step is not None else -1)
+
+    def lr_at(self, step: int) -> float:
+        t = min(max(step, 0), self.max_steps) / self.max_steps
+        return self.min_lr + (self.initial_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def step(self, current_step=None):
+        if current_step is None or current_step == -1:
+            current_step = self.ctr
+            self.ctr += 1
+        lr = self.lr_at(current_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._last_lr = [lr for _ in self.optimizer.param_groups]
+
+
+class nnUNetTrainerC2F(nnUNetTrainer):
+    """AdamW + cosine schedule; checkpoint_latest every epoch (resumable); tqdm bar over iterations."""
+
+    c2f_initial_lr = 1e-5
+    c2f_weight_decay = 1e-4
+    c2f_num_epochs = 200
+    c2f_iterations_per_epoch = 250
+    c2f_val_iterations_per_epoch = 50
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = self.c2f_initial_lr
+        self.weight_decay = self.c2f_weight_decay
+        self.num_epochs = self.c2f_num_epochs
+        self.num_iterations_per_epoch = self.c2f_iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.c2f_val_iterations_per_epoch
+        self.save_every = 1
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, CosineLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def run_training(self):
+        """nnU-Net's loop with progress bars (rank 0 only)."""
+        self.on_train_start()
+        show = self.local_rank == 0
+        epochs = tqdm(range(self.current_epoch, self.num_epochs), desc=f"{self.configuration_name} epochs",
+                      unit="epoch", initial=self.current_epoch, total=self.num_epochs, disable=not show)
+        for _ in epochs:
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            train_outputs: List[dict] = []
+            for _ in tqdm(range(self.num_iterations_per_epoch), desc=f"epoch {self.current_epoch} train",
+                          unit="it", leave=False, disable=not show):
+                train_outputs.append(self.train_step(next(self.dataloader_train)))
+            self.on_train_epoch_end(train_outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                val_outputs: List[dict] = []
+                for _ in tqdm(range(self.num_val_iterations_per_epoch), desc=f"epoch {self.current_epoch} val",
+                              unit="it", leave=False, disable=not show):
+                    val_outputs.append(self.validation_step(next(self.dataloader_val)))
+                self.on_validation_epoch_end(val_outputs)
+            epochs.set_postfix(loss=float(np.round(self.logger.my_fantastic_logging["train_losses"][-1], 4)))
+            self.on_epoch_end()
+        self.on_train_end()
+
+
+class nnUNetTrainerC2F_lr3en4(nnUNetTrainerC2F):
+    c2f_initial_lr = 3e-4
+
+
+class nnUNetTrainerC2F_selftrain(nnUNetTrainerC2F):
+    c2f_initial_lr = 1e-6
