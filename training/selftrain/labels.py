@@ -91,8 +91,10 @@ def dice_per_organ(a: np.ndarray, b: np.ndarray, organs) -> dict[int, float | No
     """Dice of each organ between label maps `a` and `b` (same shape); None where the organ is in neither."""
     if a.shape != b.shape:
         raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
-    joint = np.bincount(np.asarray(a, dtype=np.int64).ravel() * 256 + np.asarray(b, dtype=np.uint8).ravel(),
-                        minlength=256 * 256).reshape(256, 256)
+    a, b = np.asarray(a, dtype=np.uint8), np.asarray(b, dtype=np.uint8)
+    fg = np.logical_or(a, b)  # background pairs do not enter any organ's Dice: count foreground voxels only
+    pairs = a[fg].astype(np.uint16) * 256 + b[fg]  # uint16: 2 bytes per foreground voxel, whatever the volume
+    joint = np.bincount(pairs, minlength=256 * 256).reshape(256, 256)
     out: dict[int, float | None] = {}
     for o in (int(v) for v in organs):
         size_a, size_b = int(joint[o, :].sum()), int(joint[:, o].sum())
@@ -123,9 +125,11 @@ def majority_vote(predictions: list[np.ndarray], organs, no_majority_label: int 
     n = len(predictions)
     out = np.full(shape, no_majority_label, dtype=np.uint8)
     votes = np.zeros(shape, dtype=np.uint16)
+    background = np.ones(256, dtype=bool)  # labels outside `organs` vote for background
+    background[[int(o) for o in organs]] = False
     for label in [0] + [int(o) for o in organs]:
         votes[...] = 0
         for p in predictions:
-            votes += p == label if label else ~np.isin(p, organs)
+            votes += background[p] if label == 0 else (p == label)
         out[2 * votes.astype(np.int32) > n] = label
     return out
