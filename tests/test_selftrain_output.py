@@ -159,3 +159,20 @@ def test_filter_errors_name_the_file(pred, tmp_path, capsys):
     assert main(["filter", "--predictions", str(pred_dir), "--stats", str(stats_mr_only), "--modality", "pet",
                  "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "'pet'" in capsys.readouterr().out
+
+
+def test_native_predictions_that_moved_find_their_images_with_images_flag(pred, tmp_path, capsys):
+    import shutil
+
+    root, pred_dir = pred
+    moved = tmp_path / "moved_pred"
+    shutil.copytree(pred_dir, moved)
+    for path in (moved / "records").glob("*.json"):
+        rec = json.loads(path.read_text())
+        rec["image"] = rec["source_image"] = f"/gone/elsewhere/{rec['case']}_0000.nii.gz"
+        path.write_text(json.dumps(rec))
+    assert _filter(root, moved, tmp_path / "o1", "--modality", "mri") == 2
+    assert "/gone/elsewhere/" in capsys.readouterr().out
+    src = Path(json.loads((pred_dir / "records" / "good_a.json").read_text())["source_image"]).parent
+    assert _filter(root, moved, tmp_path / "o2", "--modality", "mri", "--images", str(src)) == 0
+    assert (tmp_path / "o2" / "images" / "good_a_0000.nii.gz").is_file()
