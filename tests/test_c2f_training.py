@@ -12,17 +12,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
-pytest.importorskip("nnunetv2")
-
-from inference import roi  # noqa: E402
-from inference.backends import make_backend  # noqa: E402
-from inference.config import load_model_folder  # noqa: E402
-from inference.pipeline import Segmenter, segment_image  # noqa: E402
-from training.c2f import cli  # noqa: E402
-from training.c2f.config import C2FSpec, default_spec  # noqa: E402
-from training.c2f.convert import Source, jittered_box, load_canonical, stage_arrays, write_volume  # noqa: E402
-from training.c2f.synthetic import tiny_spec, write_synthetic_source  # noqa: E402
+from inference import roi
+from inference.backends import make_backend
+from inference.config import load_model_folder
+from inference.pipeline import Segmenter, segment_image
+from training.c2f import cli
+from training.c2f.config import C2FSpec, default_spec
+from training.c2f.convert import Source, jittered_box, load_canonical, stage_arrays, write_volume
+from training.c2f.synthetic import tiny_spec, write_synthetic_source
 
 DS = 601
 COARSE, FINE = "Dataset601_FLAREc2fCoarse", "Dataset602_FLAREc2fFine"
@@ -73,7 +70,7 @@ def trained(tmp_path_factory):
     assert (fold / "checkpoint_latest.pth").is_file() and not (fold / "checkpoint_final.pth").exists()
     _train(work, "coarse", "--epochs", "2", "--iterations", "2", "--lr", "1e-2", "--continue")
     # the fine model must learn enough to predict organs, so parity compares real boundaries
-    _train(work, "fine", "--epochs", "1", "--iterations", "40", "--lr", "1e-2")
+    _train(work, "fine", "--epochs", "1", "--iterations", "150", "--lr", "1e-2")
     weights = root / "weights"
     assert cli.main(["export", "--work", str(work), "--dataset-id", str(DS), "--out", str(weights / "c2f_tiny"),
                      "--fine-tta-axes", "0", "1", "2"]) == 0
@@ -157,7 +154,7 @@ def test_export_card_provenance_and_engine_run(trained, tmp_path):
     prov = card.provenance
     assert prov["nnunetv2"] == "2.6.0" and len(prov["git_commit"]) in (40, 7) or prov["git_commit"] == "unknown"
     assert prov["training"]["coarse"]["epochs_completed"] == 2
-    assert prov["training"]["fine"]["iterations_per_epoch"] == 40
+    assert prov["training"]["fine"]["iterations_per_epoch"] == 150
     assert prov["training"]["fine"]["training_cases"] == 8
     assert {"coarse.pt", "coarse.onnx", "fine.pt", "fine.onnx"} <= set(card.sha256)
 
@@ -215,9 +212,45 @@ def test_parity_engine_vs_nnunet_predictor_on_the_same_roi_crop(trained, tmp_pat
     theirs = predictor.predict_single_npy_array(data, props)
     assert theirs.shape == engine.shape
 
-    organs = sorted(set(np.unique(engine).tolist()) | set(np.unique(theirs).tolist()) - {0})
+    organs = sorted((set(np.unique(engine).tolist()) | set(np.unique(theirs).tolist())) - {0})
     dice = {o: _dice(engine, theirs, o) for o in organs}
     print("parity Dice per organ:", {o: round(d, 5) for o, d in dice.items()},
           "voxel agreement:", float((engine == theirs).mean()))
     assert len(organs) >= 2, f"the fine model predicts too little to compare: {organs}"
     assert all(d >= 0.99 for d in dice.values()), dice
+
+    # control: the same comparison on a crop one voxel off (a preprocessing mismatch) must fail the threshold
+    shifted = roi.Box(tuple(a + 1 for a in box.start), tuple(b + 1 for b in box.stop))
+    write_volume(stage_arrays(case, spec.fine, shifted)[0], spec.fine.spacing_mm, crop_file)
+    data, props = SimpleITKIO().read_images([str(crop_file)])
+    off = predictor.predict_single_npy_array(data, props)
+    assert off.shape == engine.shape
+    assert min(_dice(engine, off, o) for o in organs) < 0.99
+
+
+def test_sources_merge_into_one_training_set(tmp_path):
+    from training.c2f.convert import convert
+
+    ct = write_synthetic_source(tmp_path / "ct", n_cases=2, seed=0)
+    syn = write_synthetic_source(tmp_path / "syn", n_cases=1, seed=9)
+    out = convert([Source.parse(f"ct={ct}"), Source.parse(f"synmri={syn},{syn}")], tmp_path / "raw", 700,
+                  tiny_spec(crops_per_case=1), stages=("coarse",))
+    ds = json.loads((out["coarse"] / "dataset.json").read_text())
+    assert ds["c2f"]["case_source"] == {"ct_case00": "ct", "ct_case01": "ct", "synmri_case00": "synmri"}
+    assert ds["numTraining"] == 3 and set(ds["c2f"]["sources"]) == {"ct", "synmri"}
+    assert ds["labels"]["left_kidney"] == 13 and ds["c2f"]["stage"] == "coarse"
+    with pytest.raises(ValueError):
+        convert([Source.parse(f"ct={ct}"), Source.parse(f"ct={syn}")], tmp_path / "raw2", 700, tiny_spec())
+
+
+def test_trainers_are_found_by_nnunet_lookup_and_cosine_schedule():
+    from training.c2f.nnunet_env import find_trainer
+    from training.c2f.trainers import CosineLRScheduler, nnUNetTrainerC2F_selftrain
+
+    assert find_trainer("nnUNetTrainerC2F_selftrain") is nnUNetTrainerC2F_selftrain
+    assert nnUNetTrainerC2F_selftrain.c2f_initial_lr == 1e-6
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = CosineLRScheduler(opt, 1e-3, 10, min_lr=1e-5)
+    for epoch, expected in ((0, 1e-3), (5, (1e-3 + 1e-5) / 2), (10, 1e-5)):
+        sched.step(epoch)
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected)

@@ -57,7 +57,8 @@ def cmd_plan(a: argparse.Namespace) -> int:
     folders = folders_of(a.work)
     bind_folders(folders, a.workers)
     for stage in a.stages:
-        print(f"{stage}: {plan_and_preprocess(folders.raw / _stage_dataset(a.dataset_id, stage), folders.preprocessed)}")
+        raw = folders.raw / _stage_dataset(a.dataset_id, stage)
+        print(f"{stage}: {plan_and_preprocess(raw, folders.preprocessed, workers=max(1, a.workers or 1))}")
     return 0
 
 
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="write C2FPlans and run nnU-Net's preprocessing")
     common(s)
     s.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
-    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--workers", type=int, default=1, help="preprocessing processes")
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("train", help="train one stage (resumable with --continue; multi-GPU with --num-gpus)")

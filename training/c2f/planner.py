@@ -9,8 +9,10 @@ the voxels reach the network exactly as the engine prepares them.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +130,13 @@ def _write_json(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def plan_and_preprocess(raw_folder: Path, preprocessed_dir: Path) -> Path:
+def plan_and_preprocess(raw_folder: Path, preprocessed_dir: Path, workers: int = 1) -> Path:
     """Write `preprocessed_dir/<dataset>/{dataset.json, dataset_fingerprint.json, C2FPlans.json}` and the
-    preprocessed cases (nnU-Net's DefaultPreprocessor). Resumable: cases already preprocessed are skipped.
+    preprocessed cases (nnU-Net's DefaultPreprocessor; `workers` processes). Resumable: cases already
+    preprocessed are skipped.
 
     nnU-Net must already point at the folders (nnunet_env.bind_folders). Returns the preprocessed dataset folder.
     """
-    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     raw_folder = Path(raw_folder)
@@ -156,14 +158,31 @@ def plan_and_preprocess(raw_folder: Path, preprocessed_dir: Path) -> Path:
     data_dir.mkdir(exist_ok=True)
     gt_dir = out / "gt_segmentations"
     gt_dir.mkdir(exist_ok=True)
-    pre = DefaultPreprocessor(verbose=False)
-    for cid in tqdm(ids, desc=f"preprocess {stage_name}", unit="case"):
+    todo = []
+    for cid in ids:
         seg_file = raw_folder / "labelsTr" / f"{cid}{ending}"
         if not (gt_dir / seg_file.name).is_file():
             shutil.copy(seg_file, gt_dir / f".tmp-{seg_file.name}")
             os.replace(gt_dir / f".tmp-{seg_file.name}", gt_dir / seg_file.name)
-        if (data_dir / f"{cid}.pkl").is_file():  # written last by nnU-Net's save_case
-            continue
-        pre.run_case_save(str(data_dir / cid), [str(raw_folder / "imagesTr" / f"{cid}_0000{ending}")],
-                          str(seg_file), pm, cm, ds)
+        if not (data_dir / f"{cid}.pkl").is_file():  # the .pkl is written last by nnU-Net's save_case
+            todo.append((str(data_dir / cid), str(raw_folder / "imagesTr" / f"{cid}_0000{ending}"), str(seg_file)))
+    with tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"preprocess {stage_name}", unit="case") as bar:
+        if workers <= 1:
+            for job in todo:
+                _preprocess_case(plans, ds, *job)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for fut in as_completed([pool.submit(_preprocess_case, plans, ds, *job) for job in todo]):
+                    fut.result()
+                    bar.update()
     return out
+
+
+def _preprocess_case(plans: dict[str, Any], ds: dict[str, Any], out_truncated: str, image: str, seg: str) -> None:
+    """nnU-Net's DefaultPreprocessor.run_case_save for one case (module level: runs in worker processes)."""
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(plans)
+    DefaultPreprocessor(verbose=False).run_case_save(out_truncated, [image], seg, pm, pm.get_configuration(CONFIGURATION), ds)

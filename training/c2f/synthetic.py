@@ -10,10 +10,10 @@ from .config import C2FSpec, NetworkSpec, StageSpec
 
 # organ -> (centre as a fraction of the (z, y, x) extent, semi-axes in mm, intensity)
 ORGANS: dict[int, tuple[tuple[float, float, float], tuple[float, float, float], float]] = {
-    1: ((0.45, 0.45, 0.30), (18.0, 24.0, 22.0), 120.0),  # liver (image left = patient right)
-    3: ((0.45, 0.45, 0.72), (12.0, 12.0, 10.0), 60.0),  # spleen
-    2: ((0.60, 0.65, 0.35), (10.0, 8.0, 7.0), 200.0),  # right kidney
-    13: ((0.60, 0.65, 0.65), (10.0, 8.0, 7.0), 170.0),  # left kidney
+    1: ((0.45, 0.40, 0.30), (18.0, 20.0, 20.0), 120.0),  # liver (image left = patient right)
+    3: ((0.45, 0.45, 0.72), (14.0, 14.0, 12.0), 60.0),  # spleen
+    2: ((0.60, 0.72, 0.30), (12.0, 10.0, 9.0), 200.0),  # right kidney
+    13: ((0.60, 0.72, 0.68), (12.0, 10.0, 9.0), 170.0),  # left kidney
 }
 
 
@@ -60,6 +60,7 @@ def tiny_spec(crops_per_case: int = 2) -> C2FSpec:
     """Small grids and 3-stage nets (CPU tests: a training iteration takes a fraction of a second)."""
     net = NetworkSpec((4, 8, 16), ((1, 1, 1), (2, 2, 2), (2, 2, 2)), n_conv_per_stage=1, n_conv_per_stage_decoder=1)
     coarse = StageSpec(spacing_mm=(6.0, 6.0, 6.0), patch_size=(8, 16, 16), network=net, batch_size=2)
-    fine = StageSpec(spacing_mm=(3.0, 2.0, 2.0), patch_size=(16, 32, 32), network=net, batch_size=2)
+    fine_net = NetworkSpec((8, 16, 32), ((1, 1, 1), (2, 2, 2), (2, 2, 2)))
+    fine = StageSpec(spacing_mm=(3.0, 2.0, 2.0), patch_size=(16, 32, 32), network=fine_net, batch_size=2)
     return C2FSpec(coarse=coarse, fine=fine, margin_mm=(6.0, 6.0, 6.0), jitter_mm=(3.0, 3.0, 3.0),
                    crops_per_case=crops_per_case)
