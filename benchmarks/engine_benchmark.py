@@ -1,0 +1,185 @@
+"""Engine benchmark: time per stage and peak memory per case, a fresh process per case (the organizers' way).
+
+    python benchmarks/engine_benchmark.py --out benchmarks/results/cpu-2core [--device cpu|cuda]
+           [--backend onnx|torch] [--sets real,table6] [--limit N] [--weights DIR]
+
+Cases: every real volume of ../shared/data/real and synthetic MR-like volumes of the seed paper's Table-6 sizes.
+Each case runs `python -m inference` alone in fresh inputs/outputs folders, measured by `eval.resources`
+(wall time around the process, process-tree RSS, whole-device GPU memory every 0.1 s when NVML sees a GPU);
+per-stage seconds come from the engine's QC record. Without --weights, a network of the seed's size with RANDOM
+weights is built in the output folder (the timing does not depend on the weight values; it is never shipped).
+Writes results.csv and results.md (with the machine) into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eval.resources import ResourceConfig, measure_folder  # noqa: E402
+from inference.config import TTA, Architecture, Normalization, RoiConfig, StageConfig  # noqa: E402
+
+REAL = ROOT.parent / "shared" / "data" / "real"
+TABLE6_XYZ = [(192, 192, 100), (256, 256, 80), (320, 290, 72), (400, 400, 115), (432, 432, 40), (512, 152, 512),
+              (576, 468, 72), (1024, 1024, 82), (400, 400, 92), (200, 200, 121)]
+
+
+def seed_size_stages() -> tuple[StageConfig, StageConfig]:
+    """Coarse 1.1M and fine 4.6M parameter PlainConvUNets: the seed paper's size class (4-7M, 96x192x192)."""
+    coarse = StageConfig(
+        spacing_mm=(6.0, 6.0, 6.0), patch_size=(64, 64, 64), normalization=Normalization("zscore", (0.5, 99.5)),
+        architecture=Architecture(1, 5, (8, 16, 32, 64, 96), ((3, 3, 3),) * 5,
+                                  ((1, 1, 1),) + ((2, 2, 2),) * 4, (2,) * 5, (2,) * 4),
+        label_ids=tuple(range(14)), tta=TTA(), step_size=0.5)
+    fine = StageConfig(
+        spacing_mm=(2.5, 1.5, 1.5), patch_size=(96, 192, 192), normalization=Normalization("zscore", (0.5, 99.5)),
+        architecture=Architecture(1, 5, (16, 32, 64, 128, 192), ((1, 3, 3),) + ((3, 3, 3),) * 4,
+                                  ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)), (2,) * 5, (2,) * 4),
+        label_ids=tuple(range(14)), tta=TTA(axes=(1, 2), mode="joint"), step_size=0.5)
+    return coarse, fine
+
+
+def build_benchmark_weights(folder: Path) -> Path:
+    import torch
+
+    from inference.network import build_network
+    from training.export import export_model
+
+    torch.manual_seed(0)
+    coarse, fine = seed_size_stages()
+    stages = {}
+    for name, cfg in (("coarse", coarse), ("fine", fine)):
+        net = build_network(cfg.architecture, cfg.num_classes)
+        with torch.no_grad():  # make random nets predict organs so the ROI and clean-up paths are exercised
+            net.decoder.seg_layers[-1].bias[1:] += 0.5
+        stages[name] = (net, cfg)
+    export_model(folder / "benchmark_seed_size", name="benchmark_seed_size",
+                 description="RANDOM weights of the seed's size, for timing only; never ship",
+                 modalities=("MRI", "PET"), stages=stages, provenance={"training": "none (benchmark)"},
+                 roi=RoiConfig(margin_mm=(20.0, 20.0, 20.0)))
+    return folder
+
+
+def synthetic_mr(size_xyz, seed: int = 0) -> sitk.Image:
+    """MR-like phantom: body ellipse, a few bright/dark organ ellipsoids, noise (int16)."""
+    x, y, z = size_xyz
+    spacing_xy = 420.0 / max(x, y)
+    spacing_z = float(np.clip(350.0 / z, 1.0, 8.0))
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.ogrid[:z, :y, :x]
+    nz, ny, nx = (zz - z / 2) / (z / 2), (yy - y / 2) / (y / 2), (xx - x / 2) / (x / 2)
+    arr = np.where(ny ** 2 / 0.6 + nx ** 2 / 0.85 < 1, 300.0, 0.0) * np.ones((z, 1, 1))
+    for (cz, cy, cx, r, v) in [(0.1, -0.1, -0.35, 0.35, 500), (0.0, 0.2, 0.4, 0.2, 650), (-0.3, 0.35, -0.3, 0.12, 800),
+                               (-0.3, 0.35, 0.3, 0.12, 800)]:
+        arr[((nz - cz) ** 2 + (ny - cy) ** 2 + (nx - cx) ** 2) < r ** 2] = v
+    arr += rng.normal(0, 20, arr.shape)
+    img = sitk.GetImageFromArray(arr.astype(np.int16))
+    img.SetSpacing((spacing_xy, spacing_xy, spacing_z))
+    return img
+
+
+def machine_description(device: str) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    if device == "cuda":
+        try:
+            name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                  text=True, timeout=20).stdout.strip()
+            desc += f", GPU {name}"
+        except (OSError, subprocess.SubprocessError):
+            desc += ", GPU (name unknown)"
+    return desc
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    p.add_argument("--sets", default="real,table6", help="comma list of real, table6")
+    p.add_argument("--limit", type=int, default=None, help="at most N cases per set")
+    p.add_argument("--weights", type=Path, default=None, help="weights folder (default: seed-size random model)")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="flare_bench_"))
+    weights = args.weights or build_benchmark_weights(work / "weights")
+    inputs = work / "inputs"
+    inputs.mkdir()
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    size_of: dict[str, str] = {}
+    if "real" in sets:
+        for path in sorted(REAL.glob("*/images/*_0000.nii.gz"))[: args.limit]:
+            os.symlink(path, inputs / path.name)
+            size_of[path.name] = "x".join(str(s) for s in sitk.ReadImage(str(path)).GetSize())
+    if "table6" in sets:
+        for i, size in enumerate(TABLE6_XYZ[: args.limit]):
+            name = f"table6_{size[0]}x{size[1]}x{size[2]}_0000.nii.gz"
+            sitk.WriteImage(synthetic_mr(size, seed=i), str(inputs / name), True)
+            size_of[name] = "x".join(map(str, size))
+    qc = work / "qc"
+    command = (f"{shlex.quote(sys.executable)} -m inference {{inputs}} {{outputs}} --weights {shlex.quote(str(weights))} "
+               f"--device {args.device} --backend {args.backend} --log-dir {shlex.quote(str(qc))}"
+               + (f" --threads {args.threads}" if args.threads else ""))
+    t0 = time.time()
+    results = measure_folder(ResourceConfig(input_dir=inputs, out_dir=work / "resources", command=command, cwd=ROOT),
+                             plots=False)
+    rows = []
+    for m in results:
+        case = m.input_name[: -len("_0000.nii.gz")]
+        rec_path = qc / f"{case}.json"
+        rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
+        sec = rec.get("seconds", {})
+        rows.append({
+            "case": case, "size_xyz": size_of.get(m.input_name, ""), "ok": m.returncode == 0 and m.output_written,
+            "time_s": round(m.time_s, 2), "engine_total_s": sec.get("total", ""),
+            "read_s": sec.get("read", ""), "load_model_s": sec.get("load_model", ""), "coarse_s": sec.get("coarse", ""),
+            "fine_s": sec.get("fine", ""), "postprocess_s": sec.get("postprocess", ""), "write_s": sec.get("write", ""),
+            "fine_shape_zyx": "x".join(map(str, rec.get("fine_shape_zyx", []))),
+            "max_rss_mb": round(m.max_tree_rss_mb, 1),
+            "max_gpu_mib": m.max_gpu_mib if m.gpu_measured else "", "auc_gpu_mib_s": m.auc_gpu_mib_s if m.gpu_measured else "",
+        })
+    fields = list(rows[0].keys())
+    tmp = args.out / "results.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, args.out / "results.csv")
+    times = [r["time_s"] for r in rows]
+    lines = [f"# Engine benchmark ({args.device}, {args.backend})", "",
+             f"Machine: {machine_description(args.device)}. Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
+             f"{time.time() - t0:.0f} s in all. Weights: {'given' if args.weights else 'seed-size random (coarse 1.1M, fine 4.6M parameters; fine patch 96x192x192, joint mirror TTA)'}.",
+             "One fresh process per case; time = wall clock around the process (imports, model load, read, segment, write).",
+             "", "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    lines += ["| " + " | ".join(str(r[k]) for k in fields) + " |" for r in rows]
+    lines += ["", f"Median time {np.median(times):.2f} s, max {np.max(times):.2f} s, "
+              f"max RSS {max(r['max_rss_mb'] for r in rows):.0f} MB over {len(rows)} cases."]
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
