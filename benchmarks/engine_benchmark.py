@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="at most N cases per set")
     p.add_argument("--weights", type=Path, default=None, help="weights folder (default: seed-size random model)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-tta", action="store_true", help="pass --no-tta to the engine")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="flare_bench_"))
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
     qc = work / "qc"
     command = (f"{shlex.quote(sys.executable)} -m inference {{inputs}} {{outputs}} --weights {shlex.quote(str(weights))} "
                f"--device {args.device} --backend {args.backend} --log-dir {shlex.quote(str(qc))}"
-               + (f" --threads {args.threads}" if args.threads else ""))
+               + (f" --threads {args.threads}" if args.threads else "") + (" --no-tta" if args.no_tta else ""))
     t0 = time.time()
     results = measure_folder(ResourceConfig(input_dir=inputs, out_dir=work / "resources", command=command, cwd=ROOT),
                              plots=False)
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
         w.writerows(rows)
     os.replace(tmp, args.out / "results.csv")
     times = [r["time_s"] for r in rows]
-    lines = [f"# Engine benchmark ({args.device}, {args.backend})", "",
+    lines = [f"# Engine benchmark ({args.device}, {args.backend}{', no TTA' if args.no_tta else ''})", "",
              f"Machine: {machine_description(args.device)}. Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
              f"{time.time() - t0:.0f} s in all. Weights: {'given' if args.weights else 'seed-size random (coarse 1.1M, fine 4.6M parameters; fine patch 96x192x192, joint mirror TTA)'}.",
              "One fresh process per case; time = wall clock around the process (imports, model load, read, segment, write).",

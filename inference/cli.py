@@ -1,7 +1,7 @@
 """Command line: segment every `<case>_0000.nii.gz` of a folder into `<case>.nii.gz`.
 
     python -m inference INPUT_DIR OUTPUT_DIR [--device auto|cpu|cuda] [--backend auto|torch|onnx]
-                        [--weights DIR] [--model NAME] [--log-dir DIR] [--threads N]
+                        [--weights DIR] [--model NAME] [--log-dir DIR] [--threads N] [--no-tta]
 
 One line per case on stdout (ok / FAILED with the reason); exit code 0 when every case was written, 1 when any
 case failed, 2 when the run could not start (no input, unwritable output, unusable weights).
@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-dir", type=Path, default=None,
                    help="QC records (one JSON per case); default: OUTPUT_DIR's sibling '<name>_qc'")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the network (default: all)")
+    p.add_argument("--no-tta", action="store_true", help="one pass per window (ignore the card's mirror TTA)")
     p.add_argument("--compression", type=int, default=1, choices=range(0, 10), metavar="0-9",
                    help="gzip level of the masks (default 1: fast)")
     return p.parse_args(argv)
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     log_dir = args.log_dir if args.log_dir is not None else out_dir.parent / f"{out_dir.name}_qc"
 
     segmenter = Segmenter(EngineOptions(weights_dir=args.weights, device=args.device, backend=args.backend,
-                                        model=args.model, threads=args.threads))
+                                        model=args.model, threads=args.threads, tta=not args.no_tta))
     failures = len(misnamed)
     for path in images:
         t0 = time.perf_counter()

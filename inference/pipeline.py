@@ -30,6 +30,7 @@ class EngineOptions:
     model: str | None = None  # a model folder name under weights_dir; default: first serving the modality
     threads: int | None = None  # CPU threads for the backend (None: library default)
     verify_weights: bool = True
+    tta: bool = True  # False: a single pass per window, whatever the card's TTA says
 
 
 @dataclass
@@ -70,6 +71,9 @@ class Segmenter:
             if device == "auto":
                 device = "cuda" if cuda_available(backend) else "cpu"
             stages = {name: make_backend(folder, name, backend, device, opts.threads) for name in ("coarse", "fine")}
+            if not opts.tta:
+                for net in stages.values():
+                    net.flips = [()]
             self._models[modality] = (folder, stages, backend, device)
         return self._models[modality]
 

@@ -99,3 +99,29 @@ def test_pet_case_gets_pet_labels(tmp_path, random_model, threshold_engine, monk
     lab = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "fdg_case.nii.gz")))
     assert set(np.unique(lab)) <= {0, 1, 2, 3, 4}
     assert (lab == 3).any() and (lab == 4).any()
+
+
+def test_no_tta_runs_one_pass_per_window(tmp_path, random_model, monkeypatch):
+    calls = []
+
+    class Counting(ThresholdBackend):
+        def _forward(self, x):
+            calls.append(self.stage.patch_size)
+            return super()._forward(x)
+
+    monkeypatch.setattr(pipeline, "make_backend",
+                        lambda folder, name, backend, device, threads=None: Counting(folder.card.stage(name), device))
+    (tmp_path / "in").mkdir()
+    write_image(blob_image((16, 32, 32)), tmp_path / "in" / "a_0000.nii.gz", spacing=(2.0, 2.0, 3.0))
+    counts = {}
+    for flag in ([], ["--no-tta"]):
+        calls.clear()
+        assert main([str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(random_model), *flag]) == 0
+        counts[bool(flag)] = len(calls)
+    # the fine stage mirrors over 2 axes (4 passes per window), the coarse stage has no TTA
+    from inference.config import load_model_folder
+
+    card = load_model_folder(random_model / "random_c2f").card
+    assert card.fine.tta.axes == (1, 2) and not card.coarse.tta.axes
+    fine_windows = (counts[False] - counts[True]) // 3
+    assert fine_windows >= 1 and counts[False] == counts[True] + 3 * fine_windows

@@ -38,6 +38,7 @@ def export_onnx(net: torch.nn.Module, patch_size, path: Path) -> None:
     with warnings.catch_warnings():  # the tracer's notes on instance norm and shape checks are expected
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*instance_norm.*", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(torch\.onnx|training\.export).*")
         torch.onnx.export(net, (x,), str(tmp), input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
                           opset_version=ONNX_OPSET, dynamo=False)
