@@ -2,8 +2,9 @@
 
 read -> canonical orientation -> modality -> intensity statistics -> COARSE (fixed spacing, whole image)
 -> ROI (union of organ boxes + margin, whole image when nothing is found) -> FINE (ROI at the fine spacing,
-sliding window, mirror TTA) -> argmax -> nearest-neighbour labels back to the ROI grid -> per-organ largest
-component on the ROI -> uncrop -> PET label scheme -> undo orientation -> write.
+sliding window, mirror TTA) -> argmax -> per-organ largest component on the ROI -> PET label scheme ->
+nearest-neighbour labels back to the ROI of the input grid (uncrop + undo orientation by writing through a view)
+-> write.
 """
 from __future__ import annotations
 
@@ -117,25 +118,29 @@ class Segmenter:
         rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
         rec.seconds["roi"] = round(time.perf_counter() - t, 4)
 
-        # FINE: the ROI at the fine spacing; labels back to the ROI grid by nearest neighbour
+        # FINE: the ROI at the fine spacing
         t = time.perf_counter()
         fine_labels, fine_params = self._run_stage(card.fine, nets["fine"], roi.crop(canon, box), spacing, sample)
         rec.fine_shape_zyx = fine_labels.shape
-        roi_labels = resample.labels_to_shape(fine_labels, box.shape)
         rec.seconds["fine"] = round(time.perf_counter() - t, 4)
         rec.normalization = {"coarse": coarse_params.as_dict(), "fine": fine_params.as_dict()}
 
+        # clean-up on the ROI at network resolution (see postprocess.keep_largest_component), PET scheme, then
+        # labels straight into an output array in the INPUT's voxel order: the canonical view of it is written
+        # slab by slab, so neither a full-size copy nor a reorientation of the result is ever made
         t = time.perf_counter()
         post = card.postprocess
-        postprocess.keep_largest_component(roi_labels, post.largest_component_organs, post.connectivity)
+        postprocess.keep_largest_component(fine_labels, post.largest_component_organs, post.connectivity)
         if modality == "PET":
-            roi_labels = postprocess.to_pet_labels(roi_labels)
+            fine_labels = postprocess.to_pet_labels(fine_labels)
+        labels = np.zeros(loaded.array.shape, dtype=np.uint8)
+        roi_view = orient.apply(labels)[box.slices]
+        resample.labels_to_shape(fine_labels, box.shape, out=roi_view)
+        counts = postprocess.label_counts(roi_view)
         voxel_ml = float(np.prod(spacing)) / 1000.0
-        counts = np.bincount(roi_labels.ravel(), minlength=256)
         rec.organ_volumes_ml = {int(k): round(float(counts[k]) * voxel_ml, 2) for k in np.flatnonzero(counts[1:]) + 1}
-        labels = orient.undo(roi.uncrop(roi_labels, box, canon.shape))
         rec.seconds["postprocess"] = round(time.perf_counter() - t, 4)
-        return np.ascontiguousarray(labels)
+        return labels
 
     @staticmethod
     def _run_stage(stage: StageConfig, net: Backend, canon: np.ndarray, spacing, sample) -> tuple[np.ndarray, object]:

@@ -12,6 +12,10 @@ def keep_largest_component(labels: np.ndarray, organs, connectivity: int = 26) -
     """Keep, for each organ in `organs`, only its largest connected component (in place; returns `labels`).
 
     Components are found once on the multi-label map (they never cross labels); organs not listed are untouched.
+    The engine runs this on the ROI at network resolution, before the nearest-neighbour step to the input grid:
+    nearest-neighbour upsampling maps components one to one, so the result is the same as on the input grid
+    wherever that grid is finer, at a fraction of the cost (a 1024x1024x600 ROI needs a 2.4 GB component map
+    and half a minute on two cores; its network-resolution ROI a few MB).
     """
     organs = set(int(o) for o in organs)
     if not organs or not labels.any():
@@ -40,3 +44,12 @@ def to_pet_labels(labels: np.ndarray) -> np.ndarray:
     for mri, pet in PET_FROM_MRI.items():
         lut[mri] = pet
     return lut[labels]
+
+
+def label_counts(labels: np.ndarray, slab_voxels: int = 1 << 24) -> np.ndarray:
+    """Voxels per label value (length 256) of a uint8 map, counted slab by slab (bounded memory)."""
+    counts = np.zeros(256, dtype=np.int64)
+    rows = max(1, slab_voxels // max(1, int(np.prod(labels.shape[1:]))))
+    for z0 in range(0, labels.shape[0], rows):
+        counts += np.bincount(np.ascontiguousarray(labels[z0:z0 + rows]).ravel(), minlength=256)
+    return counts

@@ -54,7 +54,20 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(idx, n_in - 1)
 
 
-def labels_to_shape(labels: np.ndarray, out_shape) -> np.ndarray:
-    """Nearest-neighbour resampling of a label map (any integer dtype) to `out_shape`."""
-    index = np.ix_(*(nearest_indices(n_in, n_out) for n_in, n_out in zip(labels.shape, out_shape)))
-    return labels[index]
+def labels_to_shape(labels: np.ndarray, out_shape, out: np.ndarray | None = None,
+                    slab_voxels: int = 1 << 24) -> np.ndarray:
+    """Nearest-neighbour resampling of a label map (any integer dtype) to `out_shape`.
+
+    With `out` (an array or a writable view of `out_shape`), results are written into it slab by slab along axis
+    0, so no temporary of the full output size is made.
+    """
+    out_shape = tuple(int(n) for n in out_shape)
+    idx = [nearest_indices(n_in, n_out) for n_in, n_out in zip(labels.shape, out_shape)]
+    if out is None:
+        out = np.empty(out_shape, dtype=labels.dtype)
+    elif tuple(out.shape) != out_shape:
+        raise ValueError(f"out has shape {out.shape}, expected {out_shape}")
+    rows = max(1, slab_voxels // max(1, out_shape[1] * out_shape[2]))
+    for z0 in range(0, out_shape[0], rows):
+        out[z0:z0 + rows] = labels[np.ix_(idx[0][z0:z0 + rows], idx[1], idx[2])]
+    return out

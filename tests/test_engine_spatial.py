@@ -115,3 +115,25 @@ def test_foreground_box_scale_expand():
     grown = roi.expand_box(big, (5.0, 2.0, 3.0), (2.0, 1.0, 1.5), (20, 40, 10))
     # margins in voxels: ceil(5/2)=3, ceil(2/1)=2, ceil(3/1.5)=2; clipped to the image
     assert grown == roi.Box((1, 10, 5), (17, 22, 10))
+
+
+def test_labels_to_shape_into_a_view_slab_by_slab():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 14, size=(7, 5, 6)).astype(np.uint8)
+    expected = resample.labels_to_shape(labels, (20, 9, 11))
+    target = np.zeros((30, 15, 20), np.uint8)
+    view = np.flip(np.transpose(target, (2, 0, 1)), (0,))[:, 1:10, 3:14]  # a permuted, flipped window
+    assert view.shape == (20, 9, 11)
+    resample.labels_to_shape(labels, (20, 9, 11), out=view, slab_voxels=50)  # several slabs
+    assert np.array_equal(view, expected)
+    assert target.sum() == expected.astype(np.int64).sum()
+    with pytest.raises(ValueError):
+        resample.labels_to_shape(labels, (20, 9, 11), out=target)
+
+
+def test_label_counts_slabwise():
+    from inference.postprocess import label_counts
+
+    rng = np.random.default_rng(4)
+    lab = rng.integers(0, 14, size=(9, 7, 5)).astype(np.uint8)
+    np.testing.assert_array_equal(label_counts(lab, slab_voxels=40), np.bincount(lab.ravel(), minlength=256))
