@@ -99,18 +99,23 @@ def read_image(path: Path) -> LoadedImage:
     return LoadedImage(image=image, array=array, notes=notes)
 
 
-def write_labels(labels: np.ndarray, reference: sitk.Image, path: Path, compression_level: int = 1) -> None:
-    """Write `labels` (numpy z, y, x) as uint8 with `reference`'s geometry to `path`, atomically."""
+def write_image_atomic(image: sitk.Image, path: Path, compression_level: int = 1) -> None:
+    """Write `image` to `path` through a hidden temporary name in the same folder, then rename."""
     path = Path(path)
-    if tuple(labels.shape) != tuple(reversed(reference.GetSize())):
-        raise ValueError(f"label array {labels.shape} does not match the image size {reference.GetSize()}")
-    out = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
-    out.CopyInformation(reference)
-    tmp = path.with_name(f".{path.name[:-len('.nii.gz')] if path.name.endswith('.nii.gz') else path.stem}"
-                         f".partial-{os.getpid()}.nii.gz")
+    stem = path.name[:-len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+    tmp = path.with_name(f".{stem}.partial-{os.getpid()}.nii.gz")
     try:
-        sitk.WriteImage(out, str(tmp), True, int(compression_level))
+        sitk.WriteImage(image, str(tmp), True, int(compression_level))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_labels(labels: np.ndarray, reference: sitk.Image, path: Path, compression_level: int = 1) -> None:
+    """Write `labels` (numpy z, y, x) as uint8 with `reference`'s geometry to `path`, atomically."""
+    if tuple(labels.shape) != tuple(reversed(reference.GetSize())):
+        raise ValueError(f"label array {labels.shape} does not match the image size {reference.GetSize()}")
+    out = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
+    out.CopyInformation(reference)
+    write_image_atomic(out, path, compression_level)

@@ -1,7 +1,6 @@
 """End to end on synthetic phantoms: train command, checkpoints, resume, quality.json, grids, plain ablation."""
 import json
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,7 +1,6 @@
 """End to end on EVERY real volume of ../shared/data/real through predict.sh, and torch/ONNX parity."""
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -17,7 +17,6 @@ i % N == K - 1, so the N shards cover every case exactly once whatever the numbe
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 from inference.backends import BackendError
 from inference.config import CARD_NAME, ModelCardError, load_model_folder
-from inference.io import InputError, LoadedImage, read_image, write_labels
+from inference.io import InputError, LoadedImage, read_image, write_image_atomic, write_labels
 from inference.modality import case_name, modality_of
 from inference.pipeline import CaseRecord, EngineOptions, Segmenter
 
@@ -168,16 +167,6 @@ def is_finished(out: Path, case: str, models: list[ModelRef], target_spacing) ->
     return image.is_file() and all((out / m["label"]).is_file() for m in rec["models"])
 
 
-def _write_image_atomic(image: sitk.Image, path: Path, compression: int) -> None:
-    tmp = path.with_name(f".{path.name[:-len('.nii.gz')]}.partial-{os.getpid()}.nii.gz")
-    try:
-        sitk.WriteImage(image, str(tmp), True, int(compression))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _prepare_image(source: Path, case: str, cfg: PredictConfig) -> tuple[LoadedImage, str, list[str]]:
     """The image the models see (resampled to the target spacing when needed) and where it is stored."""
     loaded = read_image(source)
@@ -189,7 +178,7 @@ def _prepare_image(source: Path, case: str, cfg: PredictConfig) -> tuple[LoadedI
     clean.CopyInformation(loaded.image)
     resampled = resample_to_spacing(clean, cfg.target_spacing_xyz_mm)
     rel = f"images/{case}_0000.nii.gz"
-    _write_image_atomic(resampled, cfg.out / rel, cfg.compression)
+    write_image_atomic(resampled, cfg.out / rel, cfg.compression)
     notes.append(f"resampled {tuple(round(s, 3) for s in loaded.image.GetSpacing())} -> "
                  f"{tuple(round(s, 3) for s in resampled.GetSpacing())} mm (index order)")
     return LoadedImage(image=resampled, array=sitk.GetArrayViewFromImage(resampled)), rel, notes
