@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, help="initial learning rate (default: the trainer's)")
     s.add_argument("--continue", dest="continue_training", action="store_true",
                    help="resume from the latest checkpoint of this stage")
-    s.add_argument("--pretrained", help="start from this nnU-Net checkpoint's weights (self-training)")
+    s.add_argument("--pretrained", help="start from these weights, all layers incl. the segmentation heads "
+                                        "(nnU-Net checkpoint or an exported weights/<model>/<stage>.pt; self-training)")
     s.add_argument("--validate", action="store_true", help="nnU-Net's full validation after training")
     s.add_argument("--workers", type=int, default=None, help="data augmentation processes (0: none)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU training)")

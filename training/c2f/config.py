@@ -98,6 +98,9 @@ class C2FSpec:
             raise ValueError("margin_mm and jitter_mm must be >= 0")
         if self.labels.get("background") != 0:
             raise ValueError("labels must map 'background' to 0")
+        if self.ignore_label is not None and self.ignore_label != max(self.class_ids) + 1:
+            raise ValueError(f"the 'ignore' label must be the highest label, max class + 1 (nnU-Net's rule): "
+                             f"{max(self.class_ids) + 1}, got {self.ignore_label}")
 
     def stage(self, name: str) -> StageSpec:
         if name not in STAGES:
@@ -106,7 +109,18 @@ class C2FSpec:
 
     @property
     def label_ids(self) -> tuple[int, ...]:
+        """Every value a label map may hold (classes and, when declared, the ignore label)."""
         return tuple(sorted(self.labels.values()))
+
+    @property
+    def ignore_label(self) -> int | None:
+        """nnU-Net's ignore label (`labels["ignore"]`): voxels excluded from the loss; None when not declared."""
+        return self.labels.get("ignore")
+
+    @property
+    def class_ids(self) -> tuple[int, ...]:
+        """The network's output classes: `label_ids` without the ignore label."""
+        return tuple(sorted(v for k, v in self.labels.items() if k != "ignore"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -165,7 +165,10 @@ def _convert_case(case_id: str, image: Path, label: Path, spec: C2FSpec, out: di
             items = [(case_id, None)]
         else:
             rng = np.random.default_rng(_case_seed(case_id))
-            items = [(f"{case_id}_crop{k}", jittered_box(case.labels, case.spacing_mm, spec.margin_mm,
+            # the crop follows the annotated organs, not the ignore label (unannotated voxels)
+            organs = case.labels if spec.ignore_label is None else np.where(case.labels == spec.ignore_label, 0,
+                                                                            case.labels)
+            items = [(f"{case_id}_crop{k}", jittered_box(organs, case.spacing_mm, spec.margin_mm,
                                                         spec.jitter_mm, rng)) for k in range(spec.crops_per_case)]
         for item_id, box in items:
             img_path = folder / "imagesTr" / (item_id + IMAGE_SUFFIX)

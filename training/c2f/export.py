@@ -47,7 +47,7 @@ def load_trained_stage(stage: TrainedStage) -> tuple[torch.nn.Module, StageConfi
         raise FileNotFoundError(f"{ckpt_path}: no checkpoint (train first, or pick --checkpoint)")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     config = plans["configurations"][CONFIGURATION]
-    label_ids = tuple(sorted(int(v) for v in ds["labels"].values()))
+    label_ids = tuple(sorted(int(v) for k, v in ds["labels"].items() if k != "ignore"))  # ignore: no output
     cfg = StageConfig(spacing_mm=tuple(float(s) for s in config["spacing"]),  # type: ignore[arg-type]
                       patch_size=tuple(int(p) for p in config["patch_size"]),  # type: ignore[arg-type]
                       normalization=sspec.normalization, architecture=sspec.network.architecture(),
@@ -85,8 +85,11 @@ def _version(package: str) -> str:
 
 
 def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, name: str | None = None,
-               description: str = "", modalities: tuple[str, ...] = ("MRI", "PET"), onnx: bool = True) -> Path:
-    """Write the engine's model folder from the two trained stages; returns it (verified by loading it back)."""
+               description: str = "", modalities: tuple[str, ...] = ("MRI", "PET"), onnx: bool = True,
+               extra_provenance: dict[str, Any] | None = None) -> Path:
+    """Write the engine's model folder from the two trained stages; returns it (verified by loading it back).
+
+    `extra_provenance` entries are added to the card's provenance (e.g. the self-training cycle)."""
     out_folder = Path(out_folder)
     c_net, c_cfg, _, c_prov = load_trained_stage(coarse)
     f_net, f_cfg, f_spec, f_prov = load_trained_stage(fine)
@@ -101,6 +104,7 @@ def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, na
         "fine_crop": {"margin_mm": list(f_spec.margin_mm), "jitter_mm": list(f_spec.jitter_mm),
                       "crops_per_case": f_spec.crops_per_case},
     }
+    provenance.update(extra_provenance or {})
     return export_model(out_folder, name=name or out_folder.name,
                         description=description or "coarse-to-fine nnU-Net v2 PlainConvUNets (training.c2f)",
                         modalities=tuple(modalities), stages={"coarse": (c_net, c_cfg), "fine": (f_net, f_cfg)},

@@ -32,7 +32,9 @@ class TrainArgs:
     val_iterations_per_epoch: int | None = None
     initial_lr: float | None = None
     continue_training: bool = False
-    pretrained: str | None = None  # nnU-Net checkpoint whose weights start the training (e.g. self-training)
+    # weights that start the training (self-training): an nnU-Net checkpoint or an exported <stage>.pt state_dict;
+    # ALL layers are loaded, segmentation heads included (nnU-Net's own -pretrained_weights skips the heads)
+    pretrained: str | None = None
     validate: bool = False  # nnU-Net's full validation (sliding window over validation cases) after training
     workers: int | None = None  # data augmentation processes (nnUNet_n_proc_DA); 0: in the main process
     threads: int | None = None  # torch CPU threads (1 is fastest on a loaded small CPU; None: torch's default)
@@ -67,6 +69,33 @@ def _make_trainer(args: TrainArgs, device):
     return trainer
 
 
+def load_start_weights(trainer, path: str | Path) -> None:
+    """Load every weight of `path` into the trainer's network (strict: same keys and shapes, seg heads included).
+
+    `path`: an nnU-Net checkpoint (dict with 'network_weights') or a plain state_dict such as an exported
+    weights/<model>/<stage>.pt (the engine's PlainConvUNet has dynamic-network-architectures' keys).
+    """
+    import torch
+    from torch._dynamo import OptimizedModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not trainer.was_initialized:
+        trainer.initialize()
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "network_weights" in state:
+        state = state["network_weights"]
+    net = trainer.network
+    if isinstance(net, DistributedDataParallel):
+        net = net.module
+    if isinstance(net, OptimizedModule):
+        net = net._orig_mod
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit the {trainer.plans_manager.dataset_name} network "
+                         f"({str(exc).splitlines()[0]})") from None
+
+
 def _run(args: TrainArgs, device) -> Path:
     import torch
     from nnunetv2.run.run_training import maybe_load_checkpoint
@@ -81,7 +110,11 @@ def _run(args: TrainArgs, device) -> Path:
         tmp = out / f".{ARGS_FILE}.tmp"
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         os.replace(tmp, out / ARGS_FILE)
-    maybe_load_checkpoint(trainer, args.continue_training, False, args.pretrained)
+    if args.pretrained is not None:
+        if args.continue_training:
+            raise ValueError("--continue and --pretrained exclude each other (pretrained weights only start a run)")
+        load_start_weights(trainer, args.pretrained)
+    maybe_load_checkpoint(trainer, args.continue_training, False, None)
     if torch.cuda.is_available():
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True
