@@ -386,8 +386,7 @@ class Cycle:
             info = run(arg)
             seconds = time.perf_counter() - t0
             self._finish(name, seconds, info)
-            self.say(f"[cycle {self.number}] {i}/{len(names)} {name}: done in {seconds:.1f} s "
-                     + json.dumps({k: v for k, v in info.items() if not isinstance(v, (dict, list))}))
+            self.say(f"[cycle {self.number}] {i}/{len(names)} {name}: done in {seconds:.1f} s" + _summary(info))
             reports.append(StepReport(name, True, seconds, info))
         self.say(f"[cycle {self.number}] finished: {self.out_model}")
         return CycleResult(cycle=self.number, model=self.out_model, steps=reports)
@@ -597,6 +596,17 @@ class Cycle:
                    modalities=tuple(self.best.card.modalities), onnx=self.cfg.onnx,
                    extra_provenance=self.provenance())
         return {"model": str(self.out_model), "card_sha256": file_sha256(card_file)}
+
+
+def _summary(info: dict[str, Any]) -> str:
+    """Short one-line view of a step's record: numbers, flags, short strings; per-stage case counts."""
+    parts = []
+    for k, v in info.items():
+        if isinstance(v, bool) or isinstance(v, (int, float)) or (isinstance(v, str) and len(v) <= 24):
+            parts.append(f"{k}={v}")
+        elif isinstance(v, dict) and "cases" in v and "per_source" in v:
+            parts.append(f"{k}: {v['cases']} cases {v['per_source']}")
+    return (": " + ", ".join(parts)) if parts else ""
 
 
 def run_cycle(cfg: CycleConfig, say: Callable[[str], None] = print) -> CycleResult:
