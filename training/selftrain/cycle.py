@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -201,6 +200,9 @@ def check_compatible(model: ModelFolder, spec: C2FSpec) -> None:
     """The model's networks must be the spec's (its weights start the training) with the spec's classes."""
     for stage in STAGES:
         card = model.card.stage(stage)
+        if "torch" not in card.files:
+            raise CycleError(f"{model.path}: the {stage} stage has no torch weights (files {card.files}); training "
+                             "starts from them")
         want = spec.stage(stage).network.architecture()
         if card.architecture != want:
             raise CycleError(f"{model.path}: the {stage} network of the model differs from the --spec network "
