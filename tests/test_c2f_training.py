@@ -27,13 +27,7 @@ TRAINER = "nnUNetTrainerC2F"
 TRAIN_DIR = f"{TRAINER}__C2FPlans__3d_fullres"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions on a shared 2-core CPU run far faster on one torch thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(work: Path, stage: str, *extra: str) -> None:

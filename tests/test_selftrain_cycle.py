@@ -34,12 +34,7 @@ SPACING = (3.0, 2.0, 2.0)
 CELLS = dict(zip(range(1, 14), (5, 0, 3, 1, 2, 4, 6, 7, 8, 9, 10, 12, 15)))  # organ -> cell of a 4 x 4 y-x grid
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def organ_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
