@@ -222,7 +222,8 @@ def write_results(out: Path, rows: list[dict], device: str, started: float, elap
           "plus a 1.1M-parameter coarse stage at 6 mm (the engine benchmark's)"
           + ("; `ours_joint`: the same with our default joint TTA (2 passes over axes y, x)" if "joint" in variants else "")
           + ". One fresh process per case and tool (eval.resources: wall time incl. imports and model load, "
-          "process-tree peak RSS; GPU columns empty when NVML sees no GPU).", "",
+          "process-tree peak RSS, summed over the tree's processes, so nnU-Net's worker processes add their shared "
+          "pages; GPU columns empty when NVML sees no GPU).", "",
           "Cases: small real volumes cropped so that each fits one 96x160x160 window at the fine spacing "
           "(a 30.7M-parameter forward pass takes ~28 s on this 2-core CPU).", "",
           "| " + " | ".join(FIELDS) + " | ok |", "|" + "---|" * (len(FIELDS) + 1)]
@@ -231,7 +232,9 @@ def write_results(out: Path, rows: list[dict], device: str, started: float, elap
            "also runs its coarse stage (whose ROI is nearly the whole image here, because the weights are random and "
            "biased towards organs -- with trained weights the ROI is the organ box and the fine stage sees less), "
            "normalises with percentile-clipped z-score instead of nnU-Net's plain z-score, resamples with its own "
-           "code, and runs in one process where nnU-Net's predict_from_files starts preprocessing/export workers. "
+           "code, runs the network with ONNX Runtime (the engine's `--backend auto` when the card ships ONNX and "
+           "onnxruntime imports; nnU-Net runs PyTorch, fp32 on the CPU), and runs in one process where nnU-Net's "
+           "predict_from_files starts preprocessing/export workers. "
            "Random weights: the masks are meaningless; only time and memory count."]
     _replace_text(out / "results.md", "\n".join(md) + "\n")
 
@@ -245,13 +248,13 @@ def write_results(out: Path, rows: list[dict], device: str, started: float, elap
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(cases) * max(1, len(tools)) / 2, 4))
     width = 0.8 / max(1, len(tools))
     for i, tool in enumerate(tools):
-        t = {r["case"]: r["time_s"] for r in rows if r["tool"] == tool}
+        t = {r["case"]: float(r["time_s"]) for r in rows if r["tool"] == tool}
         xs = np.arange(len(cases)) + (i - (len(tools) - 1) / 2) * width
         bars = ax.bar(xs, [t.get(c, 0) for c in cases], width, label=tool)
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
     ax.set_xticks(np.arange(len(cases)), cases, fontsize=8)
     ax.set_ylabel("wall time per case (s)")
-    ax.set_title(f"30.7M 3d_fullres net, 8-flip TTA, {device}: {machine_description(device)[:60]}", fontsize=8)
+    ax.set_title(f"30.7M-parameter 3d_fullres-size net, {device}: {machine_description(device)[:60]}", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = out / ".time_per_case.png.tmp"
