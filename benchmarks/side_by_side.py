@@ -62,37 +62,14 @@ def fine_stage(arch: Architecture, spacing, patch, tta: TTA) -> StageConfig:
 
 def nnunet_plans(arch: Architecture, spacing, patch) -> dict:
     """A plans.json like nnU-Net's default planner writes (3d_fullres only), for `arch` at `spacing`/`patch`."""
-    return {
-        "dataset_name": "Dataset999_SideBySide", "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": list(spacing), "original_median_shape_after_transp": list(patch),
-        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": {
+    from training.c2f.planner import plans_dict
+
+    return plans_dict(
+        dataset_name="Dataset999_SideBySide", plans_name="nnUNetPlans", planner="ExperimentPlanner", arch=arch,
+        spacing=spacing, patch_size=patch, median_shape=patch, batch_size=2, normalization="ZScoreNormalization",
+        batch_dice=True, intensity_properties={"0": {
             "max": 1000.0, "mean": 100.0, "median": 100.0, "min": 0.0, "percentile_00_5": 0.0,
-            "percentile_99_5": 900.0, "std": 100.0}},
-        "configurations": {"3d_fullres": {
-            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
-            "batch_size": 2, "patch_size": list(patch), "median_image_size_in_voxels": list(patch),
-            "spacing": list(spacing), "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
-            "resampling_fn_data": "resample_data_or_seg_to_shape",
-            "resampling_fn_seg": "resample_data_or_seg_to_shape",
-            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-            "architecture": {
-                "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                "arch_kwargs": {
-                    "n_stages": arch.n_stages, "features_per_stage": list(arch.features_per_stage),
-                    "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [list(k) for k in arch.kernel_sizes],
-                    "strides": [list(s) for s in arch.strides], "n_conv_per_stage": list(arch.n_conv_per_stage),
-                    "n_conv_per_stage_decoder": list(arch.n_conv_per_stage_decoder), "conv_bias": True,
-                    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                    "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-                    "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
-                "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
-            "batch_dice": True}},
-    }
+            "percentile_99_5": 900.0, "std": 100.0}})
 
 
 def write_nnunet_model(folder: Path, net, arch: Architecture, spacing, patch) -> Path:

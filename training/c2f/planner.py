@@ -20,6 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from inference.config import Architecture
+
 from .config import C2FSpec, StageSpec
 
 PLANS_NAME = "C2FPlans"
@@ -41,9 +43,8 @@ def raw_cases(raw_folder: Path, file_ending: str) -> list[str]:
     return ids
 
 
-def architecture_plans(stage: StageSpec) -> dict[str, Any]:
-    """nnU-Net's 'architecture' block (dynamic-network-architectures PlainConvUNet) for the stage's network."""
-    arch = stage.network.architecture()
+def architecture_plans(arch: Architecture) -> dict[str, Any]:
+    """nnU-Net's 'architecture' block (dynamic-network-architectures PlainConvUNet) for `arch`."""
     return {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {
@@ -63,6 +64,45 @@ def architecture_plans(stage: StageSpec) -> dict[str, Any]:
             "nonlin_kwargs": {"inplace": True},  # negative slope: torch's default 0.01 = Architecture's default
         },
         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+
+
+def plans_dict(*, dataset_name: str, plans_name: str, planner: str, arch: Architecture, spacing, patch_size,
+               median_shape, batch_size: int, normalization: str, batch_dice: bool,
+               intensity_properties: dict[str, Any]) -> dict[str, Any]:
+    """An nnU-Net v2 plans dict with one 3d_fullres configuration (identity transpose, nnU-Net's resampling)."""
+    spacing = [float(s) for s in spacing]
+    median_shape = [int(v) for v in median_shape]
+    config = {
+        "data_identifier": f"{plans_name}_{CONFIGURATION}",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": int(batch_size),
+        "patch_size": [int(p) for p in patch_size],
+        "median_image_size_in_voxels": median_shape,
+        "spacing": spacing,
+        "normalization_schemes": [normalization],
+        "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": architecture_plans(arch),
+        "batch_dice": batch_dice,
+    }
+    return {
+        "dataset_name": dataset_name,
+        "plans_name": plans_name,
+        "original_median_spacing_after_transp": spacing,
+        "original_median_shape_after_transp": median_shape,
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {CONFIGURATION: config},
+        "experiment_planner_used": planner,
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": intensity_properties,
     }
 
 
@@ -89,39 +129,12 @@ def fingerprint(raw_folder: Path, ids: list[str], file_ending: str, max_fg_sampl
 
 def make_plans(dataset_name: str, stage: StageSpec, fp: dict[str, Any]) -> dict[str, Any]:
     """The plans dict (nnU-Net v2 format) for a stage whose data already sit at `stage.spacing_mm`."""
-    median_shape = [int(round(v)) for v in np.median(np.array(fp["shapes_after_crop"]), 0)]
-    spacing = [float(s) for s in stage.spacing_mm]
-    config = {
-        "data_identifier": f"{PLANS_NAME}_{CONFIGURATION}",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": int(stage.batch_size),
-        "patch_size": [int(p) for p in stage.patch_size],
-        "median_image_size_in_voxels": median_shape,
-        "spacing": spacing,
-        "normalization_schemes": ["NoNormalization"],
-        "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": architecture_plans(stage),
-        "batch_dice": False,
-    }
-    return {
-        "dataset_name": dataset_name,
-        "plans_name": PLANS_NAME,
-        "original_median_spacing_after_transp": spacing,
-        "original_median_shape_after_transp": median_shape,
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {CONFIGURATION: config},
-        "experiment_planner_used": "training.c2f.planner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": fp["foreground_intensity_properties_per_channel"],
-    }
+    return plans_dict(
+        dataset_name=dataset_name, plans_name=PLANS_NAME, planner="training.c2f.planner",
+        arch=stage.network.architecture(), spacing=stage.spacing_mm, patch_size=stage.patch_size,
+        median_shape=[int(round(v)) for v in np.median(np.array(fp["shapes_after_crop"]), 0)],
+        batch_size=stage.batch_size, normalization="NoNormalization", batch_dice=False,
+        intensity_properties=fp["foreground_intensity_properties_per_channel"])
 
 
 def _write_json(obj: dict[str, Any], path: Path) -> None:
