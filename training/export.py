@@ -85,3 +85,28 @@ def export_model(folder: Path, *, name: str, description: str, modalities: tuple
     write_card(card, folder)
     load_model_folder(folder, verify=True)
     return folder
+
+
+def add_onnx(folder: Path) -> Path:
+    """Add ONNX files to a model folder exported with torch weights only (e.g. trained on a cluster with
+    `--no-onnx`): each stage's .pt is loaded into the card's network, exported, and the card rewritten (last) with
+    the new files and their sha256. Stages that already have ONNX are left as they are."""
+    folder = Path(folder)
+    model = load_model_folder(folder, verify=True)
+    card = model.card
+    sha = dict(card.sha256)
+    stages = {}
+    for stage_name in ("coarse", "fine"):
+        cfg = getattr(card, stage_name)
+        if "onnx" in cfg.files:
+            stages[stage_name] = cfg
+            continue
+        net = build_network(cfg.architecture, cfg.num_classes)
+        net.load_state_dict(torch.load(folder / cfg.files["torch"], map_location="cpu", weights_only=True), strict=True)
+        files = {**cfg.files, "onnx": f"{stage_name}.onnx"}
+        export_onnx(net, cfg.patch_size, folder / files["onnx"])
+        sha[files["onnx"]] = sha256_of(folder / files["onnx"])
+        stages[stage_name] = replace(cfg, files=files)
+    write_card(replace(card, coarse=stages["coarse"], fine=stages["fine"], sha256=sha), folder)
+    load_model_folder(folder, verify=True)
+    return folder

@@ -68,7 +68,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     args = TrainArgs(folders=folders_of(a.work), dataset=_stage_dataset(a.dataset_id, a.stage), trainer=a.trainer,
                      fold=a.fold, device=a.device, num_gpus=a.num_gpus, epochs=a.epochs,
                      iterations_per_epoch=a.iterations, val_iterations_per_epoch=a.val_iterations,
-                     initial_lr=a.lr, continue_training=a.continue_training, pretrained=a.pretrained,
+                     initial_lr=a.lr, time_budget_s=a.time_budget, continue_training=a.continue_training, pretrained=a.pretrained,
                      validate=a.validate, workers=a.workers, threads=a.threads)
     print(train(args))
     return 0
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iterations", type=int, help="training iterations per epoch")
     s.add_argument("--val-iterations", type=int, help="validation iterations per epoch")
     s.add_argument("--lr", type=float, help="initial learning rate (default: the trainer's)")
+    s.add_argument("--time-budget", type=float, help="seconds: fewer epochs (cosine schedule rescaled) when the "
+                   "epochs measured so far say the run would take longer")
     s.add_argument("--continue", dest="continue_training", action="store_true",
                    help="resume from the latest checkpoint of this stage")
     s.add_argument("--pretrained", help="start from these weights, all layers incl. the segmentation heads "

@@ -31,6 +31,7 @@ class TrainArgs:
     iterations_per_epoch: int | None = None
     val_iterations_per_epoch: int | None = None
     initial_lr: float | None = None
+    time_budget_s: float | None = None  # stop after the epoch that would overrun this wall-clock budget (seconds)
     continue_training: bool = False
     # weights that start the training (self-training): an nnU-Net checkpoint or an exported <stage>.pt state_dict;
     # ALL layers are loaded, segmentation heads included (nnU-Net's own -pretrained_weights skips the heads)
@@ -66,6 +67,10 @@ def _make_trainer(args: TrainArgs, device):
         trainer.num_val_iterations_per_epoch = args.val_iterations_per_epoch
     if args.initial_lr is not None:
         trainer.initial_lr = args.initial_lr
+    if args.time_budget_s is not None:
+        if args.time_budget_s <= 0:
+            raise ValueError(f"time budget must be > 0 seconds, got {args.time_budget_s}")
+        trainer.time_budget_s = float(args.time_budget_s)
     return trainer
 
 

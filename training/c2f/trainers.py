@@ -66,18 +66,39 @@ class nnUNetTrainerC2F(nnUNetTrainer):
         self.num_iterations_per_epoch = self.c2f_iterations_per_epoch
         self.num_val_iterations_per_epoch = self.c2f_val_iterations_per_epoch
         self.save_every = 1
+        self.time_budget_s: float | None = None  # wall-clock budget of this run (None: run every epoch)
+
+    def _fit_epochs_to_budget(self, started: float, epochs_run: int) -> None:
+        """Shorten num_epochs so the run ends within `time_budget_s`, from the mean epoch time so far; the cosine
+        schedule is rescaled to the new length (it only ever shrinks; at least one more epoch is kept)."""
+        import time
+
+        if self.time_budget_s is None or epochs_run < 1:
+            return
+        per_epoch = (time.monotonic() - started) / epochs_run
+        fit = self.current_epoch - epochs_run + int(self.time_budget_s // max(per_epoch, 1e-6))
+        new = max(self.current_epoch + 1, min(self.num_epochs, fit))
+        if new < self.num_epochs:
+            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s: {per_epoch:.1f} s/epoch -> "
+                                   f"{new} epochs instead of {self.num_epochs}")
+            self.num_epochs = new
+            if isinstance(self.lr_scheduler, CosineLRScheduler):
+                self.lr_scheduler.max_steps = max(1, new)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, CosineLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def run_training(self):
-        """nnU-Net's loop with progress bars (rank 0 only)."""
+        """nnU-Net's loop with progress bars (rank 0 only); stops early to honour `time_budget_s`."""
+        import time
+
         self.on_train_start()
         show = self.local_rank == 0
-        epochs = tqdm(range(self.current_epoch, self.num_epochs), desc=f"{self.configuration_name} epochs",
-                      unit="epoch", initial=self.current_epoch, total=self.num_epochs, disable=not show)
-        for _ in epochs:
+        started, first_epoch = time.monotonic(), self.current_epoch
+        epochs = tqdm(desc=f"{self.configuration_name} epochs", unit="epoch", initial=self.current_epoch,
+                      total=self.num_epochs, disable=not show)
+        while self.current_epoch < self.num_epochs:
             self.on_epoch_start()
             self.on_train_epoch_start()
             train_outputs: List[dict] = []
@@ -93,7 +114,11 @@ class nnUNetTrainerC2F(nnUNetTrainer):
                     val_outputs.append(self.validation_step(next(self.dataloader_val)))
                 self.on_validation_epoch_end(val_outputs)
             epochs.set_postfix(loss=float(np.round(self.logger.my_fantastic_logging["train_losses"][-1], 4)))
-            self.on_epoch_end()
+            self.on_epoch_end()  # increments current_epoch
+            self._fit_epochs_to_budget(started, self.current_epoch - first_epoch)
+            epochs.total = self.num_epochs
+            epochs.update(1)
+        epochs.close()
         self.on_train_end()
 
 

@@ -20,7 +20,7 @@ TARGET_MODALITIES = ("mri", "pet")
 
 # Options that only say how long or how fast to run: a resumed run may change them freely.
 RUN_LENGTH_FIELDS = frozenset({"epochs", "decay_epochs", "iterations_per_epoch", "num_workers", "save_every",
-                               "grid_cases", "grid_slices"})
+                               "grid_cases", "grid_slices", "time_budget_s"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class CycleGANOptions:
     iterations_per_epoch: int = 0         # 0: one pass over the training CT slices
     num_workers: int = 2
     seed: int = 0
+    time_budget_s: float = 0.0            # > 0: fewer epochs (decay kept at the end) when they would overrun this
 
     # --- bookkeeping ---
     save_every: int = 10                  # keep epoch_<N>.pt every N epochs (latest.pt is written every epoch)

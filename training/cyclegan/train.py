@@ -13,6 +13,7 @@ checkpoint's except the run-length ones (epochs, iterations_per_epoch, ...).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -56,6 +57,18 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
+
+
+def _fit_to_budget(opts: CycleGANOptions, started: float, epoch: int, start_epoch: int) -> CycleGANOptions:
+    """Fewer epochs when the mean epoch time so far says `opts.epochs` would overrun `opts.time_budget_s`; the
+    linear decay keeps its length (capped at the new total) and ends at the new last epoch."""
+    if opts.time_budget_s <= 0 or epoch <= start_epoch:
+        return opts
+    per_epoch = (time.perf_counter() - started) / (epoch - start_epoch)
+    fit = max(epoch, start_epoch + int(opts.time_budget_s // max(per_epoch, 1e-6)))
+    if fit >= opts.epochs:
+        return opts
+    return dataclasses.replace(opts, epochs=fit, decay_epochs=min(opts.decay_epochs, fit))
 
 
 def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, opts: CycleGANOptions, *,
@@ -102,7 +115,9 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
     if log_path.exists():
         _truncate_log(log_path, step)        # drop the iterations of an interrupted epoch (they are redone)
     with open(log_path, "a") as log:
-        for epoch in range(start_epoch, opts.epochs):
+        started = time.perf_counter()
+        epoch = start_epoch
+        while epoch < opts.epochs:
             _seed_everything(opts.seed + 1000 * (epoch + 1))       # same batches whether resumed or not
             lr = model.set_epoch(epoch)
             model.train()
@@ -127,6 +142,9 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
                                 target_window=(window.low, window.high), with_training=False)
             if progress:
                 tqdm.write(f"epoch {epoch + 1}/{opts.epochs}: {len(loader)} iterations in {seconds:.1f} s, lr {lr:.2e}")
+            epoch += 1
+            opts = _fit_to_budget(opts, started, epoch, start_epoch)
+            model.opts = opts
 
     held_out = bool(val_cases)
     eval_cases = val_cases or train_cases

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--iterations", type=int, default=None, help="training iterations per epoch")
     c.add_argument("--val-iterations", type=int, default=None, help="validation iterations per epoch")
     c.add_argument("--lr", type=float, default=None, help="default: the trainer's (1e-6)")
+    c.add_argument("--time-budget", type=float, default=None,
+                   help="seconds per stage: fewer epochs when the epochs so far say the run would take longer")
     c.add_argument("--top-k", type=int, default=None, help="filter: keep at most K cases per target set")
     c.add_argument("--dice-threshold", type=float, default=None, help="filter: default 0.9 (mri), 0.82 (pet)")
     c.add_argument("--n-sigma", type=float, default=3.0, help="filter: relative-volume interval")
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     second=args.second, extras=tuple(args.extra), stats=args.stats, out_model=args.out_model,
                     spec=None if args.spec is None else load_spec(args.spec), trainer=args.trainer,
                     epochs=args.epochs, iterations=args.iterations, val_iterations=args.val_iterations, lr=args.lr,
+                    time_budget_s=args.time_budget,
                     top_k=args.top_k, dice_threshold=args.dice_threshold, n_sigma=args.n_sigma,
                     no_majority_label=args.no_majority_label, native_spacing=args.native_spacing,
                     dataset_id=args.dataset_id, onnx=not args.no_onnx, device=args.device, num_gpus=args.num_gpus,

@@ -119,6 +119,7 @@ class CycleConfig:
     iterations: int | None = None
     val_iterations: int | None = None
     lr: float | None = None  # None: the trainer's (1e-6 for the self-training trainer)
+    time_budget_s: float | None = None  # per stage: fewer epochs when they would overrun (c2f train --time-budget)
     # filter settings (one for every target set; None = the set's default)
     top_k: int | None = None
     dice_threshold: float | None = None
@@ -526,7 +527,7 @@ class Cycle:
         args = TrainArgs(folders=self.folders, dataset=self.raw_dataset(stage).name, trainer=cfg.trainer, fold="all",
                          device=cfg.device, num_gpus=cfg.num_gpus, epochs=cfg.epochs,
                          iterations_per_epoch=cfg.iterations, val_iterations_per_epoch=cfg.val_iterations,
-                         initial_lr=cfg.lr, continue_training=resume, pretrained=None if resume else str(start),
+                         initial_lr=cfg.lr, time_budget_s=cfg.time_budget_s, continue_training=resume, pretrained=None if resume else str(start),
                          workers=cfg.da_workers, threads=cfg.threads)
         self.say(f"  {stage}: " + ("resuming from the latest checkpoint" if resume else f"starting from {start}"))
         threads = torch.get_num_threads()

@@ -1,0 +1,86 @@
+"""Render CT for labelled cases on disk: label map + the body mask of its scan -> `<case>_0000.nii.gz`.
+
+Each case is rendered in the canonical frame (inference.orientation: LPS, array axis 1 anterior -> posterior, so
+the vertebra sits behind the organs) and written back in the label file's own voxel order and geometry. The
+generator is seeded from (seed, case name), so a case renders the same whatever else is in the folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from inference.io import write_image_atomic
+from inference.orientation import orientation_from_direction
+
+from .ct import RenderConfig, body_mask_from_image, render_ct
+
+
+def _case_seed(seed: int, case: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{case}".encode()).digest()[:8], "little")
+
+
+def write_body_mask(scan_path: Path, label_path: Path, out_path: Path) -> None:
+    """The binary body mask of a scan (organs of its label map always inside), uint8, the label map's geometry.
+    This mask is all the renderer takes from the scan."""
+    lab_img = sitk.ReadImage(str(label_path))
+    scan = sitk.ReadImage(str(scan_path))
+    if lab_img.GetSize() != scan.GetSize():
+        raise ValueError(f"{scan_path}: size {scan.GetSize()} differs from its label map {label_path} "
+                         f"{lab_img.GetSize()}")
+    orient = orientation_from_direction(lab_img.GetDirection())  # slices along physical z for the in-plane steps
+    spacing = orient.spacing(tuple(reversed(scan.GetSpacing())))
+    body = body_mask_from_image(orient.apply(sitk.GetArrayFromImage(scan)), spacing,
+                                orient.apply(sitk.GetArrayFromImage(lab_img)))
+    out = sitk.GetImageFromArray(np.ascontiguousarray(orient.undo(body.astype(np.uint8))))
+    out.CopyInformation(lab_img)
+    write_image_atomic(out, out_path)
+
+
+def render_case(label_path: Path, body_path: Path, out_image: Path, seed: int = 0,
+                config: RenderConfig = RenderConfig()) -> dict:
+    """Write the rendered CT of one case from its label map and body mask; returns {case, phase, shape}."""
+    lab_img = sitk.ReadImage(str(label_path))
+    body_img = sitk.ReadImage(str(body_path))
+    if lab_img.GetSize() != body_img.GetSize():
+        raise ValueError(f"{body_path}: size {body_img.GetSize()} differs from its label map {label_path} "
+                         f"{lab_img.GetSize()}")
+    orient = orientation_from_direction(lab_img.GetDirection())
+    spacing = orient.spacing(tuple(reversed(lab_img.GetSpacing())))
+    labels = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(lab_img)))
+    body = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(body_img) > 0))
+    case = label_path.name[: -len(".nii.gz")]
+    hu, phase = render_ct(labels, body, spacing, np.random.default_rng(_case_seed(seed, case)), config)
+    out = sitk.GetImageFromArray(np.ascontiguousarray(orient.undo(hu)))
+    out.CopyInformation(lab_img)
+    write_image_atomic(out, out_image)
+    return {"case": case, "phase": phase, "shape": list(hu.shape)}
+
+
+def render_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: Path, seed: int = 0,
+                  config: RenderConfig = RenderConfig()) -> list[dict]:
+    """Render `cases` (label maps LABELS/<case>.nii.gz, body masks BODY/<case>.nii.gz) into
+    OUT/images/<case>_0000.nii.gz and copy their labels to OUT/labels/<case>.nii.gz; cases already written are kept.
+    Returns one record per case rendered now."""
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    done = []
+    for case in cases:
+        label = Path(labels_dir) / f"{case}.nii.gz"
+        body = Path(body_dir) / f"{case}.nii.gz"
+        for p in (label, body):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: missing (needed to render case {case})")
+        target = out_dir / "images" / f"{case}_0000.nii.gz"
+        if not target.exists():
+            done.append(render_case(label, body, target, seed, config))
+        lab_out = out_dir / "labels" / f"{case}.nii.gz"
+        if not lab_out.exists():
+            tmp = lab_out.with_name(lab_out.name + ".part")
+            shutil.copyfile(label, tmp)
+            tmp.replace(lab_out)
+    return done

@@ -1,0 +1,110 @@
+"""python -m training.uda_bench run|report: the end-to-end UDA benchmark on real CHAOS T2 MRI.
+
+    python -m training.uda_bench run    --work W [--profile gpu|smoke|FILE] [--rows 1,2,2b,3,4] [--device auto]
+                                        [--jobs N] [--data ../shared/data/real]
+    python -m training.uda_bench report --work W --out DIR [--rows ...] [--device cpu] [--machine TEXT]
+
+`run` trains every row (resumable: finished steps are skipped; progress per step), `report` runs the engine on
+the test cases with each row's model, scores them with eval/ and writes the tables, plots and overlays.
+Exit codes: 0 success, 1 some step failed (the others were run; each failure is listed), 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .protocol import ROWS, load_profile
+
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+
+
+def _rows(text: str) -> tuple[str, ...]:
+    rows = tuple(r.strip() for r in text.split(",") if r.strip())
+    bad = [r for r in rows if r not in ROWS]
+    if bad or not rows:
+        raise argparse.ArgumentTypeError(f"rows {bad or text!r}: choose from {','.join(ROWS)}")
+    return rows
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.uda_bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train every row (resumable)")
+    r.add_argument("--work", type=Path, required=True)
+    r.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the real data folder (default: ../shared/data/real)")
+    r.add_argument("--profile", default="gpu", help="profile name (training/uda_bench/profiles) or JSON file")
+    r.add_argument("--rows", type=_rows, default=ROWS, help="comma-separated rows (default: all)")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    r.add_argument("--jobs", type=int, default=4, help="steps run at once (trainings share the GPU)")
+    r.add_argument("--no-progress", action="store_true")
+    s = sub.add_parser("report", help="score each row's model on the test cases; tables, plots, overlays")
+    s.add_argument("--work", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--rows", type=_rows, default=ROWS)
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    s.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--machine", default=None, help="machine description for the results (default: platform info)")
+    a = p.parse_args(argv)
+
+    if a.cmd == "run":
+        from .runner import run_steps
+        from .steps import build_steps, write_inputs
+
+        try:
+            profile = load_profile(a.profile)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: --profile: {exc}", file=sys.stderr)
+            return 2
+        if not a.data.is_dir():
+            print(f"error: --data {a.data}: no such folder", file=sys.stderr)
+            return 2
+        device = _device(a.device)
+        a.work.mkdir(parents=True, exist_ok=True)
+        write_inputs(a.work, profile)
+        steps = build_steps(a.work, a.data, profile, a.rows, device)
+        print(f"benchmark: profile {profile.name}, rows {','.join(a.rows)}, device {device}, {len(steps)} steps, "
+              f"work {a.work}", flush=True)
+        res = run_steps(a.work, steps, jobs=a.jobs, progress=not a.no_progress)
+        print(f"done {len(res.done)}, already done {len(res.skipped)}, failed {len(res.failed)}, "
+              f"blocked {len(res.blocked)}")
+        for name, why in res.failed.items():
+            print(f"FAILED {name}: {why}", file=sys.stderr)
+        if res.blocked:
+            print(f"not run (a step they need failed): {', '.join(res.blocked)}", file=sys.stderr)
+        return 0 if res.ok else 1
+
+    from .report import score_row, write_report
+
+    device = _device(a.device)
+    failed = 0
+    done = []
+    for row in a.rows:
+        try:
+            print(f"row {row}: {score_row(a.work, row, device, a.backend, a.threads)}", flush=True)
+            done.append(row)
+        except (FileNotFoundError, RuntimeError) as exc:
+            print(f"FAILED row {row}: {exc}", file=sys.stderr)
+            failed += 1
+    if done:
+        import platform
+
+        machine = a.machine or f"{platform.machine()} {platform.processor() or ''} ({device})".strip()
+        print(write_report(a.work, a.out, done, machine))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The fixed protocol (case lists never change between runs) and the run profile (how long / how big).
+
+Source (labelled "CT"): CT rendered from the CHAOS label maps of SOURCE_CASES (training.render: label map + body
+mask only) and the real TotalSegmentator CT crops TS_CT_CASES with their labels. Target (unlabelled): CHAOS
+TARGET_CASES; their labels are read by row 4 only (the upper bound). Test: CHAOS TEST_CASES, scored on liver,
+right kidney, spleen and left kidney (FLARE labels 1, 2, 3, 13).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOURCE_CASES = ("chaos_t2_01", "chaos_t2_02", "chaos_t2_05", "chaos_t2_08", "chaos_t2_10", "chaos_t2_15")
+TARGET_CASES = ("chaos_t2_19", "chaos_t2_20", "chaos_t2_22", "chaos_t2_31")
+TEST_CASES = ("chaos_t2_33", "chaos_t2_34", "chaos_t2_37", "chaos_t2_38")
+TS_CT_CASES = ("ts_ct_dicom", "ts_ct_sm")
+SCORED_ORGANS = (1, 2, 3, 13)
+ROWS = ("1", "2", "2b", "3", "4")
+ROW_TITLES = {
+    "1": "(1) C2F, source CT only",
+    "2": "(2) + Organ Attention CycleGAN synthetic MRI",
+    "2b": "(2b) + plain CycleGAN synthetic MRI (no attention)",
+    "3": "(3) + dual-stage filtered pseudo-labels (self-training)",
+    "4": "(4) C2F with the target cases' true labels (upper bound)",
+}
+PROFILE_DIR = Path(__file__).with_name("profiles")
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """How long one nnU-Net training runs: epochs x iterations, cut short by `time_budget_s` when set."""
+
+    epochs: int
+    iterations: int
+    val_iterations: int = 5
+    time_budget_s: float | None = None
+
+    def args(self) -> list[str]:
+        out = ["--epochs", str(self.epochs), "--iterations", str(self.iterations),
+               "--val-iterations", str(self.val_iterations)]
+        if self.time_budget_s is not None:
+            out += ["--time-budget", str(self.time_budget_s)]
+        return out
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Run length and model size of one benchmark run (the protocol itself is fixed)."""
+
+    name: str
+    spec: dict[str, Any]                     # training.c2f C2FSpec as JSON (both stages, labels, crop margins)
+    coarse: StageRun
+    fine: StageRun
+    selftrain: StageRun                      # both stages of the self-training retraining
+    selftrain_lr: float = 1e-4
+    trainer: str = "nnUNetTrainerC2F_lr3en4"
+    cyclegan: dict[str, Any] = field(default_factory=dict)  # CycleGANOptions fields
+    render_seed: int = 0
+    da_workers: int = 2                      # nnU-Net augmentation processes per training
+    workers: int = 2                         # conversion / preprocessing processes
+    engine_tta: bool = True
+    dice_threshold: float | None = None      # self-training filter (None: the set's default)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Profile":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown profile keys: {unknown}")
+        d = dict(d)
+        for k in ("coarse", "fine", "selftrain"):
+            d[k] = StageRun(**d[k])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A profile by name (training/uda_bench/profiles/<name>.json) or by path."""
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = PROFILE_DIR / f"{name_or_path}.json"
+    if not p.is_file():
+        names = sorted(x.stem for x in PROFILE_DIR.glob("*.json"))
+        raise FileNotFoundError(f"{p}: no such profile (built-in: {names})")
+    try:
+        return Profile.from_dict(json.loads(p.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{p}: not a valid profile: {exc}") from None

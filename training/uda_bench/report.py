@@ -1,0 +1,187 @@
+"""Score the rows on the test cases with the engine and `eval/`, and write the results: per-organ table
+(markdown + CSV), box plots, sample overlays, the self-training filter counts (Table 4).
+
+Each row's model is run by the engine exactly as the submission runs it (`python -m inference`, fresh process,
+test images in, label files out), then scored by `python -m eval score` on liver, kidneys and spleen.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .protocol import ROW_TITLES, ROWS, SCORED_ORGANS, TEST_CASES
+
+PY = sys.executable
+ORGAN_NAMES = {1: "liver", 2: "right kidney", 3: "spleen", 13: "left kidney"}
+
+
+def _run(argv: list[str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    root = str(Path(__file__).resolve().parents[2])
+    with open(log, "w") as fh:
+        code = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=root).returncode
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+        raise RuntimeError(f"{' '.join(argv[:4])} ... failed (exit {code}); log {log}:\n{tail}")
+
+
+def score_row(work: Path, row: str, device: str = "cpu", backend: str = "auto", threads: int | None = None) -> Path:
+    """Predict the test cases with model r<row> and score them; returns the CSV (case, organ, dsc, nsd)."""
+    from training.export import add_onnx
+
+    model = work / "models" / f"r{row}"
+    if not (model / "model.json").is_file():
+        raise FileNotFoundError(f"{model}: no exported model for row {row} (run the benchmark first)")
+    if backend in ("auto", "onnx"):
+        add_onnx(model)          # the engine's default runtime; the benchmark exports torch weights only
+    pred = work / "pred" / f"r{row}"
+    argv = [PY, "-m", "inference", str(work / "data/test_images"), str(pred), "--weights", str(work / "models"),
+            "--model", f"r{row}", "--device", device, "--backend", backend, "--log-dir", str(work / "pred_qc" / f"r{row}")]
+    if threads:
+        argv += ["--threads", str(threads)]
+    t0 = time.monotonic()
+    _run(argv, work / "logs" / f"predict_r{row}.log")
+    seconds = time.monotonic() - t0
+    out = work / "scores" / f"r{row}.csv"
+    _run([PY, "-m", "eval", "score", str(pred), str(work / "data/test_labels"), "--csv", str(out),
+          "--organs", ",".join(str(o) for o in SCORED_ORGANS), "--strict-geometry", "--no-plots"],
+         work / "logs" / f"score_r{row}.log")
+    (work / "scores" / f"r{row}.json").write_text(json.dumps({"predict_seconds": round(seconds, 1)}) + "\n")
+    return out
+
+
+def read_scores(csv_path: Path) -> dict[tuple[str, int], tuple[float, float]]:
+    out = {}
+    with open(csv_path) as fh:
+        for r in csv.DictReader(fh):
+            out[(r["case"], int(r["organ"]))] = (float(r["dsc"]), float(r["nsd"]))
+    return out
+
+
+def summary(work: Path, rows: list[str]) -> dict:
+    """{row: {organ: (mean dsc, mean nsd), 'mean': (dsc, nsd), 'cases': {case: mean dsc}}}."""
+    table = {}
+    for row in rows:
+        path = work / "scores" / f"r{row}.csv"
+        if not path.is_file():
+            continue
+        sc = read_scores(path)
+        entry: dict = {}
+        for organ in SCORED_ORGANS:
+            vals = [sc[(c, organ)] for c in TEST_CASES if (c, organ) in sc]
+            entry[organ] = (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
+        entry["mean"] = (float(np.mean([entry[o][0] for o in SCORED_ORGANS])),
+                         float(np.mean([entry[o][1] for o in SCORED_ORGANS])))
+        entry["cases"] = {c: float(np.mean([sc[(c, o)][0] for o in SCORED_ORGANS if (c, o) in sc]))
+                          for c in TEST_CASES}
+        table[row] = entry
+    return table
+
+
+def markdown_table(table: dict) -> str:
+    head = "| row | " + " | ".join(ORGAN_NAMES[o] for o in SCORED_ORGANS) + " | mean DSC | mean NSD |"
+    lines = [head, "|" + "---|" * (len(SCORED_ORGANS) + 3)]
+    for row in ROWS:
+        if row not in table:
+            continue
+        e = table[row]
+        cells = [f"{100 * e[o][0]:.1f} / {100 * e[o][1]:.1f}" for o in SCORED_ORGANS]
+        lines.append(f"| {ROW_TITLES[row]} | " + " | ".join(cells) + f" | **{100 * e['mean'][0]:.1f}** | "
+                     f"{100 * e['mean'][1]:.1f} |")
+    return "\n".join(lines) + "\n\nCells: DSC / NSD (%), mean over the test cases " + ", ".join(TEST_CASES) + ".\n"
+
+
+def boxplot(work: Path, table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in ROWS if r in table]
+    fig, axes = plt.subplots(1, len(SCORED_ORGANS), figsize=(3.2 * len(SCORED_ORGANS), 3.6), sharey=True)
+    for ax, organ in zip(axes, SCORED_ORGANS):
+        data = []
+        for r in rows:
+            sc = read_scores(work / "scores" / f"r{r}.csv")
+            data.append([sc[(c, organ)][0] for c in TEST_CASES if (c, organ) in sc])
+        ax.boxplot(data, tick_labels=[f"({r})" for r in rows])
+        ax.set_title(ORGAN_NAMES[organ])
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("DSC")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def overlay_grid(work: Path, rows: list[str], path: Path, case: str = TEST_CASES[0]) -> None:
+    """One axial slice of `case` through the liver: manual labels and each row's prediction as contours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
+    img = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "data/test_images" / f"{case}_0000.nii.gz")))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "data/test_labels" / f"{case}.nii.gz")))
+    z = int(np.argmax((ref > 0).sum(axis=(1, 2))))
+    lo, hi = np.percentile(img, (1, 99))
+    panels = [("manual labels", ref)] + [
+        (f"row ({r})", sitk.GetArrayFromImage(sitk.ReadImage(str(work / "pred" / f"r{r}" / f"{case}.nii.gz"))))
+        for r in rows if (work / "pred" / f"r{r}" / f"{case}.nii.gz").is_file()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+    colours = {1: "tab:red", 2: "tab:green", 3: "tab:blue", 13: "tab:orange"}
+    for ax, (title, lab) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(img[z], cmap="gray", vmin=lo, vmax=hi)
+        for organ, colour in colours.items():
+            m = lab[z] == organ
+            if m.any():
+                ax.contour(m.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{case}, slice {z}: liver red, right kidney green, spleen blue, left kidney orange", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(work: Path, out: Path, rows: list[str], machine: str) -> Path:
+    """results.md + scores.csv + boxplot.png + overlays.png (+ table4.md, cyclegan quality) in OUT."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = summary(work, rows)
+    with open(out / "scores.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["row", "case", "organ", "dsc", "nsd"])
+        for r in ROWS:
+            p = work / "scores" / f"r{r}.csv"
+            if p.is_file():
+                for (case, organ), (d, n) in sorted(read_scores(p).items()):
+                    w.writerow([r, case, organ, f"{d:.4f}", f"{n:.4f}"])
+    boxplot(work, table, out / "boxplot.png")
+    overlay_grid(work, [r for r in ROWS if r in table], out / "overlays.png")
+    parts = [f"# UDA benchmark on real CHAOS T2 MRI\n\nMachine: {machine}. Python {platform.python_version()}.\n",
+             markdown_table(table)]
+    state = work / "state"
+    times = {p.stem: json.loads(p.read_text()).get("seconds") for p in sorted(state.glob("*.json"))}
+    parts.append("\n## Step wall times (s)\n\n" + "\n".join(f"- {k}: {v}" for k, v in times.items()) + "\n")
+    t4 = work / "rows/3/table4.md"
+    if t4.is_file():
+        parts.append("\n## Self-training filter (Table 4)\n\n" + t4.read_text())
+    for kind in ("attn", "plain"):
+        q = work / "cyclegan" / kind / "quality.json"
+        if q.is_file():
+            parts.append(f"\n## CycleGAN ({kind}) quality.json\n\n```\n{q.read_text().strip()}\n```\n")
+    (out / "results.md").write_text("\n".join(parts))
+    (out / "summary.json").write_text(json.dumps({r: {"mean_dsc": e["mean"][0], "mean_nsd": e["mean"][1],
+                                                      **{str(o): e[o][0] for o in SCORED_ORGANS}}
+                                                  for r, e in table.items()}, indent=2) + "\n")
+    return out / "results.md"

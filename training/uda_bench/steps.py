@@ -1,0 +1,194 @@
+"""The benchmark as a graph of steps: each step is one of the project's own commands (or a small function), with
+the steps it waits for. Everything lives under one work folder:
+
+    WORK/data/{target_images, target_labels, test_images, test_labels}/   links to the real CHAOS files
+    WORK/ct/{body, images, labels}/      source: body masks, rendered CT + real TotalSegmentator CT crops, labels
+    WORK/stats.json                      CT statistics for the self-training filter
+    WORK/cyclegan/{attn,plain}/          CycleGAN runs;  WORK/syn/{attn,plain}/{images,labels}  synthetic MRI
+    WORK/rows/<row>/                     nnU-Net folders of each row's C2F training;  WORK/rows/3/ the cycle's work
+    WORK/models/r<row>/                  exported models (the engine's weights format)
+    WORK/state/<step>.json, WORK/logs/<step>.log   resume markers and logs (runner.py)
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .protocol import (ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, TS_CT_CASES, Profile)
+
+PY = sys.executable
+
+
+@dataclass
+class Step:
+    name: str
+    deps: tuple[str, ...] = ()
+    argv: list[str] | None = None          # a command (run in its own process)
+    func: Callable[[], object] | None = None  # or a function (run in the runner's process)
+    gpu: bool = False                      # uses the GPU (for the runner's bookkeeping only)
+    info: dict = field(default_factory=dict)
+
+
+def _link(src: Path, dst: Path) -> None:
+    if dst.is_symlink() or dst.exists():
+        if dst.resolve() == src.resolve():
+            return
+        dst.unlink()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(src.resolve(), dst)
+
+
+def prepare_data(data: Path, work: Path) -> dict:
+    """Link the protocol's real files into WORK/data (never copied); fail naming the first missing file."""
+    chaos = data / "mr_chaos_t2"
+    ts = data / "totalseg_examples"
+    plan = []
+    for case in TARGET_CASES:
+        plan += [(chaos / "images" / f"{case}_0000.nii.gz", work / "data/target_images" / f"{case}_0000.nii.gz"),
+                 (chaos / "labels" / f"{case}.nii.gz", work / "data/target_labels" / f"{case}.nii.gz")]
+    for case in TEST_CASES:
+        plan += [(chaos / "images" / f"{case}_0000.nii.gz", work / "data/test_images" / f"{case}_0000.nii.gz"),
+                 (chaos / "labels" / f"{case}.nii.gz", work / "data/test_labels" / f"{case}.nii.gz")]
+    for case in TS_CT_CASES:
+        plan += [(ts / "images" / f"{case}_0000.nii.gz", work / "ct/images" / f"{case}_0000.nii.gz"),
+                 (ts / "labels" / f"{case}.nii.gz", work / "ct/labels" / f"{case}.nii.gz")]
+    for case in SOURCE_CASES:
+        plan.append((chaos / "labels" / f"{case}.nii.gz", work / "data/source_labels" / f"{case}.nii.gz"))
+    missing = [str(s) for s, _ in plan if not s.is_file()]
+    if missing:
+        raise FileNotFoundError(f"benchmark data missing ({len(missing)} files), first: {missing[0]}")
+    for src, dst in plan:
+        _link(src, dst)
+    return {"linked": len(plan)}
+
+
+def body_masks(data: Path, work: Path) -> dict:
+    """Body masks of the source scans (the only thing the renderer takes from them). Resumable per case."""
+    from training.render import write_body_mask
+
+    chaos = data / "mr_chaos_t2"
+    out = work / "ct/body"
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for case in SOURCE_CASES:
+        target = out / f"{case}.nii.gz"
+        if not target.exists():
+            write_body_mask(chaos / "images" / f"{case}_0000.nii.gz", chaos / "labels" / f"{case}.nii.gz", target)
+            n += 1
+    return {"written": n}
+
+
+def render(work: Path, seed: int) -> dict:
+    from training.render import render_folder
+
+    records = render_folder(work / "data/source_labels", work / "ct/body", list(SOURCE_CASES), work / "ct", seed)
+    return {"rendered": records}
+
+
+def write_inputs(work: Path, profile: Profile) -> None:
+    """The spec and CycleGAN option files the commands read (rewritten each run from the profile)."""
+    (work / "inputs").mkdir(parents=True, exist_ok=True)
+    (work / "inputs/spec.json").write_text(json.dumps(profile.spec, indent=2) + "\n")
+    for kind, plain in (("attn", False), ("plain", True)):
+        opts = dict(profile.cyclegan, target_modality="mri", attention=not plain)
+        (work / f"inputs/cyclegan_{kind}.json").write_text(json.dumps(opts, indent=2) + "\n")
+    (work / "inputs/profile.json").write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
+
+
+def _c2f_row(row: str, work: Path, sources: list[str], deps: tuple[str, ...], profile: Profile,
+             device: str) -> list[Step]:
+    w = str(work / "rows" / row)
+    spec = str(work / "inputs/spec.json")
+    src = [a for s in sources for a in ("--source", s)]
+    steps = [
+        Step(f"r{row}.convert", deps, [PY, "-m", "training.c2f", "convert", "--work", w, "--spec", spec,
+                                       "--workers", str(profile.workers), *src]),
+        Step(f"r{row}.plan", (f"r{row}.convert",),
+             [PY, "-m", "training.c2f", "plan", "--work", w, "--workers", str(profile.workers)]),
+    ]
+    for stage, run in (("coarse", profile.coarse), ("fine", profile.fine)):
+        argv = [PY, "-m", "training.c2f", "train", "--work", w, "--stage", stage, "--trainer", profile.trainer,
+                "--device", device, "--workers", str(profile.da_workers), *run.args()]
+        if device == "cpu":
+            argv += ["--threads", "1"]
+        steps.append(Step(f"r{row}.{stage}", (f"r{row}.plan",), argv, gpu=True))
+    steps.append(Step(f"r{row}.export", (f"r{row}.coarse", f"r{row}.fine"),
+                      [PY, "-m", "training.c2f", "export", "--work", w, "--trainer", profile.trainer,
+                       "--out", str(work / "models" / f"r{row}"), "--name", f"r{row}",
+                       "--description", f"UDA benchmark row {row} ({profile.name} profile)",
+                       "--modalities", "MRI", "PET", "--no-onnx"]))
+    return steps
+
+
+def _cyclegan(kind: str, work: Path, device: str) -> list[Step]:
+    run = work / "cyclegan" / kind
+    syn = work / "syn" / kind
+    train = [PY, "-m", "training.cyclegan", "train", "--ct-images", str(work / "ct/images"),
+             "--ct-labels", str(work / "ct/labels"), "--target-images", str(work / "data/target_images"),
+             "--out", str(run), "--device", device, "--options", str(work / f"inputs/cyclegan_{kind}.json"), "--quiet"]
+    if device == "cpu":
+        train += ["--threads", "1"]
+    return [
+        Step(f"cg_{kind}.train", ("render",), train, gpu=True),
+        Step(f"cg_{kind}.translate", (f"cg_{kind}.train",),
+             [PY, "-m", "training.cyclegan", "translate", "--checkpoint", str(run / "checkpoints/latest.pt"),
+              "--ct-images", str(work / "ct/images"), "--ct-labels", str(work / "ct/labels"), "--out", str(syn),
+              "--device", device, "--quiet"], gpu=True),
+    ]
+
+
+def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...], device: str) -> list[Step]:
+    """Every step needed for `rows` (dependencies included), in a valid order."""
+    bad = [r for r in rows if r not in ROWS]
+    if bad:
+        raise ValueError(f"unknown rows {bad}: choose from {list(ROWS)}")
+    work = Path(work)
+    ct = f"ct={work / 'ct/images'},{work / 'ct/labels'}"
+    want = set(rows)
+    if "3" in want:
+        want |= {"2", "2b"}
+    steps = [
+        Step("data", (), func=lambda: prepare_data(data, work)),
+        Step("body", ("data",), func=lambda: body_masks(data, work)),
+        Step("render", ("body",), func=lambda: render(work, profile.render_seed)),
+    ]
+    if "1" in want:
+        steps += _c2f_row("1", work, [ct], ("render",), profile, device)
+    for row, kind in (("2", "attn"), ("2b", "plain")):
+        if row in want:
+            steps += _cyclegan(kind, work, device)
+            syn = work / "syn" / kind
+            steps += _c2f_row(row, work, [ct, f"syn{kind}={syn / 'images'},{syn / 'labels'}"],
+                              (f"cg_{kind}.translate",), profile, device)
+    if "4" in want:
+        steps += _c2f_row("4", work, [ct, f"chaos={work / 'data/target_images'},{work / 'data/target_labels'}"],
+                          ("render",), profile, device)
+    if "3" in want:
+        steps.append(Step("stats", ("render",), [PY, "-m", "training.selftrain", "stats", "--ct-labels",
+                                                 str(work / "ct/labels"), "--out", str(work / "stats.json"),
+                                                 "--no-progress"]))
+        syn = work / "syn/attn"
+        argv = [PY, "-m", "training.selftrain", "cycle", "--work", str(work / "rows/3"),
+                "--ct", f"{work / 'ct/images'},{work / 'ct/labels'}",
+                "--synthetic", f"synattn={syn / 'images'},{syn / 'labels'}",
+                # the CHAOS targets are scored on liver, kidneys and spleen only: the filter's 4-organ set ('pet'
+                # set: organs 1, 2, 3, 13, unannotated voxels -> nnU-Net's ignore label) is the matching one
+                "--targets", f"chaos={work / 'data/target_images'}:pet",
+                "--weights", str(work / "models"), "--best", "r2", "--second", "r2b",
+                "--stats", str(work / "stats.json"), "--out-model", "r3", "--spec", str(work / "inputs/spec.json"),
+                "--trainer", "nnUNetTrainerC2F_selftrain", "--lr", str(profile.selftrain_lr),
+                "--epochs", str(profile.selftrain.epochs), "--iterations", str(profile.selftrain.iterations),
+                "--val-iterations", str(profile.selftrain.val_iterations), "--no-onnx", "--device", device,
+                "--workers", str(profile.workers), "--da-workers", str(profile.da_workers), "--no-progress"]
+        if profile.selftrain.time_budget_s is not None:
+            argv += ["--time-budget", str(profile.selftrain.time_budget_s)]
+        if profile.dice_threshold is not None:
+            argv += ["--dice-threshold", str(profile.dice_threshold)]
+        if device == "cpu":
+            argv += ["--threads", "1"]
+        steps.append(Step("r3.cycle", ("stats", "r2.export", "r2b.export"), argv, gpu=True))
+    return steps
