@@ -28,6 +28,7 @@ mirror=${mirror:-http://deb.debian.org/debian}
 
 cleanup_work=0
 if [ -z "$work" ]; then work=$(mktemp -d /tmp/flare-base.XXXXXX); cleanup_work=1; fi
+mkdir -p "$work"
 rootfs="$work/rootfs"
 rm -rf "$rootfs"
 echo "base: debootstrap minbase bookworm from $mirror"

@@ -43,7 +43,14 @@ args=(--network host --tag "$tag")
 [ -n "$base" ] && args+=(--build-arg "BASE_IMAGE=$base")
 [ -n "$ort" ] && args+=(--build-arg "ORT_PACKAGES=$ort")
 if [ -n "$wheels" ]; then
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # a fixed port keeps PIP_EXTRA, and so docker's layer cache, the same from build to build; any free one if taken
+  port=$(FLARE_WHEEL_PORT=${FLARE_WHEEL_PORT:-8765} python3 -c 'import os, socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(os.environ["FLARE_WHEEL_PORT"])))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
   python3 -m http.server --bind 127.0.0.1 --directory "$wheels" "$port" >/dev/null 2>&1 &
   server_pid=$!
   for _ in $(seq 1 50); do

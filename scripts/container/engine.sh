@@ -69,8 +69,15 @@ case "$cmd" in
       echo "engine: stopped dockerd pid $pid"
     fi
     rm -f "$dir/dockerd.pid.launcher"
-    # dockerd's exit unmounts its layers; containerd-shims of killed containers may keep the exec root busy
+    # dockerd leaves its host network namespace bind-mounted (EXEC_ROOT/netns/default), and a killed dockerd may
+    # leave layer mounts: unmount whatever is still mounted under its folders, deepest first, then delete the exec root
     exec_root=$(cat "$dir/exec_root" 2>/dev/null || true)
+    for root in "$exec_root" "$(cd "$dir" && pwd)"; do
+      [ -n "$root" ] || continue
+      awk -v p="$root/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+      done
+    done
     [ -n "$exec_root" ] && rm -rf "$exec_root" 2>/dev/null || true
     ;;
   *)
