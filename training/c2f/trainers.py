@@ -68,19 +68,22 @@ class nnUNetTrainerC2F(nnUNetTrainer):
         self.save_every = 1
         self.time_budget_s: float | None = None  # wall-clock budget of this run (None: run every epoch)
 
-    def _fit_epochs_to_budget(self, started: float, epochs_run: int) -> None:
-        """Shorten num_epochs so the run ends within `time_budget_s`, from the mean epoch time so far; the cosine
-        schedule is rescaled to the new length (it only ever shrinks; at least one more epoch is kept)."""
+    def _fit_epochs_to_budget(self, started: float, epoch_seconds: list[float]) -> None:
+        """Set num_epochs so the run ends within `time_budget_s`: the epochs still fitting in the remaining time
+        at the pace of the recent epochs (the first, slower one only while it is the only one), never more than
+        the requested count (`requested_epochs`); num_epochs == current_epoch ends the run. The cosine schedule is rescaled to the
+        new length."""
         import time
 
-        if self.time_budget_s is None or epochs_run < 1:
+        if self.time_budget_s is None or not epoch_seconds:
             return
-        per_epoch = (time.monotonic() - started) / epochs_run
-        fit = self.current_epoch - epochs_run + int(self.time_budget_s // max(per_epoch, 1e-6))
-        new = max(self.current_epoch + 1, min(self.num_epochs, fit))
-        if new < self.num_epochs:
-            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s: {per_epoch:.1f} s/epoch -> "
-                                   f"{new} epochs instead of {self.num_epochs}")
+        recent = epoch_seconds[1:][-3:] or epoch_seconds
+        pace = max(sum(recent) / len(recent), 1e-6)
+        remaining = self.time_budget_s - (time.monotonic() - started)
+        new = max(self.current_epoch, min(self.requested_epochs, self.current_epoch + int(max(remaining, 0) // pace)))
+        if new != self.num_epochs:
+            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s: {pace:.1f} s/epoch, "
+                                   f"{max(remaining, 0):.0f} s left -> {new} epochs (requested {self.requested_epochs})")
             self.num_epochs = new
             if isinstance(self.lr_scheduler, CosineLRScheduler):
                 self.lr_scheduler.max_steps = max(1, new)
@@ -95,7 +98,10 @@ class nnUNetTrainerC2F(nnUNetTrainer):
 
         self.on_train_start()
         show = self.local_rank == 0
-        started, first_epoch = time.monotonic(), self.current_epoch
+        started = time.monotonic()
+        self.requested_epochs = self.num_epochs
+        epoch_seconds: list[float] = []
+        t_epoch = time.monotonic()
         epochs = tqdm(desc=f"{self.configuration_name} epochs", unit="epoch", initial=self.current_epoch,
                       total=self.num_epochs, disable=not show)
         while self.current_epoch < self.num_epochs:
@@ -115,7 +121,9 @@ class nnUNetTrainerC2F(nnUNetTrainer):
                 self.on_validation_epoch_end(val_outputs)
             epochs.set_postfix(loss=float(np.round(self.logger.my_fantastic_logging["train_losses"][-1], 4)))
             self.on_epoch_end()  # increments current_epoch
-            self._fit_epochs_to_budget(started, self.current_epoch - first_epoch)
+            epoch_seconds.append(time.monotonic() - t_epoch)
+            t_epoch = time.monotonic()
+            self._fit_epochs_to_budget(started, epoch_seconds)
             epochs.total = self.num_epochs
             epochs.update(1)
         epochs.close()

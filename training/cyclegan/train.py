@@ -59,14 +59,18 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _fit_to_budget(opts: CycleGANOptions, started: float, epoch: int, start_epoch: int) -> CycleGANOptions:
-    """Fewer epochs when the mean epoch time so far says `opts.epochs` would overrun `opts.time_budget_s`; the
-    linear decay keeps its length (capped at the new total) and ends at the new last epoch."""
-    if opts.time_budget_s <= 0 or epoch <= start_epoch:
+def _fit_to_budget(opts: CycleGANOptions, requested: int, started: float, epoch_seconds: list[float],
+                   epoch: int) -> CycleGANOptions:
+    """Total epochs that end the run within `opts.time_budget_s`: the epochs still fitting in the remaining time at
+    the pace of the recent epochs, never more than `requested`; the linear decay keeps its length (capped at the
+    new total) and ends at the new last epoch."""
+    if opts.time_budget_s <= 0 or not epoch_seconds:
         return opts
-    per_epoch = (time.perf_counter() - started) / (epoch - start_epoch)
-    fit = max(epoch, start_epoch + int(opts.time_budget_s // max(per_epoch, 1e-6)))
-    if fit >= opts.epochs:
+    recent = epoch_seconds[1:][-3:] or epoch_seconds
+    pace = max(sum(recent) / len(recent), 1e-6)
+    remaining = max(opts.time_budget_s - (time.perf_counter() - started), 0.0)
+    fit = max(epoch, min(requested, epoch + int(remaining // pace)))
+    if fit == opts.epochs:
         return opts
     return dataclasses.replace(opts, epochs=fit, decay_epochs=min(opts.decay_epochs, fit))
 
@@ -116,6 +120,8 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
         _truncate_log(log_path, step)        # drop the iterations of an interrupted epoch (they are redone)
     with open(log_path, "a") as log:
         started = time.perf_counter()
+        requested = opts.epochs
+        epoch_seconds: list[float] = []
         epoch = start_epoch
         while epoch < opts.epochs:
             _seed_everything(opts.seed + 1000 * (epoch + 1))       # same batches whether resumed or not
@@ -143,7 +149,8 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
             if progress:
                 tqdm.write(f"epoch {epoch + 1}/{opts.epochs}: {len(loader)} iterations in {seconds:.1f} s, lr {lr:.2e}")
             epoch += 1
-            opts = _fit_to_budget(opts, started, epoch, start_epoch)
+            epoch_seconds.append(seconds)
+            opts = _fit_to_budget(opts, requested, started, epoch_seconds, epoch)
             model.opts = opts
 
     held_out = bool(val_cases)

@@ -1,11 +1,13 @@
-"""python -m training.uda_bench run|report: the end-to-end UDA benchmark on real CHAOS T2 MRI.
+"""python -m training.uda_bench run|score|report: the end-to-end UDA benchmark on real CHAOS T2 MRI.
 
     python -m training.uda_bench run    --work W [--profile gpu|smoke|FILE] [--rows 1,2,2b,3,4] [--device auto]
                                         [--jobs N] [--data ../shared/data/real]
-    python -m training.uda_bench report --work W --out DIR [--rows ...] [--device cpu] [--machine TEXT]
+    python -m training.uda_bench score  --work W --row R [--device auto] [--backend torch|onnx]
+    python -m training.uda_bench report --work W --out DIR [--rows ...] [--machine TEXT]
 
-`run` trains every row (resumable: finished steps are skipped; progress per step), `report` runs the engine on
-the test cases with each row's model, scores them with eval/ and writes the tables, plots and overlays.
+`run` trains every row and scores it on the test cases (resumable: finished steps are skipped; progress per
+step); `score` is that scoring step alone (the engine on the test cases with the row's model, then eval/ on liver,
+kidneys, spleen); `report` writes the tables, box plots and overlays of the scored rows.
 Exit codes: 0 success, 1 some step failed (the others were run; each failure is listed), 2 bad arguments.
 """
 from __future__ import annotations
@@ -49,13 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     r.add_argument("--jobs", type=int, default=4, help="steps run at once (trainings share the GPU)")
     r.add_argument("--no-progress", action="store_true")
-    s = sub.add_parser("report", help="score each row's model on the test cases; tables, plots, overlays")
+    c = sub.add_parser("score", help="run the engine on the test cases with one row's model and score it")
+    c.add_argument("--work", type=Path, required=True)
+    c.add_argument("--row", choices=ROWS, required=True)
+    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    c.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
+                   help="default: torch on cuda (no ONNX export needed), ONNX Runtime on the CPU")
+    c.add_argument("--threads", type=int, default=None)
+    s = sub.add_parser("report", help="tables, box plots, overlays of the scored rows")
     s.add_argument("--work", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--rows", type=_rows, default=ROWS)
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
-    s.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
-    s.add_argument("--threads", type=int, default=None)
     s.add_argument("--machine", default=None, help="machine description for the results (default: platform info)")
     a = p.parse_args(argv)
 
@@ -88,23 +94,28 @@ def main(argv: list[str] | None = None) -> int:
 
     from .report import score_row, write_report
 
-    device = _device(a.device)
-    failed = 0
-    done = []
-    for row in a.rows:
+    if a.cmd == "score":
+        device = _device(a.device)
+        backend = a.backend or ("torch" if device == "cuda" else "onnx")
         try:
-            print(f"row {row}: {score_row(a.work, row, device, a.backend, a.threads)}", flush=True)
-            done.append(row)
+            print(score_row(a.work, a.row, device, backend, a.threads))
         except (FileNotFoundError, RuntimeError) as exc:
-            print(f"FAILED row {row}: {exc}", file=sys.stderr)
-            failed += 1
-    if done:
-        import platform
+            print(f"error: row {a.row}: {exc}", file=sys.stderr)
+            return 1
+        return 0
 
-        machine = a.machine or f"{platform.machine()} {platform.processor() or ''} ({device})".strip()
-        print(write_report(a.work, a.out, done, machine))
-    return 1 if failed else 0
+    rows = [r for r in a.rows if (a.work / "scores" / f"r{r}.csv").is_file()]
+    missing = [r for r in a.rows if r not in rows]
+    if missing:
+        print(f"not scored (no WORK/scores/r<row>.csv): rows {','.join(missing)}", file=sys.stderr)
+    if not rows:
+        print("error: no scored row", file=sys.stderr)
+        return 2
+    import platform
 
+    machine = a.machine or f"{platform.machine()} {platform.processor() or ''}".strip()
+    print(write_report(a.work, a.out, rows, machine))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

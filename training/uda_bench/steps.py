@@ -191,4 +191,9 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
         if device == "cpu":
             argv += ["--threads", "1"]
         steps.append(Step("r3.cycle", ("stats", "r2.export", "r2b.export"), argv, gpu=True))
+    for row in ROWS:   # score each row on the test cases as soon as its model exists
+        if row in want:
+            dep = "r3.cycle" if row == "3" else f"r{row}.export"
+            steps.append(Step(f"r{row}.score", (dep,), [PY, "-m", "training.uda_bench", "score", "--work", str(work),
+                                                        "--row", row, "--device", device], gpu=True))
     return steps
