@@ -127,9 +127,10 @@ def render_ct(labels: np.ndarray, body: np.ndarray, spacing_zyx, rng: np.random.
     """(HU image int16, phase used). `labels` (uint8, FLARE numbering) and `body` (bool) in numpy (z, y, x)
     order of a frame whose axis 1 runs anterior -> posterior (the canonical frame of CHAOS/FLARE files)."""
     labels = np.asarray(labels)
-    body = np.asarray(body, dtype=bool) | (labels > 0)
+    body = np.asarray(body, dtype=bool)
     if labels.shape != body.shape or labels.ndim != 3:
         raise ValueError(f"labels {labels.shape} and body mask {body.shape} must be the same 3D shape")
+    body = body | (labels > 0)
     spacing = tuple(float(s) for s in spacing_zyx)
     phase = config.phase if config.phase != "random" else str(rng.choice(PHASES))
     shape = labels.shape

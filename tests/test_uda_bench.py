@@ -1,0 +1,120 @@
+"""UDA benchmark: protocol, profiles, the step graph, the resumable runner, and a tiny real run of row 1."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.uda_bench.protocol import (ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, Profile, StageRun,
+                                         load_profile)
+from training.uda_bench.runner import is_done, run_steps
+from training.uda_bench.steps import Step, build_steps
+
+from helpers import REAL
+
+
+def test_protocol_case_lists_are_disjoint():
+    s, t, e = set(SOURCE_CASES), set(TARGET_CASES), set(TEST_CASES)
+    assert not (s & t) and not (s & e) and not (t & e)
+    assert len(s) == 6 and len(t) == 4 and len(e) == 4
+
+
+def test_profiles_load_and_reject_unknown_keys(tmp_path):
+    for name in ("gpu", "smoke"):
+        p = load_profile(name)
+        assert isinstance(p.fine, StageRun) and p.name == name
+    d = load_profile("smoke").to_dict()
+    d["epochz"] = 3
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="epochz"):
+        load_profile(str(bad))
+    with pytest.raises(FileNotFoundError, match="built-in"):
+        load_profile("nope")
+    assert StageRun(2, 3, 1, 9.5).args() == ["--epochs", "2", "--iterations", "3", "--val-iterations", "1",
+                                               "--time-budget", "9.5"]
+
+
+def test_step_graph_is_closed_and_ordered(tmp_path):
+    profile = load_profile("smoke")
+    steps = build_steps(tmp_path, REAL, profile, ROWS, "cpu")
+    names = [s.name for s in steps]
+    assert len(names) == len(set(names))
+    seen: set[str] = set()
+    for s in steps:
+        assert set(s.deps) <= seen, (s.name, set(s.deps) - seen)  # listed after everything it waits for
+        seen.add(s.name)
+    for row in ROWS:
+        assert f"r{row}.score" in names
+    # row 3 pulls in the two CycleGAN rows it needs (best r2, second r2b), nothing else
+    only3 = {s.name for s in build_steps(tmp_path, REAL, profile, ("3",), "cpu")}
+    assert {"r2.export", "r2b.export", "r3.cycle", "r3.score", "stats"} <= only3
+    assert not any(n.startswith(("r1.", "r4.")) for n in only3)
+    cycle = next(s for s in steps if s.name == "r3.cycle")
+    assert cycle.argv[cycle.argv.index("--best") + 1] == "r2" and cycle.argv[cycle.argv.index("--second") + 1] == "r2b"
+    # the row-4 upper bound is the only row that reads the target labels
+    for s in steps:
+        uses_labels = s.argv is not None and any("target_labels" in a for a in s.argv)
+        assert uses_labels == (s.name == "r4.convert"), s.name
+    with pytest.raises(ValueError, match="unknown rows"):
+        build_steps(tmp_path, REAL, profile, ("5",), "cpu")
+
+
+def _cmd(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_runner_runs_in_dependency_order_blocks_dependants_and_resumes(tmp_path):
+    out = tmp_path / "order.txt"
+    log = f"open({str(out)!r}, 'a').write('{{}}\\n')"
+    steps = [
+        Step("a", (), _cmd(log.format("a"))),
+        Step("b", ("a",), _cmd(log.format("b"))),
+        Step("bad", ("a",), _cmd("import sys; print('boom'); sys.exit(3)")),
+        Step("after_bad", ("bad",), _cmd(log.format("after_bad"))),
+        Step("c", ("b",), func=lambda: {"value": 42}),
+    ]
+    res = run_steps(tmp_path, steps, jobs=2, progress=False)
+    assert not res.ok
+    assert set(res.done) == {"a", "b", "c"} and list(res.failed) == ["bad"] and res.blocked == ["after_bad"]
+    assert "exit code 3" in res.failed["bad"] and "boom" in res.failed["bad"]
+    lines = out.read_text().split()
+    assert lines.index("a") < lines.index("b") and "after_bad" not in lines
+    assert json.loads((tmp_path / "state/c.json").read_text())["info"] == {"value": 42}
+    # resume: finished steps are skipped, the failed one is retried (now fixed), its dependant runs
+    steps[2] = Step("bad", ("a",), _cmd("print('fixed')"))
+    res2 = run_steps(tmp_path, steps, jobs=1, progress=False)
+    assert res2.ok and set(res2.skipped) == {"a", "b", "c"} and set(res2.done) == {"bad", "after_bad"}
+    assert out.read_text().split().count("a") == 1
+    # a changed command is not "done"
+    assert not is_done(tmp_path, Step("a", (), _cmd("print('other')")))
+    with pytest.raises(ValueError, match="unknown steps"):
+        run_steps(tmp_path, [Step("x", ("missing",), _cmd("pass"))], progress=False)
+
+
+@pytest.mark.skipif(not (REAL / "mr_chaos_t2").is_dir(), reason="needs ../shared/data/real")
+def test_row1_end_to_end_on_real_data_tiny(tmp_path):
+    """Render -> C2F convert/plan/train/export -> engine on the 4 test scans -> eval, with the smoke profile."""
+    from training.uda_bench.__main__ import main
+
+    work = tmp_path / "w"
+    assert main(["run", "--work", str(work), "--profile", "smoke", "--rows", "1", "--device", "cpu", "--jobs", "2",
+                 "--no-progress", "--data", str(REAL)]) == 0
+    rendered = sorted(p.name for p in (work / "ct/images").glob("*_0000.nii.gz"))
+    assert rendered == sorted([f"{c}_0000.nii.gz" for c in SOURCE_CASES] + ["ts_ct_dicom_0000.nii.gz",
+                                                                            "ts_ct_sm_0000.nii.gz"])
+    card = json.loads((work / "models/r1/model.json").read_text())
+    assert card["name"] == "r1" and "onnx" in card["fine"]["files"]  # scoring on the CPU added ONNX
+    rows = (work / "scores/r1.csv").read_text().splitlines()
+    assert rows[0] == "case,organ,dsc,nsd" and len(rows) == 1 + 4 * len(TEST_CASES)
+    assert main(["report", "--work", str(work), "--out", str(tmp_path / "rep"), "--rows", "1"]) == 0
+    text = (tmp_path / "rep/results.md").read_text()
+    assert "(1) C2F, source CT only" in text
+    for f in ("boxplot.png", "overlays.png", "scores.csv", "summary.json"):
+        assert (tmp_path / "rep" / f).stat().st_size > 0
+    # resumed: nothing to do
+    assert main(["run", "--work", str(work), "--profile", "smoke", "--rows", "1", "--device", "cpu",
+                 "--no-progress", "--data", str(REAL)]) == 0
+    assert main(["run", "--work", str(work), "--profile", "nope", "--rows", "1", "--data", str(REAL)]) == 2
