@@ -4,6 +4,7 @@
                                         [--jobs N] [--data ../shared/data/real]
     python -m training.uda_bench score  --work W --row R [--device auto] [--backend torch|onnx]
     python -m training.uda_bench report --work W --out DIR [--rows ...] [--machine TEXT]
+    python -m training.uda_bench ship   --work W --row R --out weights/NAME --name NAME [--backends onnx torch]
 
 `run` trains every row and scores it on the test cases (resumable: finished steps are skipped; progress per
 step); `score` is that scoring step alone (the engine on the test cases with the row's model, then eval/ on liver,
@@ -58,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
                    help="default: torch on cuda (no ONNX export needed), ONNX Runtime on the CPU")
     c.add_argument("--threads", type=int, default=None)
+    h = sub.add_parser("ship", help="copy a scored row's model into a weights folder, scores in its card")
+    h.add_argument("--work", type=Path, required=True)
+    h.add_argument("--row", choices=ROWS, required=True)
+    h.add_argument("--out", type=Path, required=True, help="model folder to write, e.g. weights/<name>")
+    h.add_argument("--name", required=True)
+    h.add_argument("--backends", nargs="+", choices=("onnx", "torch"), default=["onnx"])
+    h.add_argument("--machine", default="")
+    h.add_argument("--note", default="")
     s = sub.add_parser("report", help="tables, box plots, overlays of the scored rows")
     s.add_argument("--work", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
@@ -92,7 +101,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"not run (a step they need failed): {', '.join(res.blocked)}", file=sys.stderr)
         return 0 if res.ok else 1
 
-    from .report import score_row, write_report
+    from .report import score_row, ship, write_report
+
+    if a.cmd == "ship":
+        try:
+            print(ship(a.work, a.row, a.out, a.name, tuple(a.backends), a.machine, a.note))
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     if a.cmd == "score":
         device = _device(a.device)

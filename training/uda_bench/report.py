@@ -185,3 +185,50 @@ def write_report(work: Path, out: Path, rows: list[str], machine: str) -> Path:
                                                       **{str(o): e[o][0] for o in SCORED_ORGANS}}
                                                   for r, e in table.items()}, indent=2) + "\n")
     return out / "results.md"
+
+
+def ship(work: Path, row: str, out: Path, name: str, backends: tuple[str, ...] = ("onnx",), machine: str = "",
+         note: str = "") -> Path:
+    """Copy row `row`'s model into `out` (e.g. weights/<name>) with the chosen backends only, and a card that
+    records where it came from: benchmark row, profile, per-organ test scores, machine. Weights first, card last."""
+    import shutil
+    from dataclasses import replace
+
+    from inference.config import load_model_folder, sha256_of, write_card
+    from training.export import add_onnx
+
+    src = work / "models" / f"r{row}"
+    if "onnx" in backends:
+        add_onnx(src)
+    model = load_model_folder(src, verify=True)
+    table = summary(work, [row])
+    if row not in table:
+        raise FileNotFoundError(f"{work / 'scores' / f'r{row}.csv'}: row {row} is not scored; ship scored rows only")
+    out.mkdir(parents=True, exist_ok=True)
+    stages, sha = {}, {}
+    for stage_name in ("coarse", "fine"):
+        cfg = getattr(model.card, stage_name)
+        files = {b: f for b, f in cfg.files.items() if b in backends}
+        if not files:
+            raise ValueError(f"{src}: stage {stage_name} has none of the backends {backends}")
+        for f in files.values():
+            tmp = out / f".{f}.part"
+            shutil.copyfile(src / f, tmp)
+            tmp.replace(out / f)
+            sha[f] = sha256_of(out / f)
+        stages[stage_name] = replace(cfg, files=files)
+    e = table[row]
+    profile = json.loads((work / "inputs/profile.json").read_text()) if (work / "inputs/profile.json").is_file() else {}
+    prov = dict(model.card.provenance)
+    prov["uda_benchmark"] = {
+        "row": row, "row_title": ROW_TITLES[row], "profile": profile.get("name"), "machine": machine,
+        "test_cases": list(TEST_CASES),
+        "test_dsc": {ORGAN_NAMES[o]: round(e[o][0], 4) for o in SCORED_ORGANS},
+        "test_nsd": {ORGAN_NAMES[o]: round(e[o][1], 4) for o in SCORED_ORGANS},
+        "mean_dsc": round(e["mean"][0], 4), "note": note,
+    }
+    card = replace(model.card, name=name, coarse=stages["coarse"], fine=stages["fine"], sha256=sha, provenance=prov,
+                   description=model.card.description + (f" {note}" if note else ""))
+    write_card(card, out)
+    load_model_folder(out, verify=True)
+    return out
