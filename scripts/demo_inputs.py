@@ -1,5 +1,7 @@
-"""Fill a folder with demo inputs: real CHAOS T2 MRI and FDG PET from ../shared/data/real when present (linked,
-never copied into the repository), else synthetic MR-like phantoms."""
+"""Fill a folder with demo inputs: real T2 MRI (one CHAOS scan, one TotalSegmentator MR crop) from
+../shared/data/real when present (linked, never copied into the repository), else synthetic MR-like phantoms.
+No PET by default: the shipped demo model was not trained for PET, and on a whole-body FDG scan it runs its fine
+stage over the whole body (20+ minutes on a 2-core CPU); pass a PET folder explicitly to try it."""
 from __future__ import annotations
 
 import os
@@ -13,8 +15,7 @@ sys.path.insert(0, str(ROOT))
 from eval.phantoms import synthetic_mr  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
-DEMO_REAL = ["mr_chaos_t2/images/chaos_t2_33_0000.nii.gz", "mr_chaos_t2/images/chaos_t2_37_0000.nii.gz",
-             "pet_fdg/images/fdg_sts001_0000.nii.gz"]
+DEMO_REAL = ["mr_chaos_t2/images/chaos_t2_34_0000.nii.gz", "totalseg_examples/images/ts_mr_sm_0000.nii.gz"]
 
 
 def main(out: Path) -> None:
