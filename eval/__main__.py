@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     how = resources.add_mutually_exclusive_group(required=True)
     how.add_argument("--docker-image", help="image run with the organizers' docker command (sh predict.sh inside)")
     how.add_argument("--command", help='shell command template, e.g. "sh predict.sh {inputs} {outputs}" ({case}, {gpu} also available)')
+    resources.add_argument("--no-gpus", action="store_true", help="docker mode: leave out --gpus (a machine without a GPU runtime; the organizers always pass it)")
     resources.add_argument("--gpu-index", type=int, default=0, help="NVML (nvidia-smi) index of the GPU to use and sample")
     resources.add_argument("--cwd", type=Path, default=None, help="working directory of --command (default: current)")
     resources.add_argument("--timeout-s", type=float, default=None, help="kill a run after this many seconds (default: none)")
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         docker_image=args.docker_image,
         command=args.command,
         gpu_index=args.gpu_index,
+        docker_gpus=not args.no_gpus,
         interval_s=args.interval_s,
         cwd=args.cwd,
         timeout_s=args.timeout_s,

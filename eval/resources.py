@@ -264,6 +264,7 @@ class ResourceConfig:
     docker_image: str | None = None
     command: str | None = None  # shell template with {inputs} {outputs} {case} {gpu}
     gpu_index: int = 0
+    docker_gpus: bool = True  # False: the docker command without --gpus (machines without a GPU runtime)
     interval_s: float = SAMPLE_INTERVAL_S
     cwd: Path | None = None
     timeout_s: float | None = None
@@ -324,11 +325,13 @@ class CaseMeasurement:
         ]
 
 
-def docker_command(image: str, container_name: str, inputs: Path, outputs: Path, gpu_index: int) -> list[str]:
-    """The organizers' ``docker container run`` command as an argument list."""
+def docker_command(image: str, container_name: str, inputs: Path, outputs: Path, gpu_index: int | None) -> list[str]:
+    """The organizers' ``docker container run`` command as an argument list (``gpu_index`` None: without
+    ``--gpus``, for a machine with no GPU runtime; the organizers always pass it)."""
+    gpus = [] if gpu_index is None else [f"--gpus=device={gpu_index}"]
     return [
         "docker", "container", "run",
-        "--shm-size=28gb", "-m", "28G", f"--gpus=device={gpu_index}",
+        "--shm-size=28gb", "-m", "28G", *gpus,
         "--name", container_name, "--rm",
         "-v", f"{inputs}/:/workspace/inputs/",
         "-v", f"{outputs}/:/workspace/outputs/",
@@ -364,7 +367,8 @@ def measure_case(config: ResourceConfig, input_path: Path, gpu: GpuMemorySampler
     container = None
     if config.docker_image:
         container = _container_name(case)
-        argv: list[str] | str = docker_command(config.docker_image, container, inputs.resolve(), outputs.resolve(), config.gpu_index)
+        argv: list[str] | str = docker_command(config.docker_image, container, inputs.resolve(), outputs.resolve(),
+                                                   config.gpu_index if config.docker_gpus else None)
         shell = False
         env = None
     else:

@@ -105,6 +105,11 @@ class OnnxBackend(Backend):
             self.session = ort.InferenceSession(str(weights_path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelCardError(f"{weights_path}: ONNX Runtime cannot load the model: {exc}") from None
+        if device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # ONNX Runtime drops a provider whose libraries do not load (CUDA/cuDNN missing, driver too old) and
+            # quietly runs on the CPU: refuse, so that `--device auto` can pick the CPU knowingly
+            raise BackendError(f"{weights_path}: ONNX Runtime could not start its CUDA provider (libraries or driver); "
+                               f"session providers: {self.session.get_providers()}")
         self.input_name = self.session.get_inputs()[0].name
 
     def _forward(self, x: np.ndarray) -> np.ndarray:

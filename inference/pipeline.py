@@ -8,6 +8,7 @@ nearest-neighbour labels back to the ROI of the input grid (uncrop + undo orient
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import normalization, orientation, postprocess, resample, roi
-from .backends import Backend, available_backend, cuda_available, make_backend
+from .backends import Backend, BackendError, available_backend, cuda_available, make_backend
 from .config import ModelFolder, StageConfig, select_model
 from .io import LoadedImage, read_image
 from .modality import modality_of
@@ -71,7 +72,16 @@ class Segmenter:
             device = opts.device
             if device == "auto":
                 device = "cuda" if cuda_available(backend) else "cpu"
-            stages = {name: make_backend(folder, name, backend, device, opts.threads) for name in ("coarse", "fine")}
+            try:
+                stages = {name: make_backend(folder, name, backend, device, opts.threads) for name in ("coarse", "fine")}
+            except BackendError as exc:
+                if opts.device != "auto" or device != "cuda":
+                    raise
+                # the GPU looked usable but its runtime would not start (e.g. driver older than the CUDA build):
+                # run on the CPU, and say so (the case line and QC record show device cpu)
+                print(f"warning: GPU not usable, running on the CPU: {exc}", file=sys.stderr)
+                device = "cpu"
+                stages = {name: make_backend(folder, name, backend, device, opts.threads) for name in ("coarse", "fine")}
             if not opts.tta:
                 for net in stages.values():
                     net.flips = [()]

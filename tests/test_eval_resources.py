@@ -279,3 +279,9 @@ def test_docker_mode_runs_the_organizers_command(input_dir, tmp_path, monkeypatc
         assert call[-4:] == ["team:latest", "/bin/bash", "-c", "sh predict.sh"]
     assert calls[0][7] != calls[1][7]  # a fresh container name per case
     assert sorted(p.name for p in (out / "predictions").iterdir()) == ["amos_0001.nii.gz", "fdg_0002.nii.gz"]
+
+
+def test_docker_command_without_gpus_for_machines_without_a_gpu_runtime():
+    cmd = docker_command("team:latest", "c1", Path("/tmp/in"), Path("/tmp/out"), None)
+    assert not any(a.startswith("--gpus") for a in cmd)
+    assert cmd[:3] == ["docker", "container", "run"] and cmd[-3:] == ["/bin/bash", "-c", "sh predict.sh"]
