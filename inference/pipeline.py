@@ -72,8 +72,11 @@ class Segmenter:
             device = opts.device
             if device == "auto":
                 device = "cuda" if cuda_available(backend) else "cpu"
+            def build(dev: str) -> dict[str, Backend]:
+                return {name: make_backend(folder, name, backend, dev, opts.threads) for name in ("coarse", "fine")}
+
             try:
-                stages = {name: make_backend(folder, name, backend, device, opts.threads) for name in ("coarse", "fine")}
+                stages = build(device)
             except BackendError as exc:
                 if opts.device != "auto" or device != "cuda":
                     raise
@@ -81,7 +84,7 @@ class Segmenter:
                 # run on the CPU, and say so (the case line and QC record show device cpu)
                 print(f"warning: GPU not usable, running on the CPU: {exc}", file=sys.stderr)
                 device = "cpu"
-                stages = {name: make_backend(folder, name, backend, device, opts.threads) for name in ("coarse", "fine")}
+                stages = build(device)
             if not opts.tta:
                 for net in stages.values():
                     net.flips = [()]

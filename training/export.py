@@ -92,8 +92,9 @@ def add_onnx(folder: Path) -> Path:
     `--no-onnx`): each stage's .pt is loaded into the card's network, exported, and the card rewritten (last) with
     the new files and their sha256. Stages that already have ONNX are left as they are."""
     folder = Path(folder)
-    model = load_model_folder(folder, verify=True)
-    card = model.card
+    card = load_model_folder(folder, verify=True).card
+    if all("onnx" in getattr(card, s).files for s in ("coarse", "fine")):
+        return folder
     sha = dict(card.sha256)
     stages = {}
     for stage_name in ("coarse", "fine"):

@@ -17,6 +17,8 @@ from tqdm import tqdm
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from training.budget import epochs_within_budget
+
 __all__ = ["CosineLRScheduler", "nnUNetTrainerC2F", "nnUNetTrainerC2F_lr3en4", "nnUNetTrainerC2F_selftrain"]
 
 
@@ -69,21 +71,19 @@ class nnUNetTrainerC2F(nnUNetTrainer):
         self.time_budget_s: float | None = None  # wall-clock budget of this run (None: run every epoch)
 
     def _fit_epochs_to_budget(self, started: float, epoch_seconds: list[float]) -> None:
-        """Set num_epochs so the run ends within `time_budget_s`: the epochs still fitting in the remaining time
-        at the pace of the recent epochs (the first, slower one only while it is the only one), never more than
-        the requested count (`requested_epochs`); num_epochs == current_epoch ends the run. The cosine schedule is rescaled to the
-        new length."""
+        """Set num_epochs so the run ends within `time_budget_s` (training.budget), never more than the requested
+        count (`requested_epochs`); num_epochs == current_epoch ends the run. The cosine schedule is rescaled to
+        the new length."""
         import time
 
         if self.time_budget_s is None or not epoch_seconds:
             return
-        recent = epoch_seconds[1:][-3:] or epoch_seconds
-        pace = max(sum(recent) / len(recent), 1e-6)
-        remaining = self.time_budget_s - (time.monotonic() - started)
-        new = max(self.current_epoch, min(self.requested_epochs, self.current_epoch + int(max(remaining, 0) // pace)))
+        elapsed = time.monotonic() - started
+        new = epochs_within_budget(self.time_budget_s, elapsed, epoch_seconds, self.current_epoch,
+                                   self.requested_epochs)
         if new != self.num_epochs:
-            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s: {pace:.1f} s/epoch, "
-                                   f"{max(remaining, 0):.0f} s left -> {new} epochs (requested {self.requested_epochs})")
+            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s: {elapsed:.0f} s used by "
+                                   f"{len(epoch_seconds)} epochs -> {new} epochs (requested {self.requested_epochs})")
             self.num_epochs = new
             if isinstance(self.lr_scheduler, CosineLRScheduler):
                 self.lr_scheduler.max_steps = max(1, new)

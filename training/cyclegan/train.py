@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from training.budget import epochs_within_budget
+
 from .data import UnpairedSliceDataset, cache_cases, find_cases, split_cases, typical_window
 from .model import OrganAttentionCycleGAN
 from .options import CycleGANOptions
@@ -61,15 +63,11 @@ def _seed_everything(seed: int) -> None:
 
 def _fit_to_budget(opts: CycleGANOptions, requested: int, started: float, epoch_seconds: list[float],
                    epoch: int) -> CycleGANOptions:
-    """Total epochs that end the run within `opts.time_budget_s`: the epochs still fitting in the remaining time at
-    the pace of the recent epochs, never more than `requested`; the linear decay keeps its length (capped at the
-    new total) and ends at the new last epoch."""
+    """Total epochs that end the run within `opts.time_budget_s` (training.budget), never more than `requested`;
+    the linear decay keeps its length (capped at the new total) and ends at the new last epoch."""
     if opts.time_budget_s <= 0 or not epoch_seconds:
         return opts
-    recent = epoch_seconds[1:][-3:] or epoch_seconds
-    pace = max(sum(recent) / len(recent), 1e-6)
-    remaining = max(opts.time_budget_s - (time.perf_counter() - started), 0.0)
-    fit = max(epoch, min(requested, epoch + int(remaining // pace)))
+    fit = epochs_within_budget(opts.time_budget_s, time.perf_counter() - started, epoch_seconds, epoch, requested)
     if fit == opts.epochs:
         return opts
     return dataclasses.replace(opts, epochs=fit, decay_epochs=min(opts.decay_epochs, fit))

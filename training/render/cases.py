@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.io import write_image_atomic
-from inference.orientation import orientation_from_direction
+from inference.orientation import Orientation, orientation_from_direction
 
 from .ct import RenderConfig, body_mask_from_image, render_ct
 
@@ -23,15 +23,21 @@ def _case_seed(seed: int, case: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{case}".encode()).digest()[:8], "little")
 
 
+def _read_with_labels(label_path: Path, other_path: Path) -> tuple[sitk.Image, sitk.Image, Orientation]:
+    """A label map, an image on its grid (scan or body mask; sizes must agree), and the canonical orientation of
+    the label map (slices along physical z for the in-plane steps, axis 1 anterior -> posterior)."""
+    lab_img = sitk.ReadImage(str(label_path))
+    other = sitk.ReadImage(str(other_path))
+    if lab_img.GetSize() != other.GetSize():
+        raise ValueError(f"{other_path}: size {other.GetSize()} differs from its label map {label_path} "
+                         f"{lab_img.GetSize()}")
+    return lab_img, other, orientation_from_direction(lab_img.GetDirection())
+
+
 def write_body_mask(scan_path: Path, label_path: Path, out_path: Path) -> None:
     """The binary body mask of a scan (organs of its label map always inside), uint8, the label map's geometry.
     This mask is all the renderer takes from the scan."""
-    lab_img = sitk.ReadImage(str(label_path))
-    scan = sitk.ReadImage(str(scan_path))
-    if lab_img.GetSize() != scan.GetSize():
-        raise ValueError(f"{scan_path}: size {scan.GetSize()} differs from its label map {label_path} "
-                         f"{lab_img.GetSize()}")
-    orient = orientation_from_direction(lab_img.GetDirection())  # slices along physical z for the in-plane steps
+    lab_img, scan, orient = _read_with_labels(label_path, scan_path)
     spacing = orient.spacing(tuple(reversed(scan.GetSpacing())))
     body = body_mask_from_image(orient.apply(sitk.GetArrayFromImage(scan)), spacing,
                                 orient.apply(sitk.GetArrayFromImage(lab_img)))
@@ -43,12 +49,7 @@ def write_body_mask(scan_path: Path, label_path: Path, out_path: Path) -> None:
 def render_case(label_path: Path, body_path: Path, out_image: Path, seed: int = 0,
                 config: RenderConfig = RenderConfig()) -> dict:
     """Write the rendered CT of one case from its label map and body mask; returns {case, phase, shape}."""
-    lab_img = sitk.ReadImage(str(label_path))
-    body_img = sitk.ReadImage(str(body_path))
-    if lab_img.GetSize() != body_img.GetSize():
-        raise ValueError(f"{body_path}: size {body_img.GetSize()} differs from its label map {label_path} "
-                         f"{lab_img.GetSize()}")
-    orient = orientation_from_direction(lab_img.GetDirection())
+    lab_img, body_img, orient = _read_with_labels(label_path, body_path)
     spacing = orient.spacing(tuple(reversed(lab_img.GetSpacing())))
     labels = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(lab_img)))
     body = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(body_img) > 0))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,19 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from .protocol import ROW_TITLES, ROWS, SCORED_ORGANS, TEST_CASES
+from .runner import run_logged
 
 PY = sys.executable
 ORGAN_NAMES = {1: "liver", 2: "right kidney", 3: "spleen", 13: "left kidney"}
-
-
-def _run(argv: list[str], log: Path) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    root = str(Path(__file__).resolve().parents[2])
-    with open(log, "w") as fh:
-        code = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=root).returncode
-    if code != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
-        raise RuntimeError(f"{' '.join(argv[:4])} ... failed (exit {code}); log {log}:\n{tail}")
 
 
 def score_row(work: Path, row: str, device: str = "cpu", backend: str = "auto", threads: int | None = None) -> Path:
@@ -47,10 +37,10 @@ def score_row(work: Path, row: str, device: str = "cpu", backend: str = "auto", 
     if threads:
         argv += ["--threads", str(threads)]
     t0 = time.monotonic()
-    _run(argv, work / "logs" / f"predict_r{row}.log")
+    run_logged(argv, work / "logs" / f"predict_r{row}.log")
     seconds = time.monotonic() - t0
     out = work / "scores" / f"r{row}.csv"
-    _run([PY, "-m", "eval", "score", str(pred), str(work / "data/test_labels"), "--csv", str(out),
+    run_logged([PY, "-m", "eval", "score", str(pred), str(work / "data/test_labels"), "--csv", str(out),
           "--organs", ",".join(str(o) for o in SCORED_ORGANS), "--strict-geometry", "--no-plots"],
          work / "logs" / f"score_r{row}.log")
     (work / "scores" / f"r{row}.json").write_text(json.dumps({"predict_seconds": round(seconds, 1)}) + "\n")

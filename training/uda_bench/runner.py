@@ -58,21 +58,28 @@ def _tail(path: Path, n: int = 15) -> str:
         return ""
 
 
+def run_logged(argv: list[str], log: Path) -> None:
+    """Run a command from the repository root (which it can import), stdout+stderr to `log`; a non-zero exit
+    raises RuntimeError with the exit code and the log's last lines."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    root = str(Path(__file__).resolve().parents[2])   # the repository: `python -m training...` must find it
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(log, "w") as fh:
+        fh.write("$ " + " ".join(argv) + "\n")
+        fh.flush()
+        code = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root).returncode
+    if code != 0:
+        raise RuntimeError(f"exit code {code}; log {log}:\n{_tail(log)}")
+
+
 def _execute(work: Path, step: Step) -> tuple[float, object]:
     log = work / "logs" / f"{step.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     info: object = None
     if step.argv is not None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        root = str(Path(__file__).resolve().parents[2])   # the repository: `python -m training...` must find it
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        with open(log, "w") as fh:
-            fh.write("$ " + " ".join(step.argv) + "\n")
-            fh.flush()
-            code = subprocess.run(step.argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root).returncode
-        if code != 0:
-            raise RuntimeError(f"exit code {code}; log {log}:\n{_tail(log)}")
+        run_logged(step.argv, log)
     else:
         assert step.func is not None
         info = step.func()
