@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,16 +188,33 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class RoiConfig:
-    """How the coarse labels become the fine stage's region of interest."""
+    """How the coarse labels become the fine stage's region of interest.
+
+    `max_extent_mm` (z, y, x), optional: the largest plausible extent of the union of the organs' boxes before the
+    margin. When the coarse organs spread wider (spurious blobs of a poor coarse model, a whole-body scan), the
+    ROI is the union of the subset of organs that fits and holds the most voxels (inference.roi.
+    plausible_organ_box). None (the default, and what a card without the key reads as): no cap.
+    """
 
     margin_mm: tuple[float, float, float] = (20.0, 20.0, 20.0)
     largest_component_per_organ: bool = True  # drop stray coarse blobs before taking the union of boxes
+    max_extent_mm: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        cap = self.max_extent_mm
+        if cap is None:
+            return
+        if not isinstance(cap, (tuple, list)) or len(cap) != 3 or not all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in cap):
+            raise ModelCardError(f"roi.max_extent_mm must be three positive numbers (z, y, x mm) or null, got {cap!r}")
+        object.__setattr__(self, "max_extent_mm", tuple(float(v) for v in cap))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RoiConfig":
         return cls(
             margin_mm=tuple(float(v) for v in d.get("margin_mm", (20.0, 20.0, 20.0))),  # type: ignore[arg-type]
             largest_component_per_organ=bool(d.get("largest_component_per_organ", True)),
+            max_extent_mm=d.get("max_extent_mm"),  # validated (and made a tuple of floats) by __post_init__
         )
 
 

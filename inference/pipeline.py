@@ -1,10 +1,10 @@
 """The data path, top-down: one image in, one uint8 label map with the input's geometry out.
 
 read -> canonical orientation -> modality -> intensity statistics -> COARSE (fixed spacing, whole image)
--> ROI (union of organ boxes + margin, whole image when nothing is found) -> FINE (ROI at the fine spacing,
-sliding window, mirror TTA) -> argmax -> per-organ largest component on the ROI -> PET label scheme ->
-nearest-neighbour labels back to the ROI of the input grid (uncrop + undo orientation by writing through a view)
--> write.
+-> ROI (union of organ boxes, optionally capped to a plausible extent, + margin; whole image when nothing is
+found) -> FINE (ROI at the fine spacing, sliding window, mirror TTA) -> argmax -> per-organ largest component on
+the ROI -> PET label scheme -> nearest-neighbour labels back to the ROI of the input grid (uncrop + undo
+orientation by writing through a view) -> write.
 """
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ class CaseRecord:
     notes: list[str] = field(default_factory=list)
     roi_box_zyx: dict = field(default_factory=dict)  # canonical voxel box [start, stop) or whole image
     roi_fallback_whole_image: bool = False
+    roi_capped: bool = False  # card.roi.max_extent_mm cut the organ union down (see roi.plausible_organ_box)
+    roi_dropped_organs: list[int] = field(default_factory=list)  # coarse organs (MRI numbering) left out
     coarse_shape_zyx: tuple[int, ...] = ()
     fine_shape_zyx: tuple[int, ...] = ()
     normalization: dict = field(default_factory=dict)
@@ -115,13 +117,25 @@ class Segmenter:
         rec.coarse_shape_zyx = coarse_labels.shape
         rec.seconds["coarse"] = round(time.perf_counter() - t, 4)
 
-        # ROI: union of the organs' boxes + margin, mapped to the canonical grid; whole image if nothing found
+        # ROI: union of the organs' boxes (within card.roi.max_extent_mm when set) + margin, mapped to the
+        # canonical grid; whole image if nothing found
         t = time.perf_counter()
         if modality == "PET":  # only the PET organs decide the region
             coarse_labels[~np.isin(coarse_labels, list(postprocess.PET_FROM_MRI))] = 0
         if card.roi.largest_component_per_organ:
             postprocess.keep_largest_component(coarse_labels, np.unique(coarse_labels[coarse_labels > 0]))
         box = roi.foreground_box(coarse_labels)
+        cap_mm = card.roi.max_extent_mm
+        if box is not None and cap_mm is not None:
+            # the coarse grid's true voxel size: shape_at_spacing rounds, so it is not exactly the card's spacing
+            coarse_spacing = tuple(n * s / m for n, s, m in zip(canon.shape, spacing, coarse_labels.shape))
+            capped, dropped = roi.plausible_organ_box(coarse_labels, coarse_spacing, cap_mm)
+            if capped != box or dropped:
+                extent = [round(n * s, 1) for n, s in zip(box.shape, coarse_spacing)]
+                rec.roi_capped, rec.roi_dropped_organs = True, dropped
+                rec.notes.append(f"ROI capped: organs span {extent} mm (z, y, x) > max {list(cap_mm)} mm; "
+                                 f"dropped organ(s) {dropped or 'none'}")
+                box = capped
         if box is None:
             box = roi.Box.whole(canon.shape)
             rec.roi_fallback_whole_image = True

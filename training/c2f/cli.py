@@ -77,7 +77,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from inference.config import TTA
 
-    from .export import TrainedStage, export_c2f
+    from .export import DEFAULT_ROI_MAX_EXTENT_MM, TrainedStage, export_c2f
     from .planner import CONFIGURATION, PLANS_NAME
 
     results = folders_of(a.work).results
@@ -87,8 +87,9 @@ def cmd_export(a: argparse.Namespace) -> int:
         folder = results / _stage_dataset(a.dataset_id, stage) / f"{trainer}__{PLANS_NAME}__{CONFIGURATION}"
         stages[stage] = TrainedStage(folder=folder, fold=a.fold, checkpoint=a.checkpoint,
                                      tta=TTA(axes=tuple(axes), mode=a.tta_mode), step_size=a.step_size)
+    cap = None if a.no_roi_cap else tuple(a.roi_max_extent_mm or DEFAULT_ROI_MAX_EXTENT_MM)
     out = export_c2f(Path(a.out), stages["coarse"], stages["fine"], name=a.name, description=a.description,
-                     modalities=tuple(a.modalities), onnx=not a.no_onnx)
+                     modalities=tuple(a.modalities), onnx=not a.no_onnx, roi_max_extent_mm=cap)
     print(out)
     return 0
 
@@ -160,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tta-mode", choices=("all", "joint"), default="all")
     s.add_argument("--step-size", type=float, default=0.5)
     s.add_argument("--no-onnx", action="store_true")
+    cap = s.add_mutually_exclusive_group()
+    cap.add_argument("--roi-max-extent-mm", nargs=3, type=float, metavar=("Z", "Y", "X"),
+                     help="largest plausible extent of the coarse organs' union before the ROI margin, written to "
+                          "the card's roi.max_extent_mm (default: 300 300 360)")
+    cap.add_argument("--no-roi-cap", action="store_true", help="no roi.max_extent_mm: the ROI is every coarse organ")
     s.set_defaults(func=cmd_export)
     return p
 

@@ -2,8 +2,9 @@
 
 The nnU-Net output folder is self-contained (plans.json, dataset.json with our 'c2f' block, checkpoint), so the
 card is derived from it: spacing and patch from the plans, normalisation and ROI margin from the spec the data were
-prepared with, the network weights loaded strictly into the engine's PlainConvUNet (same state_dict keys as
-dynamic-network-architectures' PlainConvUNet: no mapping needed).
+prepared with, the ROI's plausibility cap (roi.max_extent_mm) from the caller, the network weights loaded strictly
+into the engine's PlainConvUNet (same state_dict keys as dynamic-network-architectures' PlainConvUNet: no mapping
+needed).
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ from training.export import export_model
 
 from .config import C2FSpec
 from .planner import CONFIGURATION
+
+# largest plausible extent (z, y, x mm) of the union of the abdominal organs' boxes, before the ROI margin: a
+# coarse organ union wider than this (spurious blobs, a head-to-legs PET) is cut down to the organs that fit
+DEFAULT_ROI_MAX_EXTENT_MM = (350.0, 350.0, 400.0)
 
 
 @dataclass(frozen=True)
@@ -86,10 +91,12 @@ def _version(package: str) -> str:
 
 def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, name: str | None = None,
                description: str = "", modalities: tuple[str, ...] = ("MRI", "PET"), onnx: bool = True,
-               extra_provenance: dict[str, Any] | None = None) -> Path:
+               extra_provenance: dict[str, Any] | None = None,
+               roi_max_extent_mm: tuple[float, float, float] | None = DEFAULT_ROI_MAX_EXTENT_MM) -> Path:
     """Write the engine's model folder from the two trained stages; returns it (verified by loading it back).
 
-    `extra_provenance` entries are added to the card's provenance (e.g. the self-training cycle)."""
+    `extra_provenance` entries are added to the card's provenance (e.g. the self-training cycle).
+    `roi_max_extent_mm` becomes the card's roi.max_extent_mm (z, y, x mm; None: no cap)."""
     out_folder = Path(out_folder)
     c_net, c_cfg, _, c_prov = load_trained_stage(coarse)
     f_net, f_cfg, f_spec, f_prov = load_trained_stage(fine)
@@ -108,5 +115,6 @@ def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, na
     return export_model(out_folder, name=name or out_folder.name,
                         description=description or "coarse-to-fine nnU-Net v2 PlainConvUNets (training.c2f)",
                         modalities=tuple(modalities), stages={"coarse": (c_net, c_cfg), "fine": (f_net, f_cfg)},
-                        provenance=provenance, onnx=onnx, roi=RoiConfig(margin_mm=f_spec.margin_mm),
+                        provenance=provenance, onnx=onnx,
+                        roi=RoiConfig(margin_mm=f_spec.margin_mm, max_extent_mm=roi_max_extent_mm),
                         postprocess=PostprocessConfig())

@@ -1,6 +1,6 @@
 """python -m training.uda_bench run|score|report: the end-to-end UDA benchmark on real CHAOS T2 MRI.
 
-    python -m training.uda_bench run    --work W [--profile gpu|smoke|FILE] [--rows 1,2,2b,3,4] [--device auto]
+    python -m training.uda_bench run    --work W [--profile gpu|smoke|FILE] [--rows 1,2,2b,3,4,P] [--device auto]
                                         [--jobs N] [--data ../shared/data/real]
     python -m training.uda_bench score  --work W --row R [--device auto] [--backend torch|onnx]
     python -m training.uda_bench report --work W --out DIR [--rows ...] [--machine TEXT]
@@ -8,7 +8,8 @@
 
 `run` trains every row and scores it on the test cases (resumable: finished steps are skipped; progress per
 step); `score` is that scoring step alone (the engine on the test cases with the row's model, then eval/ on liver,
-kidneys, spleen); `report` writes the tables, box plots and overlays of the scored rows.
+kidneys, spleen; row P, the PET row: organ-volume plausibility on the two real FDG PET scans, which have no
+labels); `report` writes the tables, box plots and overlays of the scored rows.
 Exit codes: 0 success, 1 some step failed (the others were run; each failure is listed), 2 bad arguments.
 """
 from __future__ import annotations
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
 
-    rows = [r for r in a.rows if (a.work / "scores" / f"r{r}.csv").is_file()]
+    rows = [r for r in a.rows if (a.work / "scores" / f"r{r}.csv").is_file()
+            or (a.work / "scores" / f"r{r}_pet.csv").is_file()]
     missing = [r for r in a.rows if r not in rows]
     if missing:
         print(f"not scored (no WORK/scores/r<row>.csv): rows {','.join(missing)}", file=sys.stderr)

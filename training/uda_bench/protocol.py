@@ -4,6 +4,11 @@ Source (labelled "CT"): CT rendered from the CHAOS label maps of SOURCE_CASES (t
 mask only) and the real TotalSegmentator CT crops TS_CT_CASES with their labels. Target (unlabelled): CHAOS
 TARGET_CASES; their labels are read by row 4 only (the upper bound). Test: CHAOS TEST_CASES, scored on liver,
 right kidney, spleen and left kidney (FLARE labels 1, 2, 3, 13).
+
+PET row (P): the same source, translated by an Organ Attention CycleGAN towards the two real whole-body FDG PET
+scans PET_CASES (unlabelled: no PET annotation exists here). Those two scans are both the CycleGAN's target domain
+and the row's check set: with no labels, the check is plausibility (labels within the PET scheme {0..4}, organ
+volumes within PET_PLAUSIBLE_ML), not a Dice score.
 """
 from __future__ import annotations
 
@@ -16,14 +21,22 @@ SOURCE_CASES = ("chaos_t2_01", "chaos_t2_02", "chaos_t2_05", "chaos_t2_08", "cha
 TARGET_CASES = ("chaos_t2_19", "chaos_t2_20", "chaos_t2_22", "chaos_t2_31")
 TEST_CASES = ("chaos_t2_33", "chaos_t2_34", "chaos_t2_37", "chaos_t2_38")
 TS_CT_CASES = ("ts_ct_dicom", "ts_ct_sm")
+PET_CASES = ("fdg_qinhn0139", "fdg_sts001")
 SCORED_ORGANS = (1, 2, 3, 13)
-ROWS = ("1", "2", "2b", "3", "4")
+MRI_ROWS = ("1", "2", "2b", "3", "4")
+PET_ROWS = ("P",)
+ROWS = MRI_ROWS + PET_ROWS
+# adult organ volumes (ml) a plausible PET segmentation stays within, PET labels: liver 1, right kidney 2,
+# spleen 3, left kidney 4 (wide on purpose: the check catches a wrong organ or a whole-body blob, not 20 % errors;
+# adult liver ~1.2-1.8 l, kidney ~0.12-0.2 l, spleen ~0.1-0.3 l, splenomegaly up to ~1 l)
+PET_PLAUSIBLE_ML = {1: (600.0, 4000.0), 2: (40.0, 500.0), 3: (40.0, 1200.0), 4: (40.0, 500.0)}
 ROW_TITLES = {
     "1": "(1) C2F, source CT only",
     "2": "(2) + Organ Attention CycleGAN synthetic MRI",
     "2b": "(2b) + plain CycleGAN synthetic MRI (no attention)",
     "3": "(3) + dual-stage filtered pseudo-labels (self-training)",
     "4": "(4) C2F with the target cases' true labels (upper bound)",
+    "P": "(P) PET: C2F on source CT + Organ Attention CycleGAN synthetic FDG PET",
 }
 PROFILE_DIR = Path(__file__).with_name("profiles")
 

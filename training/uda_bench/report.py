@@ -15,15 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .protocol import ROW_TITLES, ROWS, SCORED_ORGANS, TEST_CASES
+from .protocol import (MRI_ROWS, PET_CASES, PET_PLAUSIBLE_ML, PET_ROWS, ROW_TITLES, ROWS, SCORED_ORGANS,
+                       TEST_CASES)
 from .runner import run_logged
 
 PY = sys.executable
 ORGAN_NAMES = {1: "liver", 2: "right kidney", 3: "spleen", 13: "left kidney"}
+PET_ORGAN_NAMES = {1: "liver", 2: "right kidney", 3: "spleen", 4: "left kidney"}
 
 
-def score_row(work: Path, row: str, device: str = "cpu", backend: str = "auto", threads: int | None = None) -> Path:
-    """Predict the test cases with model r<row> and score them; returns the CSV (case, organ, dsc, nsd)."""
+def _predict(work: Path, row: str, images: Path, device: str, backend: str, threads: int | None,
+             extra: tuple[str, ...] = ()) -> tuple[Path, float]:
+    """The engine (`python -m inference`, a fresh process, as the submission runs) on `images` with model r<row>."""
     from training.export import add_onnx
 
     model = work / "models" / f"r{row}"
@@ -32,19 +35,94 @@ def score_row(work: Path, row: str, device: str = "cpu", backend: str = "auto", 
     if backend in ("auto", "onnx"):
         add_onnx(model)          # the engine's default runtime; the benchmark exports torch weights only
     pred = work / "pred" / f"r{row}"
-    argv = [PY, "-m", "inference", str(work / "data/test_images"), str(pred), "--weights", str(work / "models"),
-            "--model", f"r{row}", "--device", device, "--backend", backend, "--log-dir", str(work / "pred_qc" / f"r{row}")]
+    argv = [PY, "-m", "inference", str(images), str(pred), "--weights", str(work / "models"),
+            "--model", f"r{row}", "--device", device, "--backend", backend, "--log-dir", str(work / "pred_qc" / f"r{row}"),
+            *extra]
     if threads:
         argv += ["--threads", str(threads)]
     t0 = time.monotonic()
     run_logged(argv, work / "logs" / f"predict_r{row}.log")
-    seconds = time.monotonic() - t0
+    return pred, time.monotonic() - t0
+
+
+def score_row(work: Path, row: str, device: str = "cpu", backend: str = "auto", threads: int | None = None) -> Path:
+    """Predict the test cases with model r<row> and score them; returns the CSV (case, organ, dsc, nsd).
+    Row P (no PET labels here) gets the plausibility check instead: see `check_pet_row`."""
+    if row in PET_ROWS:
+        return check_pet_row(work, row, device, backend, threads)
+    pred, seconds = _predict(work, row, work / "data/test_images", device, backend, threads)
     out = work / "scores" / f"r{row}.csv"
     run_logged([PY, "-m", "eval", "score", str(pred), str(work / "data/test_labels"), "--csv", str(out),
           "--organs", ",".join(str(o) for o in SCORED_ORGANS), "--strict-geometry", "--no-plots"],
          work / "logs" / f"score_r{row}.log")
     (work / "scores" / f"r{row}.json").write_text(json.dumps({"predict_seconds": round(seconds, 1)}) + "\n")
     return out
+
+
+def pet_volumes_ml(label_file: Path) -> tuple[dict[int, float], list[int]]:
+    """({PET label: volume in ml}, every label value present) of one written PET label map."""
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(str(label_file))
+    arr = sitk.GetArrayViewFromImage(img)
+    counts = np.bincount(arr.ravel().astype(np.int64))
+    voxel_ml = float(np.prod(img.GetSpacing())) / 1000.0
+    present = [int(v) for v in np.flatnonzero(counts)]
+    return {o: round(float(counts[o]) * voxel_ml, 1) if o < len(counts) else 0.0 for o in PET_ORGAN_NAMES}, present
+
+
+def check_pet_row(work: Path, row: str, device: str = "cpu", backend: str = "auto", threads: int | None = None,
+                  tta: bool = True) -> Path:
+    """Segment the FDG PET scans with model r<row> and check plausibility (there are no PET labels here):
+    labels only from {0, 1, 2, 3, 4} and each organ's volume within PET_PLAUSIBLE_ML. Writes and returns
+    WORK/scores/r<row>_pet.csv (case, label, organ, volume_ml, low_ml, high_ml, plausible)."""
+    extra = () if tta else ("--no-tta",)
+    pred, seconds = _predict(work, row, work / "data/pet_images", device, backend, threads, extra)
+    out = work / "scores" / f"r{row}_pet.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, ok = [], True
+    for case in PET_CASES:
+        f = pred / f"{case}.nii.gz"
+        if not f.is_file():
+            raise RuntimeError(f"{f}: the engine wrote no label map (see {work / 'logs' / f'predict_r{row}.log'})")
+        vols, present = pet_volumes_ml(f)
+        if not set(present) <= {0, *PET_ORGAN_NAMES}:
+            raise RuntimeError(f"{f}: labels {present} outside the PET scheme {{0,1,2,3,4}}")
+        for organ, name in PET_ORGAN_NAMES.items():
+            lo, hi = PET_PLAUSIBLE_ML[organ]
+            good = lo <= vols[organ] <= hi
+            ok &= good
+            rows.append([case, organ, name, f"{vols[organ]:.1f}", lo, hi, int(good)])
+    tmp = out.with_name(out.name + ".part")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case", "label", "organ", "volume_ml", "low_ml", "high_ml", "plausible"])
+        w.writerows(rows)
+    tmp.replace(out)
+    (work / "scores" / f"r{row}.json").write_text(json.dumps({"predict_seconds": round(seconds, 1),
+                                                              "all_plausible": bool(ok)}) + "\n")
+    return out
+
+
+def read_pet_check(csv_path: Path) -> dict[tuple[str, int], tuple[float, bool]]:
+    """{(case, PET label): (volume ml, plausible)} of a `check_pet_row` CSV."""
+    with open(csv_path) as fh:
+        return {(r["case"], int(r["label"])): (float(r["volume_ml"]), r["plausible"] == "1")
+                for r in csv.DictReader(fh)}
+
+
+def pet_markdown(csv_path: Path) -> str:
+    chk = read_pet_check(csv_path)
+    lines = ["| scan | " + " | ".join(f"{n} (ml)" for n in PET_ORGAN_NAMES.values()) + " |",
+             "|" + "---|" * (len(PET_ORGAN_NAMES) + 1)]
+    for case in PET_CASES:
+        cells = []
+        for organ in PET_ORGAN_NAMES:
+            v, good = chk.get((case, organ), (float("nan"), False))
+            cells.append(f"{v:.0f}" + ("" if good else " (implausible)"))
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    ranges = ", ".join(f"{PET_ORGAN_NAMES[o]} {lo:.0f}-{hi:.0f}" for o, (lo, hi) in PET_PLAUSIBLE_ML.items())
+    return "\n".join(lines) + f"\n\nPlausible ranges (ml): {ranges}. No PET labels exist here: volumes, not Dice.\n"
 
 
 def read_scores(csv_path: Path) -> dict[tuple[str, int], tuple[float, float]]:
@@ -156,17 +234,22 @@ def write_report(work: Path, out: Path, rows: list[str], machine: str) -> Path:
             if p.is_file():
                 for (case, organ), (d, n) in sorted(read_scores(p).items()):
                     w.writerow([r, case, organ, f"{d:.4f}", f"{n:.4f}"])
-    boxplot(work, table, out / "boxplot.png")
-    overlay_grid(work, [r for r in ROWS if r in table], out / "overlays.png")
+    if table:   # MRI rows scored (row P alone has no Dice to plot)
+        boxplot(work, table, out / "boxplot.png")
+        overlay_grid(work, [r for r in MRI_ROWS if r in table], out / "overlays.png")
     parts = [f"# UDA benchmark on real CHAOS T2 MRI\n\nMachine: {machine}. Python {platform.python_version()}.\n",
              markdown_table(table)]
     state = work / "state"
     times = {p.stem: json.loads(p.read_text()).get("seconds") for p in sorted(state.glob("*.json"))}
     parts.append("\n## Step wall times (s)\n\n" + "\n".join(f"- {k}: {v}" for k, v in times.items()) + "\n")
+    for r in PET_ROWS:
+        chk = work / "scores" / f"r{r}_pet.csv"
+        if r in rows and chk.is_file():
+            parts.append(f"\n## {ROW_TITLES[r]}: plausibility on the real FDG PET scans\n\n" + pet_markdown(chk))
     t4 = work / "rows/3/table4.md"
     if t4.is_file():
         parts.append("\n## Self-training filter (Table 4)\n\n" + t4.read_text())
-    for kind in ("attn", "plain"):
+    for kind in ("attn", "plain", "pet"):
         q = work / "cyclegan" / kind / "quality.json"
         if q.is_file():
             parts.append(f"\n## CycleGAN ({kind}) quality.json\n\n```\n{q.read_text().strip()}\n```\n")
@@ -191,9 +274,11 @@ def ship(work: Path, row: str, out: Path, name: str, backends: tuple[str, ...] =
     if "onnx" in backends:
         add_onnx(src)
     model = load_model_folder(src, verify=True)
+    pet_check = work / "scores" / f"r{row}_pet.csv"
     table = summary(work, [row])
-    if row not in table:
-        raise FileNotFoundError(f"{work / 'scores' / f'r{row}.csv'}: row {row} is not scored; ship scored rows only")
+    if row not in table and not (row in PET_ROWS and pet_check.is_file()):
+        scored = pet_check if row in PET_ROWS else work / "scores" / f"r{row}.csv"
+        raise FileNotFoundError(f"{scored}: row {row} is not scored; ship scored rows only")
     out.mkdir(parents=True, exist_ok=True)
     stages, sha = {}, {}
     for stage_name in ("coarse", "fine"):
@@ -207,16 +292,21 @@ def ship(work: Path, row: str, out: Path, name: str, backends: tuple[str, ...] =
             tmp.replace(out / f)
             sha[f] = sha256_of(out / f)
         stages[stage_name] = replace(cfg, files=files)
-    e = table[row]
     profile = json.loads((work / "inputs/profile.json").read_text()) if (work / "inputs/profile.json").is_file() else {}
     prov = dict(model.card.provenance)
-    prov["uda_benchmark"] = {
-        "row": row, "row_title": ROW_TITLES[row], "profile": profile.get("name"), "machine": machine,
-        "test_cases": list(TEST_CASES),
-        "test_dsc": {ORGAN_NAMES[o]: round(e[o][0], 4) for o in SCORED_ORGANS},
-        "test_nsd": {ORGAN_NAMES[o]: round(e[o][1], 4) for o in SCORED_ORGANS},
-        "mean_dsc": round(e["mean"][0], 4), "note": note,
-    }
+    bench = {"row": row, "row_title": ROW_TITLES[row], "profile": profile.get("name"), "machine": machine}
+    if row in table:
+        e = table[row]
+        bench.update(test_cases=list(TEST_CASES),
+                     test_dsc={ORGAN_NAMES[o]: round(e[o][0], 4) for o in SCORED_ORGANS},
+                     test_nsd={ORGAN_NAMES[o]: round(e[o][1], 4) for o in SCORED_ORGANS},
+                     mean_dsc=round(e["mean"][0], 4))
+    else:   # row P: no PET labels, the plausibility check's organ volumes
+        chk = read_pet_check(pet_check)
+        bench.update(check_cases=list(PET_CASES), check="organ volumes (ml) within PET_PLAUSIBLE_ML, no labels",
+                     volumes_ml={c: {PET_ORGAN_NAMES[o]: chk[(c, o)][0] for o in PET_ORGAN_NAMES} for c in PET_CASES},
+                     all_plausible=all(good for _, good in chk.values()))
+    prov["uda_benchmark"] = {**bench, "note": note}
     card = replace(model.card, name=name, coarse=stages["coarse"], fine=stages["fine"], sha256=sha, provenance=prov,
                    description=model.card.description + (f" {note}" if note else ""))
     write_card(card, out)

@@ -2,9 +2,11 @@
 the steps it waits for. Everything lives under one work folder:
 
     WORK/data/{target_images, target_labels, test_images, test_labels}/   links to the real CHAOS files
+    WORK/data/pet_images/                links to the real FDG PET scans (row P only)
     WORK/ct/{body, images, labels}/      source: body masks, rendered CT + real TotalSegmentator CT crops, labels
     WORK/stats.json                      CT statistics for the self-training filter
-    WORK/cyclegan/{attn,plain}/          CycleGAN runs;  WORK/syn/{attn,plain}/{images,labels}  synthetic MRI
+    WORK/cyclegan/{attn,plain,pet}/      CycleGAN runs;  WORK/syn/{attn,plain,pet}/{images,labels}  synthetic
+                                         MRI (attention, plain) and FDG PET (attention)
     WORK/rows/<row>/                     nnU-Net folders of each row's C2F training;  WORK/rows/3/ the cycle's work
     WORK/models/r<row>/                  exported models (the engine's weights format)
     WORK/state/<step>.json, WORK/logs/<step>.log   resume markers and logs (runner.py)
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .protocol import (ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, TS_CT_CASES, Profile)
+from .protocol import (PET_CASES, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, TS_CT_CASES, Profile)
 
 PY = sys.executable
 
@@ -42,11 +44,15 @@ def _link(src: Path, dst: Path) -> None:
     os.symlink(src.resolve(), dst)
 
 
-def prepare_data(data: Path, work: Path) -> dict:
-    """Link the protocol's real files into WORK/data (never copied); fail naming the first missing file."""
+def prepare_data(data: Path, work: Path, pet: bool = False) -> dict:
+    """Link the protocol's real files into WORK/data (never copied); fail naming the first missing file.
+    `pet`: also the FDG PET scans of row P."""
     chaos = data / "mr_chaos_t2"
     ts = data / "totalseg_examples"
     plan = []
+    if pet:
+        plan += [(data / "pet_fdg/images" / f"{case}_0000.nii.gz", work / "data/pet_images" / f"{case}_0000.nii.gz")
+                 for case in PET_CASES]
     for case in TARGET_CASES:
         plan += [(chaos / "images" / f"{case}_0000.nii.gz", work / "data/target_images" / f"{case}_0000.nii.gz"),
                  (chaos / "labels" / f"{case}.nii.gz", work / "data/target_labels" / f"{case}.nii.gz")]
@@ -93,14 +99,14 @@ def write_inputs(work: Path, profile: Profile) -> None:
     """The spec and CycleGAN option files the commands read (rewritten each run from the profile)."""
     (work / "inputs").mkdir(parents=True, exist_ok=True)
     (work / "inputs/spec.json").write_text(json.dumps(profile.spec, indent=2) + "\n")
-    for kind, plain in (("attn", False), ("plain", True)):
-        opts = dict(profile.cyclegan, target_modality="mri", attention=not plain)
+    for kind, modality, plain in (("attn", "mri", False), ("plain", "mri", True), ("pet", "pet", False)):
+        opts = dict(profile.cyclegan, target_modality=modality, attention=not plain)
         (work / f"inputs/cyclegan_{kind}.json").write_text(json.dumps(opts, indent=2) + "\n")
     (work / "inputs/profile.json").write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
 
 
 def _c2f_row(row: str, work: Path, sources: list[str], deps: tuple[str, ...], profile: Profile,
-             device: str) -> list[Step]:
+             device: str, modalities: tuple[str, ...] = ("MRI",)) -> list[Step]:
     w = str(work / "rows" / row)
     spec = str(work / "inputs/spec.json")
     src = [a for s in sources for a in ("--source", s)]
@@ -120,15 +126,17 @@ def _c2f_row(row: str, work: Path, sources: list[str], deps: tuple[str, ...], pr
                       [PY, "-m", "training.c2f", "export", "--work", w, "--trainer", profile.trainer,
                        "--out", str(work / "models" / f"r{row}"), "--name", f"r{row}",
                        "--description", f"UDA benchmark row {row} ({profile.name} profile)",
-                       "--modalities", "MRI", "PET", "--no-onnx"]))
+                       "--modalities", *modalities, "--no-onnx"]))
     return steps
 
 
 def _cyclegan(kind: str, work: Path, device: str) -> list[Step]:
+    """CycleGAN `kind` (attn, plain: towards the CHAOS target MRI; pet: towards the FDG PET scans) + translation."""
     run = work / "cyclegan" / kind
     syn = work / "syn" / kind
+    target = work / "data" / ("pet_images" if kind == "pet" else "target_images")
     train = [PY, "-m", "training.cyclegan", "train", "--ct-images", str(work / "ct/images"),
-             "--ct-labels", str(work / "ct/labels"), "--target-images", str(work / "data/target_images"),
+             "--ct-labels", str(work / "ct/labels"), "--target-images", str(target),
              "--out", str(run), "--device", device, "--options", str(work / f"inputs/cyclegan_{kind}.json"), "--quiet"]
     if device == "cpu":
         train += ["--threads", "1"]
@@ -152,7 +160,7 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
     if "3" in want:
         want |= {"2", "2b"}
     steps = [
-        Step("data", (), func=lambda: prepare_data(data, work)),
+        Step("data", (), func=lambda: prepare_data(data, work, pet="P" in want)),
         Step("body", ("data",), func=lambda: body_masks(data, work)),
         Step("render", ("body",), func=lambda: render(work, profile.render_seed)),
     ]
@@ -164,6 +172,11 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
             syn = work / "syn" / kind
             steps += _c2f_row(row, work, [ct, f"syn{kind}={syn / 'images'},{syn / 'labels'}"],
                               (f"cg_{kind}.translate",), profile, device)
+    if "P" in want:
+        steps += _cyclegan("pet", work, device)
+        syn = work / "syn/pet"
+        steps += _c2f_row("P", work, [ct, f"synpet={syn / 'images'},{syn / 'labels'}"], ("cg_pet.translate",),
+                          profile, device, modalities=("PET",))
     if "4" in want:
         steps += _c2f_row("4", work, [ct, f"chaos={work / 'data/target_images'},{work / 'data/target_labels'}"],
                           ("render",), profile, device)
@@ -191,7 +204,7 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
         if device == "cpu":
             argv += ["--threads", "1"]
         steps.append(Step("r3.cycle", ("stats", "r2.export", "r2b.export"), argv, gpu=True))
-    for row in ROWS:   # score each row on the test cases as soon as its model exists
+    for row in ROWS:   # score each row as soon as its model exists (row P: the PET plausibility check)
         if row in want:
             dep = "r3.cycle" if row == "3" else f"r{row}.export"
             steps.append(Step(f"r{row}.score", (dep,), [PY, "-m", "training.uda_bench", "score", "--work", str(work),
