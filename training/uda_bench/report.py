@@ -222,6 +222,38 @@ def overlay_grid(work: Path, rows: list[str], path: Path, case: str = TEST_CASES
     plt.close(fig)
 
 
+def pet_overlay(work: Path, row: str, path: Path) -> None:
+    """One coronal slice per PET scan (through the most labelled row of voxels) with row `row`'s labels as
+    contours: where the organs were put, the thing the volume check cannot see."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
+    fig, axes = plt.subplots(1, len(PET_CASES), figsize=(4.0 * len(PET_CASES), 6.5))
+    colours = {1: "tab:red", 2: "tab:green", 3: "tab:blue", 4: "tab:orange"}
+    for ax, case in zip(np.atleast_1d(axes), PET_CASES):
+        img = sitk.ReadImage(str(work / "data/pet_images" / f"{case}_0000.nii.gz"))
+        a = sitk.GetArrayFromImage(img)
+        lab = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "pred" / f"r{row}" / f"{case}.nii.gz")))
+        y = int(np.argmax((lab > 0).sum(axis=(0, 2)))) if lab.any() else a.shape[1] // 2
+        sx, _, sz = img.GetSpacing()
+        ax.imshow(a[:, y, :], cmap="gray_r", vmin=0, vmax=float(np.percentile(a, 99.5)), origin="lower",
+                  aspect=sz / sx)
+        for organ, colour in colours.items():
+            m = lab[:, y, :] == organ
+            if m.any():
+                ax.contour(m.astype(float), levels=[0.5], colors=colour, linewidths=1.0, origin="lower")
+        ax.set_title(f"{case}, coronal row {y}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"row ({row}) on FDG PET: liver red, right kidney green, spleen blue, left kidney orange", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def write_report(work: Path, out: Path, rows: list[str], machine: str) -> Path:
     """results.md + scores.csv + boxplot.png + overlays.png (+ table4.md, cyclegan quality) in OUT."""
     out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +277,10 @@ def write_report(work: Path, out: Path, rows: list[str], machine: str) -> Path:
     for r in PET_ROWS:
         chk = work / "scores" / f"r{r}_pet.csv"
         if r in rows and chk.is_file():
-            parts.append(f"\n## {ROW_TITLES[r]}: plausibility on the real FDG PET scans\n\n" + pet_markdown(chk))
+            parts.append(f"\n## {ROW_TITLES[r]}: plausibility on the real FDG PET scans\n\n" + pet_markdown(chk)
+                         + f"\nWhere the organs were put: `pet_overlay_r{r}.png`.\n")
+            if (work / "data/pet_images").is_dir():
+                pet_overlay(work, r, out / f"pet_overlay_r{r}.png")
     t4 = work / "rows/3/table4.md"
     if t4.is_file():
         parts.append("\n## Self-training filter (Table 4)\n\n" + t4.read_text())
