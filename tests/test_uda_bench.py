@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from training.uda_bench.protocol import (ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, Profile, StageRun,
-                                         load_profile)
+from training.uda_bench.protocol import (PET_CASES, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, Profile,
+                                         StageRun, load_profile)
 from training.uda_bench.runner import is_done, run_steps
-from training.uda_bench.steps import Step, build_steps
+from training.uda_bench.steps import Step, build_steps, write_inputs
 
 from helpers import REAL
 
@@ -22,7 +22,7 @@ def test_protocol_case_lists_are_disjoint():
 
 
 def test_profiles_load_and_reject_unknown_keys(tmp_path):
-    for name in ("gpu", "smoke"):
+    for name in ("gpu", "gpu_9min", "smoke"):
         p = load_profile(name)
         assert isinstance(p.fine, StageRun) and p.name == name
     d = load_profile("smoke").to_dict()
@@ -60,6 +60,94 @@ def test_step_graph_is_closed_and_ordered(tmp_path):
         assert uses_labels == (s.name == "r4.convert"), s.name
     with pytest.raises(ValueError, match="unknown rows"):
         build_steps(tmp_path, REAL, profile, ("5",), "cpu")
+
+
+def test_pet_row_translates_towards_the_pet_scans_and_exports_a_pet_model(tmp_path):
+    profile = load_profile("smoke")
+    steps = {s.name: s for s in build_steps(tmp_path, REAL, profile, ("2", "P"), "cpu")}
+    train = steps["cg_pet.train"].argv
+    assert train[train.index("--target-images") + 1] == str(tmp_path / "data/pet_images")
+    mri = steps["cg_attn.train"].argv
+    assert mri[mri.index("--target-images") + 1] == str(tmp_path / "data/target_images")
+    convert = steps["rP.convert"].argv
+    assert f"synpet={tmp_path / 'syn/pet/images'},{tmp_path / 'syn/pet/labels'}" in convert
+    assert steps["rP.convert"].deps == ("cg_pet.translate",)
+
+    def modalities(step):
+        argv = steps[step].argv
+        i = argv.index("--modalities") + 1
+        return argv[i:argv.index("--no-onnx")]
+
+    assert modalities("rP.export") == ["PET"] and modalities("r2.export") == ["MRI"]
+    assert steps["rP.score"].deps == ("rP.export",)
+    # the CycleGAN option files: the PET one translates towards PET, with attention
+    write_inputs(tmp_path, profile)
+    opts = json.loads((tmp_path / "inputs/cyclegan_pet.json").read_text())
+    assert opts["target_modality"] == "pet" and opts["attention"] is True
+    # rows without P never link (or need) the PET scans
+    assert not [s.name for s in build_steps(tmp_path, REAL, profile, ("1", "2", "2b", "3", "4"), "cpu")
+                if s.name.startswith(("rP.", "cg_pet."))]
+
+
+@pytest.mark.skipif(not (REAL / "pet_fdg").is_dir(), reason="needs ../shared/data/real")
+def test_prepare_data_links_the_pet_scans_only_for_row_p(tmp_path):
+    from training.uda_bench.steps import prepare_data
+
+    prepare_data(REAL, tmp_path / "a")
+    assert not (tmp_path / "a/data/pet_images").exists()
+    prepare_data(REAL, tmp_path / "b", pet=True)
+    linked = sorted(p.name for p in (tmp_path / "b/data/pet_images").iterdir())
+    assert linked == [f"{c}_0000.nii.gz" for c in PET_CASES]
+    with pytest.raises(FileNotFoundError, match="pet_fdg"):
+        prepare_data(tmp_path / "nowhere", tmp_path / "c", pet=True)
+
+
+def _pet_label_map(path: Path, spacing, organs_voxels: dict[int, int], shape=(40, 30, 30)) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    arr = np.zeros(shape, np.uint8).ravel()
+    start = 0
+    for organ, n in organs_voxels.items():
+        arr[start:start + n] = organ
+        start += n
+    img = sitk.GetImageFromArray(arr.reshape(shape))
+    img.SetSpacing(spacing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+
+
+def test_pet_check_measures_volumes_in_ml_and_flags_implausible_organs(tmp_path, monkeypatch):
+    import training.uda_bench.report as report
+
+    # 10 mm voxels = 1 ml each: liver 1500 ml (plausible), right kidney 10 ml (too small), spleen 200 ml,
+    # left kidney 150 ml, in the first scan; the second scan has no organs at all
+    def fake_predict(work, row, images, device, backend, threads, extra=()):
+        assert images == work / "data/pet_images" and extra == ("--no-tta",)
+        pred = work / "pred" / f"r{row}"
+        _pet_label_map(pred / f"{PET_CASES[0]}.nii.gz", (10.0, 10.0, 10.0), {1: 1500, 2: 10, 3: 200, 4: 150})
+        _pet_label_map(pred / f"{PET_CASES[1]}.nii.gz", (10.0, 10.0, 10.0), {})
+        return pred, 1.5
+
+    monkeypatch.setattr(report, "_predict", fake_predict)
+    out = report.check_pet_row(tmp_path, "P", tta=False)
+    chk = report.read_pet_check(out)
+    assert chk[(PET_CASES[0], 1)] == (1500.0, True) and chk[(PET_CASES[0], 2)] == (10.0, False)
+    assert chk[(PET_CASES[0], 3)] == (200.0, True) and chk[(PET_CASES[0], 4)] == (150.0, True)
+    assert all(chk[(PET_CASES[1], o)] == (0.0, False) for o in (1, 2, 3, 4))
+    assert json.loads((tmp_path / "scores/rP.json").read_text()) == {"predict_seconds": 1.5, "all_plausible": False}
+    md = report.pet_markdown(out)
+    assert "| 1500 | 10 (implausible) | 200 | 150 |" in md
+
+    def bad_labels(work, row, images, device, backend, threads, extra=()):
+        pred = work / "pred" / f"r{row}"
+        for case in PET_CASES:
+            _pet_label_map(pred / f"{case}.nii.gz", (2.0, 2.0, 2.0), {1: 100, 13: 5})  # an MRI label leaked
+        return pred, 1.0
+
+    monkeypatch.setattr(report, "_predict", bad_labels)
+    with pytest.raises(RuntimeError, match="outside the PET scheme"):
+        report.check_pet_row(tmp_path, "P")
 
 
 def _cmd(code: str) -> list[str]:
