@@ -48,16 +48,22 @@ def test_a_default_model_is_shipped_and_verifies():
     assert bench["test_dsc"]["liver"] >= LIVER_FLOOR
 
 
-@pytest.fixture(scope="module")
-def chaos_predictions(tmp_path_factory):
-    inp = tmp_path_factory.mktemp("chaos_in")
-    out = tmp_path_factory.mktemp("chaos_out") / "masks"
-    for case in CHAOS_CASES:
-        (inp / f"{case}_0000.nii.gz").symlink_to(REAL / "mr_chaos_t2/images" / f"{case}_0000.nii.gz")
-    proc = subprocess.run([sys.executable, "-m", "inference", str(inp), str(out), "--device", "cpu",
+def _segment(tmp_path_factory, images: Path, cases, *extra: str) -> Path:
+    """The shipped model through the engine's CLI (fresh process, CPU) on `cases` of `images`; masks folder
+    (QC JSON beside it in ../qc)."""
+    inp = tmp_path_factory.mktemp("in")
+    out = tmp_path_factory.mktemp("out") / "masks"
+    for case in cases:
+        (inp / f"{case}_0000.nii.gz").symlink_to(images / f"{case}_0000.nii.gz")
+    proc = subprocess.run([sys.executable, "-m", "inference", str(inp), str(out), "--device", "cpu", *extra,
                            "--log-dir", str(out.parent / "qc")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def chaos_predictions(tmp_path_factory):
+    return _segment(tmp_path_factory, REAL / "mr_chaos_t2/images", CHAOS_CASES)
 
 
 @needs_real
@@ -76,14 +82,7 @@ def test_shipped_model_dsc_floor_on_real_chaos(chaos_predictions):
 
 @pytest.fixture(scope="module")
 def pet_predictions(tmp_path_factory):
-    inp = tmp_path_factory.mktemp("pet_in")
-    out = tmp_path_factory.mktemp("pet_out") / "masks"
-    for case in PET_CASES:
-        (inp / f"{case}_0000.nii.gz").symlink_to(REAL / "pet_fdg/images" / f"{case}_0000.nii.gz")
-    proc = subprocess.run([sys.executable, "-m", "inference", str(inp), str(out), "--device", "cpu", "--no-tta",
-                           "--log-dir", str(out.parent / "qc")], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return out
+    return _segment(tmp_path_factory, REAL / "pet_fdg/images", PET_CASES, "--no-tta")
 
 
 @pytest.mark.skipif(not (REAL / "pet_fdg").is_dir(), reason="needs ../shared/data/real")

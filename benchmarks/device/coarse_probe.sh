@@ -5,14 +5,7 @@
 # Prepared by benchmarks/device/prepare_uda_gpu.sh (same .devrun); run as
 #   bash .devrun/probe.sh [BUDGET_SECONDS]          with carry [".devrun"]
 BUDGET=${1:-150}
-T0=$(date +%s)
-mkdir -p /tmp/site /tmp/real && tar xJf .devrun/site.tar.xz -C /tmp/site && tar xJf .devrun/images.tar.xz -C /tmp/real \
-  || exit 3
-find /tmp/real -name '*.nii' -print0 | xargs -0 -n 1 -P 8 gzip -1
-cp -r .devrun/real/* /tmp/real/
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-mkdir -p /tmp/w/ct/body && cp .devrun/body/* /tmp/w/ct/body/
+source .devrun/setup.sh
 python3 - <<'PYEOF' || exit 4
 import copy, json
 from pathlib import Path
@@ -20,15 +13,18 @@ from training.uda_bench.protocol import load_profile
 from training.uda_bench.steps import body_masks, prepare_data, render
 w, data = Path("/tmp/w"), Path("/tmp/real")
 prepare_data(data, w); body_masks(data, w); render(w, 0)
-base = load_profile("gpu").spec
+profile = load_profile("gpu").spec
 def variant(**coarse):
-    s = copy.deepcopy(base); s["coarse"].update(coarse); return s
+    s = copy.deepcopy(profile); s["coarse"].update(coarse); return s
+# "base" = the coarse net of the profiles until 2026-11-27 (4 stages, 8..64 features); "deep" = the one now in them
+old_net = dict(n_conv_per_stage=2, n_conv_per_stage_decoder=2, features_per_stage=[8, 16, 32, 64],
+               strides=[[1, 1, 1]] + [[2, 2, 2]] * 3)
 specs = {
-    "base": base,
-    "wide": variant(network=dict(base["coarse"]["network"], features_per_stage=[16, 32, 64, 128])),
-    "deep": variant(network=dict(base["coarse"]["network"], features_per_stage=[16, 32, 64, 128, 256],
+    "base": variant(network=old_net),
+    "wide": variant(network=dict(old_net, features_per_stage=[16, 32, 64, 128])),
+    "deep": variant(network=dict(old_net, features_per_stage=[16, 32, 64, 128, 256],
                                  strides=[[1, 1, 1]] + [[2, 2, 2]] * 4)),
-    "patch64": variant(patch_size=[48, 64, 64]),
+    "patch64": variant(network=old_net, patch_size=[48, 64, 64]),
 }
 for k, s in specs.items():
     Path(f"/tmp/spec_{k}.json").write_text(json.dumps(s))

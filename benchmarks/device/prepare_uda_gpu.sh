@@ -53,5 +53,7 @@ from pathlib import Path
 from training.uda_bench.steps import body_masks
 body_masks(Path('$R'), Path('/tmp/devrun_work'))"
 cp /tmp/devrun_work/ct/body/*.nii.gz .devrun/body/
+cp benchmarks/device/setup.sh .devrun/setup.sh
 cp benchmarks/device/uda_gpu.sh .devrun/go.sh
+cp benchmarks/device/coarse_probe.sh .devrun/probe.sh
 du -sh .devrun; echo "tracked + untracked files that travel too: $(git ls-files -co --exclude-standard | xargs du -cb | tail -1)"

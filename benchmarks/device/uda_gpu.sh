@@ -7,16 +7,7 @@
 ROWS=${1:-1,2,2b,3,4}
 PROFILE=${2:-gpu}
 BENCH_S=${3:-430}
-T0=$(date +%s)
-mkdir -p /tmp/site /tmp/real && tar xJf .devrun/site.tar.xz -C /tmp/site && tar xJf .devrun/images.tar.xz -C /tmp/real \
-  || exit 3
-find /tmp/real -name '*.nii' -print0 | xargs -0 -n 1 -P 8 gzip -1
-cp -r .devrun/real/* /tmp/real/
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-nproc
-mkdir -p /tmp/w/ct/body && cp .devrun/body/* /tmp/w/ct/body/
-echo "setup $(( $(date +%s) - T0 )) s"
+source .devrun/setup.sh
 timeout -k 5 "$BENCH_S" python3 -m training.uda_bench run --work /tmp/w --data /tmp/real --profile "$PROFILE" \
   --rows "$ROWS" --device cuda --jobs 10 --no-progress > $OUT/run.log 2>&1
 echo "bench rc $? at $(( $(date +%s) - T0 )) s"

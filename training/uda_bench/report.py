@@ -208,17 +208,28 @@ def overlay_grid(work: Path, rows: list[str], path: Path, case: str = TEST_CASES
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     colours = {1: "tab:red", 2: "tab:green", 3: "tab:blue", 13: "tab:orange"}
     for ax, (title, lab) in zip(np.atleast_1d(axes), panels):
-        ax.imshow(img[z], cmap="gray", vmin=lo, vmax=hi)
-        for organ, colour in colours.items():
-            m = lab[z] == organ
-            if m.any():
-                ax.contour(m.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
+        _panel(ax, img[z], lab[z], colours, title, cmap="gray", vmin=lo, vmax=hi)
     fig.suptitle(f"{case}, slice {z}: liver red, right kidney green, spleen blue, left kidney orange", fontsize=9)
+    _save(fig, path, dpi=90)
+
+
+def _panel(ax, image2d: np.ndarray, labels2d: np.ndarray, colours: dict[int, str], title: str, **imshow) -> None:
+    """One image slice with each organ's outline (`imshow` keywords: colour map, window, origin, aspect)."""
+    ax.imshow(image2d, **imshow)
+    for organ, colour in colours.items():
+        m = labels2d == organ
+        if m.any():
+            ax.contour(m.astype(float), levels=[0.5], colors=colour, linewidths=1.0, origin=imshow.get("origin"))
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
@@ -239,19 +250,10 @@ def pet_overlay(work: Path, row: str, path: Path) -> None:
         lab = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "pred" / f"r{row}" / f"{case}.nii.gz")))
         y = int(np.argmax((lab > 0).sum(axis=(0, 2)))) if lab.any() else a.shape[1] // 2
         sx, _, sz = img.GetSpacing()
-        ax.imshow(a[:, y, :], cmap="gray_r", vmin=0, vmax=float(np.percentile(a, 99.5)), origin="lower",
-                  aspect=sz / sx)
-        for organ, colour in colours.items():
-            m = lab[:, y, :] == organ
-            if m.any():
-                ax.contour(m.astype(float), levels=[0.5], colors=colour, linewidths=1.0, origin="lower")
-        ax.set_title(f"{case}, coronal row {y}", fontsize=9)
-        ax.axis("off")
+        _panel(ax, a[:, y, :], lab[:, y, :], colours, f"{case}, coronal row {y}", cmap="gray_r", vmin=0,
+               vmax=float(np.percentile(a, 99.5)), origin="lower", aspect=sz / sx)
     fig.suptitle(f"row ({row}) on FDG PET: liver red, right kidney green, spleen blue, left kidney orange", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path, dpi=80)
 
 
 def write_report(work: Path, out: Path, rows: list[str], machine: str) -> Path:
