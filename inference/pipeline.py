@@ -93,8 +93,13 @@ class Segmenter:
             self._models[modality] = (folder, stages, backend, device)
         return self._models[modality]
 
-    def segment(self, loaded: LoadedImage, modality: str, record: CaseRecord | None = None) -> np.ndarray:
-        """Label map (uint8, numpy z, y, x in the INPUT's voxel order) for a checked image."""
+    def segment(self, loaded: LoadedImage, modality: str, record: CaseRecord | None = None,
+                roi_box: roi.Box | None = None) -> np.ndarray:
+        """Label map (uint8, numpy z, y, x in the INPUT's voxel order) for a checked image.
+
+        `roi_box`: a box on the CANONICAL grid (see orientation.py) to run the fine stage on instead of the coarse
+        stage's ROI; the coarse stage is then skipped. For diagnostics (e.g. an oracle ROI from reference labels,
+        benchmarks/oracle_roi.py) and callers who know the region; the CLI never sets it."""
         rec = record if record is not None else CaseRecord()
         t = time.perf_counter()
         folder, nets, backend, device = self._model_for(modality)
@@ -110,6 +115,16 @@ class Segmenter:
         canon = orient.apply(loaded.array)
         spacing = orient.spacing(tuple(reversed(image.GetSpacing())))
         sample = normalization.stats_sample(loaded.array)
+
+        if roi_box is not None:
+            box = roi.Box(tuple(max(0, int(a)) for a in roi_box.start),  # type: ignore[arg-type]
+                          tuple(min(int(n), int(b)) for b, n in zip(roi_box.stop, canon.shape)))
+            if any(b <= a for a, b in zip(box.start, box.stop)):
+                raise ValueError(f"roi_box {roi_box} is empty on the canonical grid {canon.shape}")
+            rec.notes.append("ROI given by the caller: coarse stage skipped")
+            rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
+            return self._fine_into_output(loaded, modality, box, canon, spacing, sample, orient, nets, card, rec,
+                                          coarse_params=None)
 
         # COARSE: the whole image at the coarse spacing
         t = time.perf_counter()
@@ -144,13 +159,18 @@ class Segmenter:
             box = roi.expand_box(box, card.roi.margin_mm, spacing, canon.shape)
         rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
         rec.seconds["roi"] = round(time.perf_counter() - t, 4)
+        return self._fine_into_output(loaded, modality, box, canon, spacing, sample, orient, nets, card, rec,
+                                      coarse_params)
 
+    def _fine_into_output(self, loaded, modality, box, canon, spacing, sample, orient, nets, card, rec,
+                          coarse_params) -> np.ndarray:
         # FINE: the ROI at the fine spacing
         t = time.perf_counter()
         fine_labels, fine_params = self._run_stage(card.fine, nets["fine"], roi.crop(canon, box), spacing, sample)
         rec.fine_shape_zyx = fine_labels.shape
         rec.seconds["fine"] = round(time.perf_counter() - t, 4)
-        rec.normalization = {"coarse": coarse_params.as_dict(), "fine": fine_params.as_dict()}
+        rec.normalization = ({} if coarse_params is None else {"coarse": coarse_params.as_dict()}) | {
+            "fine": fine_params.as_dict()}
 
         # clean-up on the ROI at network resolution (see postprocess.keep_largest_component), PET scheme, then
         # labels straight into an output array in the INPUT's voxel order: the canonical view of it is written
