@@ -148,7 +148,7 @@ def test_export_card_provenance_and_engine_run(trained, tmp_path):
     spec = tiny_spec()
     assert card.fine.spacing_mm == spec.fine.spacing_mm and card.coarse.patch_size == spec.coarse.patch_size
     assert card.roi.margin_mm == spec.margin_mm and card.fine.tta.axes == (0, 1, 2)
-    assert card.roi.max_extent_mm == (300.0, 300.0, 360.0)  # the export's default plausibility cap
+    assert card.roi.max_extent_mm == (350.0, 350.0, 400.0)  # the export's default plausibility cap
     prov = card.provenance
     assert prov["nnunetv2"] == "2.6.0" and len(prov["git_commit"]) in (40, 7) or prov["git_commit"] == "unknown"
     assert prov["training"]["coarse"]["epochs_completed"] == 2

@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     cap = s.add_mutually_exclusive_group()
     cap.add_argument("--roi-max-extent-mm", nargs=3, type=float, metavar=("Z", "Y", "X"),
                      help="largest plausible extent of the coarse organs' union before the ROI margin, written to "
-                          "the card's roi.max_extent_mm (default: 300 300 360)")
+                          "the card's roi.max_extent_mm (default: 350 350 400)")
     cap.add_argument("--no-roi-cap", action="store_true", help="no roi.max_extent_mm: the ROI is every coarse organ")
     s.set_defaults(func=cmd_export)
     return p
