@@ -218,22 +218,39 @@ class RoiConfig:
         )
 
 
+# FLARE's left/right organ pairs as (right, left) labels: kidneys, adrenal glands
+FLARE_LATERAL_PAIRS: tuple[tuple[int, int], ...] = ((2, 13), (7, 8))
+
+
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Per-organ largest connected component on the final labels (organs listed; empty tuple = none)."""
+    """Clean-up of the final labels: `lateral_pairs` (right, left) organs relabelled by the side of the body they lie
+    on (see postprocess.assign_laterality; empty = off, the default of older cards), then the per-organ largest
+    connected component (organs listed; empty tuple = none)."""
 
     largest_component_organs: tuple[int, ...] = tuple(range(1, 14))
     connectivity: int = 26
+    lateral_pairs: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.connectivity not in (6, 18, 26):
             raise ModelCardError(f"connectivity must be 6, 18 or 26, got {self.connectivity}")
+        try:
+            pairs = tuple((int(r), int(left)) for r, left in self.lateral_pairs)
+        except (TypeError, ValueError):
+            raise ModelCardError(f"postprocess.lateral_pairs must be [right, left] label pairs, got "
+                                 f"{self.lateral_pairs!r}") from None
+        flat = [v for pair in pairs for v in pair]
+        if any(not 0 < v < 256 for v in flat) or len(set(flat)) != len(flat):
+            raise ModelCardError(f"postprocess.lateral_pairs: labels must be distinct and in 1..255, got {pairs}")
+        object.__setattr__(self, "lateral_pairs", pairs)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PostprocessConfig":
         return cls(
             largest_component_organs=tuple(int(v) for v in d.get("largest_component_organs", range(1, 14))),
             connectivity=int(d.get("connectivity", 26)),
+            lateral_pairs=d.get("lateral_pairs", ()),  # validated (tuple of int pairs) by __post_init__
         )
 
 

@@ -137,6 +137,9 @@ class Segmenter:
         t = time.perf_counter()
         if modality == "PET":  # only the PET organs decide the region
             coarse_labels[~np.isin(coarse_labels, list(postprocess.PET_FROM_MRI))] = 0
+        if card.postprocess.lateral_pairs:  # else the largest-component step would keep one of two "left kidneys"
+            postprocess.assign_laterality(coarse_labels, card.postprocess.lateral_pairs,
+                                          coarse_labels.shape[2] / 2.0 - 0.5, card.postprocess.connectivity)
         if card.roi.largest_component_per_organ:
             postprocess.keep_largest_component(coarse_labels, np.unique(coarse_labels[coarse_labels > 0]))
         box = roi.foreground_box(coarse_labels)
@@ -177,6 +180,10 @@ class Segmenter:
         # slab by slab, so neither a full-size copy nor a reorientation of the result is ever made
         t = time.perf_counter()
         post = card.postprocess
+        if post.lateral_pairs:
+            # the image's x centre on the fine grid of the ROI: scanners centre the field of view on the patient
+            midline_x = (canon.shape[2] / 2.0 - box.start[2]) * fine_labels.shape[2] / box.shape[2] - 0.5
+            postprocess.assign_laterality(fine_labels, post.lateral_pairs, midline_x, post.connectivity)
         postprocess.keep_largest_component(fine_labels, post.largest_component_organs, post.connectivity)
         if modality == "PET":
             fine_labels = postprocess.to_pet_labels(fine_labels)

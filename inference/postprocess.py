@@ -1,4 +1,5 @@
-"""Label clean-up: per-organ largest connected component (connected-components-3d) and the PET label scheme."""
+"""Label clean-up: left/right organ pairs by side, per-organ largest connected component (connected-components-3d)
+and the PET label scheme."""
 from __future__ import annotations
 
 import cc3d
@@ -35,6 +36,39 @@ def keep_largest_component(labels: np.ndarray, organs, connectivity: int = 26) -
             drop[comps[comps != keep]] = True
     if drop.any():
         labels[drop[cc]] = 0
+    return labels
+
+
+def assign_laterality(labels: np.ndarray, pairs, midline_x: float, connectivity: int = 26) -> np.ndarray:
+    """Relabel each (right, left) organ pair by the side of the body its pieces lie on (in place; returns `labels`).
+
+    `labels` is on the canonical grid (LPS: array axis 2 = x grows toward the patient's LEFT), `midline_x` the
+    body's midline as an x index of that grid. For each pair, the voxels of either label form one mask and its
+    connected components are relabelled: when there are two or more, the two largest are the organs and the one
+    with the smaller centroid x is the right one (a kidney and its partner are never on the same side), any
+    smaller piece takes the side of its centroid relative to the midpoint of those two; a single component takes
+    the side of `midline_x` (one kidney left: it keeps its true side). A piece whose centroid lies exactly on the
+    dividing line counts as right. Networks trained with left-right mirroring (nnU-Net's default
+    augmentation) give both kidneys one label; this restores the anatomy without retraining.
+    """
+    for right, left in pairs:
+        mask = (labels == right) | (labels == left)
+        if not mask.any():
+            continue
+        cc, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
+        sizes = np.bincount(cc.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        x_sum = np.bincount(cc.ravel(), weights=np.broadcast_to(np.arange(labels.shape[2]), labels.shape).ravel(),
+                            minlength=n + 1)
+        centroid_x = x_sum[1:] / np.maximum(sizes[1:], 1)
+        if n >= 2:
+            a, b = np.argsort(sizes[1:])[::-1][:2]
+            divide = 0.5 * (centroid_x[a] + centroid_x[b])
+        else:
+            divide = float(midline_x)
+        side = np.where(centroid_x <= divide, right, left).astype(labels.dtype)
+        lut = np.concatenate([[0], side]).astype(labels.dtype)
+        labels[mask] = lut[cc[mask]]
     return labels
 
 

@@ -252,3 +252,21 @@ def test_trainers_are_found_by_nnunet_lookup_and_cosine_schedule():
     for epoch, expected in ((0, 1e-3), (5, (1e-3 + 1e-5) / 2), (10, 1e-5)):
         sched.step(epoch)
         assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("patch", [(48, 96, 96), (16, 64, 64)])
+def test_trainers_never_mirror_left_right(patch):
+    """FLARE labels right/left kidneys and adrenals: augmentation and nnU-Net's inference TTA mirror z and y only."""
+    from types import SimpleNamespace
+
+    from training.c2f.trainers import LR_AXIS, nnUNetTrainerC2F, nnUNetTrainerC2F_selftrain
+
+    for cls in (nnUNetTrainerC2F, nnUNetTrainerC2F_selftrain):
+        trainer = object.__new__(cls)  # only the augmentation geometry is under test: no plans, no dataset
+        trainer.configuration_manager = SimpleNamespace(patch_size=list(patch))
+        trainer.print_to_log_file = lambda *a, **k: None
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        assert LR_AXIS == 2 and LR_AXIS not in mirror_axes
+        assert set(mirror_axes) == {0, 1} and trainer.inference_allowed_mirroring_axes == mirror_axes
+        assert len(initial_patch_size) == 3

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from inference.config import TTA, PostprocessConfig, RoiConfig, StageConfig, sha256_of
+from inference.config import FLARE_LATERAL_PAIRS, TTA, PostprocessConfig, RoiConfig, StageConfig, sha256_of
 from inference.network import build_network
 from training.export import export_model
 
@@ -117,4 +117,4 @@ def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, na
                         modalities=tuple(modalities), stages={"coarse": (c_net, c_cfg), "fine": (f_net, f_cfg)},
                         provenance=provenance, onnx=onnx,
                         roi=RoiConfig(margin_mm=f_spec.margin_mm, max_extent_mm=roi_max_extent_mm),
-                        postprocess=PostprocessConfig())
+                        postprocess=PostprocessConfig(lateral_pairs=FLARE_LATERAL_PAIRS))

@@ -50,6 +50,9 @@ class CosineLRScheduler(_LRScheduler):
         self._last_lr = [lr for _ in self.optimizer.param_groups]
 
 
+LR_AXIS = 2  # canonical (z, y, x): x runs from the patient's right to left
+
+
 class nnUNetTrainerC2F(nnUNetTrainer):
     """AdamW + cosine schedule; checkpoint_latest every epoch (resumable); tqdm bar over iterations."""
 
@@ -87,6 +90,16 @@ class nnUNetTrainerC2F(nnUNetTrainer):
             self.num_epochs = new
             if isinstance(self.lr_scheduler, CosineLRScheduler):
                 self.lr_scheduler.max_steps = max(1, new)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        """nnU-Net's augmentation geometry without left-right mirroring. FLARE labels the right and left kidneys
+        (2, 13) and adrenal glands (7, 8): a left-right mirror shows the net a right kidney on the left, so it learns
+        to give both kidneys one label. The arrays are in the engine's canonical order (z, y, x), x = the patient's
+        right-to-left axis (LPS), so axis LR_AXIS is never mirrored, in training or in nnU-Net's own inference."""
+        rotation, dummy_2d, initial_patch_size, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        mirror_axes = tuple(a for a in mirror_axes if a != LR_AXIS)
+        self.inference_allowed_mirroring_axes = mirror_axes
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
