@@ -67,7 +67,7 @@ def trained(tmp_path_factory):
     _train(work, "fine", "--epochs", "1", "--iterations", "150", "--lr", "1e-2")
     weights = root / "weights"
     assert cli.main(["export", "--work", str(work), "--dataset-id", str(DS), "--out", str(weights / "c2f_tiny"),
-                     "--fine-tta-axes", "0", "1", "2"]) == 0
+                     "--fine-tta-axes", "0", "1"]) == 0  # the trainers mirror z, y only
     return {"root": root, "work": work, "src": src, "weights": weights, "model": weights / "c2f_tiny"}
 
 
@@ -147,7 +147,7 @@ def test_export_card_provenance_and_engine_run(trained, tmp_path):
     card = folder.card
     spec = tiny_spec()
     assert card.fine.spacing_mm == spec.fine.spacing_mm and card.coarse.patch_size == spec.coarse.patch_size
-    assert card.roi.margin_mm == spec.margin_mm and card.fine.tta.axes == (0, 1, 2)
+    assert card.roi.margin_mm == spec.margin_mm and card.fine.tta.axes == (0, 1)
     assert card.roi.max_extent_mm == (350.0, 350.0, 400.0)  # the export's default plausibility cap
     prov = card.provenance
     assert prov["nnunetv2"] == "2.6.0" and len(prov["git_commit"]) in (40, 7) or prov["git_commit"] == "unknown"
@@ -177,7 +177,7 @@ def test_parity_engine_vs_nnunet_predictor_on_the_same_roi_crop(trained, tmp_pat
     """Engine fine stage on roi.crop(canon, box) == nnUNetPredictor on our converted crop of the same box.
 
     The predictor reads the converted NIfTI with nnU-Net's reader and runs nnU-Net's own preprocessing (crop to
-    non-zero, resampling to the plans' spacing, NoNormalization), sliding window and 8-flip mirroring, i.e. the
+    non-zero, resampling to the plans' spacing, NoNormalization), sliding window and 4-flip mirroring (z, y), i.e. the
     path training data take; agreement proves that training sees what the engine feeds the network.
     """
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
