@@ -194,13 +194,25 @@ class RoiConfig:
     margin. When the coarse organs spread wider (spurious blobs of a poor coarse model, a whole-body scan), the
     ROI is the union of the subset of organs that fits and holds the most voxels (inference.roi.
     plausible_organ_box). None (the default, and what a card without the key reads as): no cap.
+
+    `regrow_mm` > 0: when the fine stage's organs touch a face of the ROI that is not the image border, that face
+    moves out by `regrow_mm` and the fine stage runs again, at most `regrow_rounds` times (a coarse stage that saw
+    only part of an organ). 0 (the default of older cards): off.
     """
 
     margin_mm: tuple[float, float, float] = (20.0, 20.0, 20.0)
     largest_component_per_organ: bool = True  # drop stray coarse blobs before taking the union of boxes
     max_extent_mm: tuple[float, float, float] | None = None
+    regrow_mm: float = 0.0
+    regrow_rounds: int = 2
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.regrow_mm, numbers.Real) and not isinstance(self.regrow_mm, bool)
+                and math.isfinite(self.regrow_mm) and self.regrow_mm >= 0):
+            raise ModelCardError(f"roi.regrow_mm must be a number >= 0, got {self.regrow_mm!r}")
+        if isinstance(self.regrow_rounds, bool) or not isinstance(self.regrow_rounds, int) or self.regrow_rounds < 0:
+            raise ModelCardError(f"roi.regrow_rounds must be an integer >= 0, got {self.regrow_rounds!r}")
+        object.__setattr__(self, "regrow_mm", float(self.regrow_mm))
         cap = self.max_extent_mm
         if cap is None:
             return
@@ -215,6 +227,8 @@ class RoiConfig:
             margin_mm=tuple(float(v) for v in d.get("margin_mm", (20.0, 20.0, 20.0))),  # type: ignore[arg-type]
             largest_component_per_organ=bool(d.get("largest_component_per_organ", True)),
             max_extent_mm=d.get("max_extent_mm"),  # validated (and made a tuple of floats) by __post_init__
+            regrow_mm=d.get("regrow_mm", 0.0),
+            regrow_rounds=d.get("regrow_rounds", 2),
         )
 
 

@@ -8,6 +8,7 @@ orientation by writing through a view) -> write.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class CaseRecord:
     roi_fallback_whole_image: bool = False
     roi_capped: bool = False  # card.roi.max_extent_mm cut the organ union down (see roi.plausible_organ_box)
     roi_dropped_organs: list[int] = field(default_factory=list)  # coarse organs (MRI numbering) left out
+    roi_regrow_rounds: int = 0  # fine-stage reruns on a grown ROI (card.roi.regrow_mm)
     coarse_shape_zyx: tuple[int, ...] = ()
     fine_shape_zyx: tuple[int, ...] = ()
     normalization: dict = field(default_factory=dict)
@@ -167,9 +169,26 @@ class Segmenter:
 
     def _fine_into_output(self, loaded, modality, box, canon, spacing, sample, orient, nets, card, rec,
                           coarse_params) -> np.ndarray:
-        # FINE: the ROI at the fine spacing
+        # FINE: the ROI at the fine spacing; again on a grown ROI while organs touch a face that is not the image
+        # border (card.roi.regrow_mm), bounded by the extent cap + margins when the card has one
         t = time.perf_counter()
         fine_labels, fine_params = self._run_stage(card.fine, nets["fine"], roi.crop(canon, box), spacing, sample)
+        cfg = card.roi
+        max_shape = None
+        if cfg.max_extent_mm is not None:
+            max_shape = tuple(int(math.ceil((c + 2 * m) / s)) for c, m, s in zip(cfg.max_extent_mm, cfg.margin_mm,
+                                                                                   spacing))
+        for _ in range(cfg.regrow_rounds if cfg.regrow_mm > 0 else 0):
+            faces = roi.touched_faces(fine_labels)
+            grown = roi.grow_faces(box, faces, cfg.regrow_mm, spacing, canon.shape, max_shape)
+            if grown == box:
+                break
+            rec.notes.append(f"ROI regrown: organs touched faces {faces} (axis, side) of {box.start}-{box.stop}")
+            box = grown
+            rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
+            rec.roi_regrow_rounds += 1
+            fine_labels, fine_params = self._run_stage(card.fine, nets["fine"], roi.crop(canon, box), spacing,
+                                                       sample)
         rec.fine_shape_zyx = fine_labels.shape
         rec.seconds["fine"] = round(time.perf_counter() - t, 4)
         rec.normalization = ({} if coarse_params is None else {"coarse": coarse_params.as_dict()}) | {

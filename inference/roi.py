@@ -138,3 +138,30 @@ def uncrop(cropped: np.ndarray, box: Box, shape, fill=0) -> np.ndarray:
     out = np.full(tuple(shape), fill, dtype=cropped.dtype)
     out[box.slices] = cropped
     return out
+
+
+def touched_faces(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Faces of the array that hold a non-zero voxel, as (axis, side) with side 0 = low face, 1 = high face."""
+    out = []
+    for axis in range(labels.ndim):
+        for side, index in ((0, 0), (1, labels.shape[axis] - 1)):
+            if np.take(labels, index, axis=axis).any():
+                out.append((axis, side))
+    return out
+
+
+def grow_faces(box: Box, faces, grow_mm, spacing_mm, shape, max_shape=None) -> Box:
+    """Move the listed faces of `box` outward by `grow_mm` (rounded up to whole voxels), clipped to the image
+    `shape` and, when given, to `max_shape` voxels per axis (a face that would pass it stops there). A face on
+    the image border stays. Inverse-free: growing never shrinks the box."""
+    start, stop = list(box.start), list(box.stop)
+    for axis, side in faces:
+        vox = int(math.ceil(grow_mm / spacing_mm[axis] - 1e-9))
+        limit = int(shape[axis]) if max_shape is None else int(max_shape[axis])
+        room = max(0, limit - (stop[axis] - start[axis]))
+        vox = min(vox, room)
+        if side == 0:
+            start[axis] = max(0, start[axis] - vox)
+        else:
+            stop[axis] = min(int(shape[axis]), stop[axis] + vox)
+    return Box(tuple(start), tuple(stop))  # type: ignore[arg-type]
