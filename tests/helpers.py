@@ -68,3 +68,19 @@ def blob_image(shape=(40, 64, 64), center=None, radius=8.0, seed=0) -> np.ndarra
     c = center or tuple(s // 2 for s in shape)
     inside = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= radius ** 2
     return (rng.normal(0, 1, shape) + 10 * inside).astype(np.float32)
+
+
+def stub_card_model(folder: Path, description: str, **card_fields) -> Path:
+    """A coarse (4 mm) + fine (2 mm) model folder with unnormalised input, for tests that replace the networks by a
+    stub backend (pipeline.make_backend patched): only the card matters. Returns the weights folder (parent)."""
+    from dataclasses import replace
+
+    stages = {}
+    for name, cfg in (("coarse", tiny_stage((4.0, 4.0, 4.0), (16, 32, 32))),
+                      ("fine", tiny_stage((2.0, 2.0, 2.0), (16, 32, 32)))):
+        cfg = replace(cfg, normalization=Normalization("none"))
+        torch.manual_seed(0)
+        stages[name] = (build_network(cfg.architecture, cfg.num_classes), cfg)
+    export_model(folder, name=folder.name, description=description, modalities=("MRI", "PET"), stages=stages,
+                 onnx=False, **card_fields)
+    return folder.parent

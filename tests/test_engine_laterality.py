@@ -3,19 +3,18 @@ trained with left-right mirroring labels both kidneys alike; the engine puts the
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inference import pipeline
-from inference.config import FLARE_LATERAL_PAIRS, ModelCard, ModelCardError, Normalization, PostprocessConfig
+from inference.config import FLARE_LATERAL_PAIRS, ModelCard, ModelCardError, PostprocessConfig
 from inference.io import read_image
 from inference.pipeline import CaseRecord, EngineOptions, Segmenter
 from inference.postprocess import assign_laterality
 
-from helpers import tiny_stage, write_image
+from helpers import stub_card_model, write_image
 from test_engine_roi_cap import ValueBackend, _block
 
 
@@ -62,21 +61,8 @@ def test_card_key_parses_validates_and_old_cards_have_none():
 
 
 def _stub_model(folder: Path, pairs) -> Path:
-    import torch
-
-    from inference.network import build_network
-    from training.export import export_model
-
-    stages = {}
-    for name, cfg in (("coarse", tiny_stage((4.0, 4.0, 4.0), (16, 32, 32))),
-                      ("fine", tiny_stage((2.0, 2.0, 2.0), (16, 32, 32)))):
-        cfg = replace(cfg, normalization=Normalization("none"))
-        torch.manual_seed(0)
-        stages[name] = (build_network(cfg.architecture, cfg.num_classes), cfg)
-    export_model(folder, name=folder.name, description="laterality test model (networks replaced by a stub)",
-                 modalities=("MRI", "PET"), stages=stages, onnx=False,
-                 postprocess=PostprocessConfig(lateral_pairs=pairs))
-    return folder.parent
+    return stub_card_model(folder, "laterality test model (networks replaced by a stub)",
+                           postprocess=PostprocessConfig(lateral_pairs=pairs))
 
 
 @pytest.mark.parametrize("flip_x", [False, True])

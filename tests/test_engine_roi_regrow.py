@@ -1,18 +1,17 @@
 """ROI regrowth (card roi.regrow_mm): organs touching an inner face of the ROI grow it and the fine stage reruns."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inference import pipeline, roi
-from inference.config import ModelCardError, Normalization, RoiConfig
+from inference.config import ModelCardError, RoiConfig
 from inference.io import read_image
 from inference.pipeline import CaseRecord, EngineOptions, Segmenter
 
-from helpers import tiny_stage, write_image
+from helpers import stub_card_model, write_image
 from test_engine_roi_cap import ValueBackend, _block
 
 
@@ -53,21 +52,8 @@ def test_roi_config_regrow_keys_parse_validate_and_default_off():
 
 
 def _stub_model(folder: Path, regrow_mm: float) -> Path:
-    import torch
-
-    from inference.network import build_network
-    from training.export import export_model
-
-    stages = {}
-    for name, cfg in (("coarse", tiny_stage((4.0, 4.0, 4.0), (16, 32, 32))),
-                      ("fine", tiny_stage((2.0, 2.0, 2.0), (16, 32, 32)))):
-        cfg = replace(cfg, normalization=Normalization("none"))
-        torch.manual_seed(0)
-        stages[name] = (build_network(cfg.architecture, cfg.num_classes), cfg)
-    export_model(folder, name=folder.name, description="regrow test model (networks replaced by a stub)",
-                 modalities=("MRI", "PET"), stages=stages, onnx=False,
-                 roi=RoiConfig(margin_mm=(4.0, 4.0, 4.0), regrow_mm=regrow_mm, regrow_rounds=3))
-    return folder.parent
+    return stub_card_model(folder, "regrow test model (networks replaced by a stub)",
+                           roi=RoiConfig(margin_mm=(4.0, 4.0, 4.0), regrow_mm=regrow_mm, regrow_rounds=3))
 
 
 def test_engine_regrows_a_roi_that_cuts_an_organ_until_it_holds_it(tmp_path, monkeypatch):
