@@ -119,8 +119,7 @@ class Segmenter:
         sample = normalization.stats_sample(loaded.array)
 
         if roi_box is not None:
-            box = roi.Box(tuple(max(0, int(a)) for a in roi_box.start),  # type: ignore[arg-type]
-                          tuple(min(int(n), int(b)) for b, n in zip(roi_box.stop, canon.shape)))
+            box = roi.expand_box(roi_box, (0.0, 0.0, 0.0), spacing, canon.shape)  # no margin: clipped to the image
             if any(b <= a for a, b in zip(box.start, box.stop)):
                 raise ValueError(f"roi_box {roi_box} is empty on the canonical grid {canon.shape}")
             rec.notes.append("ROI given by the caller: coarse stage skipped")
@@ -139,9 +138,10 @@ class Segmenter:
         t = time.perf_counter()
         if modality == "PET":  # only the PET organs decide the region
             coarse_labels[~np.isin(coarse_labels, list(postprocess.PET_FROM_MRI))] = 0
-        if card.postprocess.lateral_pairs:  # else the largest-component step would keep one of two "left kidneys"
-            postprocess.assign_laterality(coarse_labels, card.postprocess.lateral_pairs,
-                                          coarse_labels.shape[2] / 2.0 - 0.5, card.postprocess.connectivity)
+        post = card.postprocess
+        if post.lateral_pairs:  # else the largest-component step would keep one of two "left kidneys"
+            midline = _midline_x(canon.shape[2], roi.Box.whole(canon.shape), coarse_labels.shape[2])
+            postprocess.assign_laterality(coarse_labels, post.lateral_pairs, midline, post.connectivity)
         if card.roi.largest_component_per_organ:
             postprocess.keep_largest_component(coarse_labels, np.unique(coarse_labels[coarse_labels > 0]))
         box = roi.foreground_box(coarse_labels)
@@ -200,9 +200,8 @@ class Segmenter:
         t = time.perf_counter()
         post = card.postprocess
         if post.lateral_pairs:
-            # the image's x centre on the fine grid of the ROI: scanners centre the field of view on the patient
-            midline_x = (canon.shape[2] / 2.0 - box.start[2]) * fine_labels.shape[2] / box.shape[2] - 0.5
-            postprocess.assign_laterality(fine_labels, post.lateral_pairs, midline_x, post.connectivity)
+            postprocess.assign_laterality(fine_labels, post.lateral_pairs,
+                                          _midline_x(canon.shape[2], box, fine_labels.shape[2]), post.connectivity)
         postprocess.keep_largest_component(fine_labels, post.largest_component_organs, post.connectivity)
         if modality == "PET":
             fine_labels = postprocess.to_pet_labels(fine_labels)
@@ -225,6 +224,12 @@ class Segmenter:
         lut = np.zeros(256, dtype=np.uint8)
         lut[: stage.num_classes] = stage.label_ids
         return lut[channels], params
+
+
+def _midline_x(image_width: int, box: roi.Box, grid_width: int) -> float:
+    """The canonical image's x centre (scanners centre the field of view on the patient) as an x index of a grid
+    of `grid_width` voxels spanning `box` (voxel centres at i + 0.5 of the box's extent)."""
+    return (image_width / 2.0 - box.start[2]) * grid_width / box.shape[2] - 0.5
 
 
 def segment_image(image: sitk.Image | str | Path, weights_dir: str | Path, *, modality: str | None = None,

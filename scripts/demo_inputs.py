@@ -1,7 +1,7 @@
 """Fill a folder with demo inputs: real T2 MRI (one CHAOS scan, one TotalSegmentator MR crop) from
 ../shared/data/real when present (linked, never copied into the repository), else synthetic MR-like phantoms.
-No PET by default: the shipped demo model was not trained for PET, and on a whole-body FDG scan it runs its fine
-stage over the whole body (20+ minutes on a 2-core CPU); pass a PET folder explicitly to try it."""
+No PET by default: the shipped model was not trained for PET and its PET masks are not meaningful
+(benchmarks/results/shipped-model-pet/); pass a PET folder explicitly to try it."""
 from __future__ import annotations
 
 import os
