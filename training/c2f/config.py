@@ -140,7 +140,8 @@ def default_spec() -> C2FSpec:
 
     The coarse net was a 4-stage (8..64 features, 0.35M parameters) one until a probe on an H200 (UDA benchmark
     data, 140 s per variant, benchmarks/results/coarse-probe-h200/) showed it collapsing to background (pseudo
-    Dice 0 for every organ) where the 5-stage 16..256 net reached liver 0.85 / spleen 0.50 (mean of the last 3 epochs) in the same time."""
+    Dice 0 for every organ) where the 5-stage 16..256 net reached liver 0.85 / spleen 0.50 (mean of the last 3
+    epochs) in the same time."""
     coarse = StageSpec(spacing_mm=(5.0, 5.0, 5.0), patch_size=(48, 96, 96), batch_size=2,
                        network=NetworkSpec((16, 32, 64, 128, 256),
                                            ((1, 1, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2))))
