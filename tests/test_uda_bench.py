@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from training.uda_bench.protocol import (PET_CASES, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, Profile,
-                                         StageRun, load_profile)
+from training.uda_bench.protocol import (PET_CASES, PROFILE_DIR, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES,
+                                         Profile, StageRun, load_profile)
 from training.uda_bench.runner import is_done, run_steps
 from training.uda_bench.steps import Step, build_steps, write_inputs
 
@@ -22,7 +23,9 @@ def test_protocol_case_lists_are_disjoint():
 
 
 def test_profiles_load_and_reject_unknown_keys(tmp_path):
-    for name in ("gpu", "gpu_9min", "smoke"):
+    names = sorted(f.stem for f in PROFILE_DIR.glob("*.json"))
+    assert {"gpu", "gpu_9min", "smoke", "cpu_pet"} <= set(names)
+    for name in names:
         p = load_profile(name)
         assert isinstance(p.fine, StageRun) and p.name == name
     d = load_profile("smoke").to_dict()
@@ -67,6 +70,10 @@ def test_pet_row_translates_towards_the_pet_scans_and_exports_a_pet_model(tmp_pa
     steps = {s.name: s for s in build_steps(tmp_path, REAL, profile, ("2", "P"), "cpu")}
     train = steps["cg_pet.train"].argv
     assert train[train.index("--target-images") + 1] == str(tmp_path / "data/pet_images")
+    assert train[train.index("--threads") + 1] == "1"   # the smoke profile's CycleGAN CPU threads
+    two = {s.name: s for s in build_steps(tmp_path, REAL, replace(profile, cyclegan_cpu_threads=2), ("P",), "cpu")}
+    assert two["cg_pet.train"].argv[two["cg_pet.train"].argv.index("--threads") + 1] == "2"
+    assert two["rP.coarse"].argv[two["rP.coarse"].argv.index("--threads") + 1] == "1"  # trainings share the CPU
     mri = steps["cg_attn.train"].argv
     assert mri[mri.index("--target-images") + 1] == str(tmp_path / "data/target_images")
     convert = steps["rP.convert"].argv

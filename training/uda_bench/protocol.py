@@ -73,6 +73,7 @@ class Profile:
     render_seed: int = 0
     da_workers: int = 2                      # nnU-Net augmentation processes per training
     workers: int = 2                         # conversion / preprocessing processes
+    cyclegan_cpu_threads: int = 1            # torch threads of a CycleGAN step on the CPU (it often runs alone)
     engine_tta: bool = True
     dice_threshold: float | None = None      # self-training filter (None: the set's default)
 

@@ -130,7 +130,7 @@ def _c2f_row(row: str, work: Path, sources: list[str], deps: tuple[str, ...], pr
     return steps
 
 
-def _cyclegan(kind: str, work: Path, device: str) -> list[Step]:
+def _cyclegan(kind: str, work: Path, device: str, threads: int = 1) -> list[Step]:
     """CycleGAN `kind` (attn, plain: towards the CHAOS target MRI; pet: towards the FDG PET scans) + translation."""
     run = work / "cyclegan" / kind
     syn = work / "syn" / kind
@@ -139,7 +139,7 @@ def _cyclegan(kind: str, work: Path, device: str) -> list[Step]:
              "--ct-labels", str(work / "ct/labels"), "--target-images", str(target),
              "--out", str(run), "--device", device, "--options", str(work / f"inputs/cyclegan_{kind}.json"), "--quiet"]
     if device == "cpu":
-        train += ["--threads", "1"]
+        train += ["--threads", str(threads)]
     return [
         Step(f"cg_{kind}.train", ("render",), train, gpu=True),
         Step(f"cg_{kind}.translate", (f"cg_{kind}.train",),
@@ -168,12 +168,12 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
         steps += _c2f_row("1", work, [ct], ("render",), profile, device)
     for row, kind in (("2", "attn"), ("2b", "plain")):
         if row in want:
-            steps += _cyclegan(kind, work, device)
+            steps += _cyclegan(kind, work, device, profile.cyclegan_cpu_threads)
             syn = work / "syn" / kind
             steps += _c2f_row(row, work, [ct, f"syn{kind}={syn / 'images'},{syn / 'labels'}"],
                               (f"cg_{kind}.translate",), profile, device)
     if "P" in want:
-        steps += _cyclegan("pet", work, device)
+        steps += _cyclegan("pet", work, device, profile.cyclegan_cpu_threads)
         syn = work / "syn/pet"
         steps += _c2f_row("P", work, [ct, f"synpet={syn / 'images'},{syn / 'labels'}"], ("cg_pet.translate",),
                           profile, device, modalities=("PET",))
