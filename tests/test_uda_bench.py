@@ -96,6 +96,20 @@ def test_pet_row_translates_towards_the_pet_scans_and_exports_a_pet_model(tmp_pa
                 if s.name.startswith(("rP.", "cg_pet."))]
 
 
+def test_rendered_pet_row_trains_on_the_pet_renders_only_and_exports_a_pet_model(tmp_path):
+    profile = load_profile("smoke")
+    steps = {s.name: s for s in build_steps(tmp_path, REAL, profile, ("PR",), "cpu")}
+    assert steps["pet_render"].deps == ("body",) and steps["rPR.convert"].deps == ("pet_render",)
+    convert = steps["rPR.convert"].argv
+    sources = [convert[i + 1] for i, a in enumerate(convert) if a == "--source"]
+    assert sources == [f"petrender={tmp_path / 'pet_render/images'},{tmp_path / 'pet_render/labels'}"]
+    export = steps["rPR.export"].argv
+    assert export[export.index("--modalities") + 1:export.index("--no-onnx")] == ["PET"]
+    assert steps["rPR.score"].deps == ("rPR.export",)
+    assert not any(n.startswith(("cg_", "r2.", "r1.")) for n in steps)   # no CycleGAN, no MRI row
+    assert not any(s.argv and any("target_labels" in a for a in s.argv) for s in steps.values())
+
+
 @pytest.mark.skipif(not (REAL / "pet_fdg").is_dir(), reason="needs ../shared/data/real")
 def test_prepare_data_links_the_pet_scans_only_for_row_p(tmp_path):
     from training.uda_bench.steps import prepare_data

@@ -17,6 +17,7 @@ from inference.io import write_image_atomic
 from inference.orientation import Orientation, orientation_from_direction
 
 from .ct import RenderConfig, body_mask_from_image, render_ct
+from .pet import PetRenderConfig, render_pet
 
 
 def _case_seed(seed: int, case: str) -> int:
@@ -84,4 +85,81 @@ def render_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: P
             tmp = lab_out.with_name(lab_out.name + ".part")
             shutil.copyfile(label, tmp)
             tmp.replace(lab_out)
+    return done
+
+
+def _z_axis(image: sitk.Image) -> int:
+    """The image index axis closest to physical z (head-feet)."""
+    d = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    return int(np.argmax(np.abs(d[2])))
+
+
+def _extend_body(body: np.ndarray, extension: np.ndarray) -> np.ndarray:
+    """The body mask (z, y, x) continued into the extension slices (whole slices along axis 0 outside the
+    labelled range) as a copy of the outermost labelled slice on that side whose body is at least half the median
+    body area (the scan's edge slices are often partial)."""
+    ext = extension.all(axis=(1, 2))
+    kept = np.flatnonzero(~ext)
+    if not ext.any() or not len(kept):
+        return body
+    area = body[kept].sum(axis=(1, 2))
+    good = kept[area >= 0.5 * np.median(area)] if area.any() else kept
+    out = body.copy()
+    for z in np.flatnonzero(ext):
+        src = good[0] if z < kept[0] else good[-1]
+        out[z] = body[src]
+    return out
+
+
+def render_pet_case(label_path: Path, body_path: Path, out_image: Path, out_label: Path, seed: int = 0,
+                    config: PetRenderConfig = PetRenderConfig()) -> dict:
+    """Write one FDG-PET-like render of a case (float32 SUV) and its label map. With `config.pad_mm` the body is
+    extended above and below the labelled slices (edge slices of the body mask repeated, no organs), so the
+    written grid has more slices than the label map; both files share that grid."""
+    lab_img, body_img, _ = _read_with_labels(label_path, body_path)
+    stem = Path(out_image).name[: -len("_0000.nii.gz")]
+    rng = np.random.default_rng(_case_seed(seed, stem))
+    axis = _z_axis(lab_img)
+    pads = [int(round(rng.uniform(*config.pad_mm) / lab_img.GetSpacing()[axis])) for _ in range(2)]
+    lower, upper = [0, 0, 0], [0, 0, 0]
+    lower[axis], upper[axis] = pads
+    inside = sitk.Image(lab_img.GetSize(), sitk.sitkUInt8)
+    inside.CopyInformation(lab_img)
+    inside += 1
+    lab_img = sitk.ConstantPad(lab_img, lower, upper, 0)
+    body_img = sitk.ConstantPad(body_img, lower, upper, 0)
+    inside = sitk.ConstantPad(inside, lower, upper, 0)
+    orient = orientation_from_direction(lab_img.GetDirection())
+    spacing = orient.spacing(tuple(reversed(lab_img.GetSpacing())))
+    labels = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(lab_img)))
+    extension = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(inside) == 0))
+    body = _extend_body(np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(body_img) > 0)), extension)
+    suv, drawn = render_pet(labels, body, spacing, rng, config, extension=extension)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(orient.undo(suv)))
+    img.CopyInformation(lab_img)
+    write_image_atomic(img, out_image)
+    write_image_atomic(lab_img, out_label)
+    return {"case": stem, "shape": list(suv.shape), "pad_slices": pads, **{str(k): v for k, v in drawn.items()}}
+
+
+def render_pet_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: Path, seed: int = 0,
+                      variants: int = 1, config: PetRenderConfig = PetRenderConfig()) -> list[dict]:
+    """`variants` PET renders of each case (each its own draw) as OUT/images/<case>_pet<k>_0000.nii.gz with
+    OUT/labels/<case>_pet<k>.nii.gz; cases already written are kept. Returns one record per render made now."""
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    done = []
+    for case in cases:
+        label = Path(labels_dir) / f"{case}.nii.gz"
+        body = Path(body_dir) / f"{case}.nii.gz"
+        for p in (label, body):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: missing (needed to render case {case})")
+        for k in range(variants):
+            name = f"{case}_pet{k}"
+            image = out_dir / "images" / f"{name}_0000.nii.gz"
+            lab = out_dir / "labels" / f"{name}.nii.gz"
+            if not (image.exists() and lab.exists()):
+                done.append(render_pet_case(label, body, image, lab, seed, config))
     return done

@@ -5,10 +5,12 @@ mask only) and the real TotalSegmentator CT crops TS_CT_CASES with their labels.
 TARGET_CASES; their labels are read by row 4 only (the upper bound). Test: CHAOS TEST_CASES, scored on liver,
 right kidney, spleen and left kidney (FLARE labels 1, 2, 3, 13).
 
-PET row (P): the same source, translated by an Organ Attention CycleGAN towards the two real whole-body FDG PET
+PET rows. (P): the same source, translated by an Organ Attention CycleGAN towards the two real whole-body FDG PET
 scans PET_CASES (unlabelled: no PET annotation exists here). Those two scans are both the CycleGAN's target domain
 and the row's check set: with no labels, the check is plausibility (labels within the PET scheme {0..4}, organ
-volumes within PET_PLAUSIBLE_ML), not a Dice score.
+volumes within PET_PLAUSIBLE_ML), not a Dice score. (PR): FDG-PET-like images rendered from the label maps and
+body masks of SOURCE_CASES (training.render.pet: randomised uptake per organ, hot non-organ structures, the body
+extended above and below the labels, PSF and noise), `pet_render_variants` renders per case; same check.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ TS_CT_CASES = ("ts_ct_dicom", "ts_ct_sm")
 PET_CASES = ("fdg_qinhn0139", "fdg_sts001")
 SCORED_ORGANS = (1, 2, 3, 13)
 MRI_ROWS = ("1", "2", "2b", "3", "4")
-PET_ROWS = ("P",)
+PET_ROWS = ("P", "PR")
 ROWS = MRI_ROWS + PET_ROWS
 # adult organ volumes (ml) a plausible PET segmentation stays within, PET labels: liver 1, right kidney 2,
 # spleen 3, left kidney 4 (wide on purpose: the check catches a wrong organ or a whole-body blob, not 20 % errors;
@@ -37,6 +39,7 @@ ROW_TITLES = {
     "3": "(3) + dual-stage filtered pseudo-labels (self-training)",
     "4": "(4) C2F with the target cases' true labels (upper bound)",
     "P": "(P) PET: C2F on source CT + Organ Attention CycleGAN synthetic FDG PET",
+    "PR": "(PR) PET: C2F on FDG PET rendered from the source label maps (domain randomisation, no CycleGAN)",
 }
 PROFILE_DIR = Path(__file__).with_name("profiles")
 
@@ -74,6 +77,7 @@ class Profile:
     da_workers: int = 2                      # nnU-Net augmentation processes per training
     workers: int = 2                         # conversion / preprocessing processes
     cyclegan_cpu_threads: int = 1            # torch threads of a CycleGAN step on the CPU (it often runs alone)
+    pet_render_variants: int = 4             # row PR: PET renders per source case
     engine_tta: bool = True
     dice_threshold: float | None = None      # self-training filter (None: the set's default)
 

@@ -5,6 +5,7 @@ the steps it waits for. Everything lives under one work folder:
     WORK/data/pet_images/                links to the real FDG PET scans (row P only)
     WORK/ct/{body, images, labels}/      source: body masks, rendered CT + real TotalSegmentator CT crops, labels
     WORK/stats.json                      CT statistics for the self-training filter
+    WORK/pet_render/{images, labels}/    row PR: FDG-PET-like renders of the source label maps
     WORK/cyclegan/{attn,plain,pet}/      CycleGAN runs;  WORK/syn/{attn,plain,pet}/{images,labels}  synthetic
                                          MRI (attention, plain) and FDG PET (attention)
     WORK/rows/<row>/                     nnU-Net folders of each row's C2F training;  WORK/rows/3/ the cycle's work
@@ -95,6 +96,16 @@ def render(work: Path, seed: int) -> dict:
     return {"rendered": records}
 
 
+def render_pet(work: Path, seed: int, variants: int) -> dict:
+    """Row PR's source: `variants` FDG-PET-like renders of each source case, the body extended 100-250 mm above
+    and below the labelled slices (whole-body scans reach far beyond the labels)."""
+    from training.render import PetRenderConfig, render_pet_folder
+
+    records = render_pet_folder(work / "data/source_labels", work / "ct/body", list(SOURCE_CASES), work / "pet_render",
+                                seed, variants, PetRenderConfig(pad_mm=(100.0, 250.0)))
+    return {"rendered": records}
+
+
 def write_inputs(work: Path, profile: Profile) -> None:
     """The spec and CycleGAN option files the commands read (rewritten each run from the profile)."""
     (work / "inputs").mkdir(parents=True, exist_ok=True)
@@ -160,7 +171,7 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
     if "3" in want:
         want |= {"2", "2b"}
     steps = [
-        Step("data", (), func=lambda: prepare_data(data, work, pet="P" in want)),
+        Step("data", (), func=lambda: prepare_data(data, work, pet=bool(want & {"P", "PR"}))),
         Step("body", ("data",), func=lambda: body_masks(data, work)),
         Step("render", ("body",), func=lambda: render(work, profile.render_seed)),
     ]
@@ -177,6 +188,12 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
         syn = work / "syn/pet"
         steps += _c2f_row("P", work, [ct, f"synpet={syn / 'images'},{syn / 'labels'}"], ("cg_pet.translate",),
                           profile, device, modalities=("PET",))
+    if "PR" in want:
+        steps.append(Step("pet_render", ("body",),
+                          func=lambda: render_pet(work, profile.render_seed, profile.pet_render_variants)))
+        pr = work / "pet_render"
+        steps += _c2f_row("PR", work, [f"petrender={pr / 'images'},{pr / 'labels'}"], ("pet_render",), profile, device,
+                          modalities=("PET",))
     if "4" in want:
         steps += _c2f_row("4", work, [ct, f"chaos={work / 'data/target_images'},{work / 'data/target_labels'}"],
                           ("render",), profile, device)

@@ -1,0 +1,151 @@
+"""FDG-PET-like rendering from label maps (training.render.pet): exact values with blur/noise/texture off, organs
+never painted over by the hot non-organ structures, the body extension and its geometry on disk."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from training.render import PetRenderConfig, render_pet, render_pet_case, render_pet_folder
+from training.render.pet import ORGAN_SUV, RELATIVE_TO_LIVER
+
+from helpers import write_image
+
+SPACING = (5.0, 2.0, 2.0)
+# PSF, noise and texture off: every voxel holds the value drawn for its tissue
+EXACT = PetRenderConfig(psf_fwhm_mm=(0.0, 0.0), noise=(0.0, 0.0), texture=0.0)
+
+
+def _phantom(shape=(12, 80, 96)):
+    """Elliptic body with a liver, a spleen and two kidneys (FLARE labels), numpy (z, y, x), axis 1 anterior ->
+    posterior."""
+    zz, yy, xx = np.indices(shape)
+    body = ((yy - 40) / 36.0) ** 2 + ((xx - 48) / 44.0) ** 2 <= 1.0
+    labels = np.zeros(shape, np.uint8)
+    labels[2:10, 20:45, 15:45] = 1
+    labels[2:10, 20:40, 60:78] = 3
+    labels[3:10, 46:62, 22:36] = 2
+    labels[3:10, 46:62, 58:72] = 13
+    return labels, body
+
+
+def _single_value(values: np.ndarray) -> float:
+    u = np.unique(values)
+    assert len(u) == 1, u[:5]
+    return float(u[0])
+
+
+def test_exact_uptake_per_organ_and_zero_outside_the_body():
+    labels, body = _phantom()
+    cfg = replace(EXACT, urine_probability=0.0)
+    for seed in range(4):
+        suv, drawn = render_pet(labels, body, SPACING, np.random.default_rng(seed), cfg)
+        assert suv.dtype == np.float32 and suv.shape == labels.shape
+        assert np.all(suv[~body] == 0.0)
+        liver = _single_value(suv[labels == 1])
+        assert ORGAN_SUV[1][0] <= liver <= ORGAN_SUV[1][1] and liver == pytest.approx(drawn[1], abs=1e-3)
+        lo, hi = RELATIVE_TO_LIVER[3]
+        assert lo * liver - 1e-5 <= _single_value(suv[labels == 3]) <= hi * liver + 1e-5
+        for kidney in (2, 13):   # no urine drawn: uniform parenchyma in its range
+            assert ORGAN_SUV[kidney][0] <= _single_value(suv[labels == kidney]) <= ORGAN_SUV[kidney][1]
+        assert "urine" not in drawn
+
+
+def test_hot_collecting_system_lies_deep_in_the_kidneys():
+    labels, body = _phantom()
+    suv, drawn = render_pet(labels, body, SPACING, np.random.default_rng(3), replace(EXACT, urine_probability=1.0))
+    urine = drawn["urine"]
+    assert EXACT.urine_suv[0] <= urine <= EXACT.urine_suv[1]
+    for kidney in (2, 13):
+        mask = labels == kidney
+        depth = ndimage.distance_transform_edt(mask, sampling=SPACING)
+        np.testing.assert_allclose(suv[depth > EXACT.pelvis_mm], urine, rtol=1e-3)  # drawn: 3 decimals
+        assert np.all(np.abs(suv[mask & (depth <= EXACT.pelvis_mm)] - urine) > 1.0)
+
+
+def test_hot_structures_never_cover_organs_and_land_in_the_extension_first():
+    labels, body = _phantom((30, 80, 96))
+    labels[:] = 0
+    labels[12:20, 20:45, 15:45] = 1
+    extension = np.zeros(labels.shape, bool)
+    extension[:8] = True
+    cfg = replace(EXACT, large_hot=(3, 3), large_hot_radius_mm=(10.0, 12.0), large_hot_suv=(40.0, 50.0),
+                  small_hot=(0, 0))
+    suv, drawn = render_pet(labels, body, SPACING, np.random.default_rng(5), cfg, extension=extension)
+    assert drawn["large_hot"] == 3
+    liver = _single_value(suv[labels == 1])
+    assert liver < 40.0
+    hot = suv >= 40.0
+    assert hot.any() and not (hot & (labels > 0)).any()
+    lab, n = ndimage.label(hot)
+    centres = ndimage.center_of_mass(hot, lab, range(1, n + 1))
+    assert n >= 1 and all(c[0] < 10 for c in centres), centres   # centred in the extension slices (z < 8)
+
+
+def test_same_seed_same_image_and_bad_input():
+    labels, body = _phantom()
+    a, _ = render_pet(labels, body, SPACING, np.random.default_rng(11))
+    b, _ = render_pet(labels, body, SPACING, np.random.default_rng(11))
+    c, _ = render_pet(labels, body, SPACING, np.random.default_rng(12))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.min() >= 0.0
+    # the PSF blurs: activity spreads beyond the body, but not far
+    far = ndimage.distance_transform_edt(~body, sampling=SPACING) > 30.0
+    assert far.any() and float(a[far].max()) < 1e-3
+    with pytest.raises(ValueError, match="same 3D shape"):
+        render_pet(labels[:5], body, SPACING, np.random.default_rng(0))
+    bad = labels.copy()
+    bad[0, 0, 0] = 20
+    with pytest.raises(ValueError, match=r"\[20\]"):
+        render_pet(bad, body, SPACING, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="psf_fwhm_mm"):
+        PetRenderConfig(psf_fwhm_mm=(9.0, 5.0))
+
+
+def test_render_pet_case_extends_the_body_and_keeps_the_labels_in_place(tmp_path):
+    labels, body = _phantom()
+    spacing_xyz = tuple(reversed(SPACING))
+    direction = (1, 0, 0, 0, -1, 0, 0, 0, 1)   # y flipped on disk, like CHAOS files
+    origin = (-90.0, 80.0, -30.0)
+    write_image(labels, tmp_path / "c.nii.gz", spacing_xyz, origin, direction)
+    write_image(body.astype(np.uint8), tmp_path / "body.nii.gz", spacing_xyz, origin, direction)
+    cfg = replace(EXACT, pad_mm=(20.0, 40.0))
+    rec = render_pet_case(tmp_path / "c.nii.gz", tmp_path / "body.nii.gz", tmp_path / "x_pet0_0000.nii.gz",
+                          tmp_path / "x_pet0.nii.gz", seed=3, config=cfg)
+    below, above = rec["pad_slices"]
+    assert 4 <= below <= 8 and 4 <= above <= 8   # 20-40 mm at 5 mm slices
+    img = sitk.ReadImage(str(tmp_path / "x_pet0_0000.nii.gz"))
+    lab = sitk.ReadImage(str(tmp_path / "x_pet0.nii.gz"))
+    assert img.GetSize() == lab.GetSize() == (96, 80, 12 + below + above)
+    assert img.GetOrigin() == lab.GetOrigin() == pytest.approx((origin[0], origin[1], origin[2] - 5.0 * below))
+    assert img.GetDirection() == lab.GetDirection() == pytest.approx(direction)
+    # the labels sit at the same physical places: resampled back onto the original grid they are the original
+    ref = sitk.ReadImage(str(tmp_path / "c.nii.gz"))
+    back = sitk.Resample(lab, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
+    suv = sitk.GetArrayFromImage(img)
+    lab_arr = sitk.GetArrayFromImage(lab)
+    assert not lab_arr[:below].any() and not lab_arr[below + 12:].any()
+    # the body goes on in the extension slices (a copy of the outermost full body slice), air stays air
+    ext_body = suv[0] > 0
+    np.testing.assert_array_equal(ext_body, body[0] | (labels[0] > 0))
+    assert suv.dtype == np.float32
+    # the folder helper: variants get their own draws; a second call writes nothing
+    (tmp_path / "L").mkdir()
+    (tmp_path / "B").mkdir()
+    for d, f in (("L", "c.nii.gz"), ("B", "body.nii.gz")):
+        (tmp_path / d / "case.nii.gz").write_bytes((tmp_path / f).read_bytes())
+    recs = render_pet_folder(tmp_path / "L", tmp_path / "B", ["case"], tmp_path / "out", seed=1, variants=2,
+                             config=cfg)
+    assert [r["case"] for r in recs] == ["case_pet0", "case_pet1"]
+    a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out/images" / f"case_pet{k}_0000.nii.gz")))
+            for k in (0, 1))
+    assert a.shape != b.shape or not np.array_equal(a, b)
+    assert render_pet_folder(tmp_path / "L", tmp_path / "B", ["case"], tmp_path / "out", seed=1, variants=2,
+                             config=cfg) == []
+    with pytest.raises(FileNotFoundError, match="missing"):
+        render_pet_folder(tmp_path / "L", tmp_path / "B", ["nope"], tmp_path / "out2")
