@@ -87,7 +87,11 @@ def calibrated_model(folder: Path, seed: int, sample: np.ndarray) -> Path:
                                          label_ids=tuple(range(14)), tta=TTA(), step_size=0.5))
     return export_model(folder, name=folder.name, description="calibrated random test model (never shipped)",
                         modalities=("MRI", "PET"), stages=stages, onnx=False, provenance={"training": "none"},
-                        roi=RoiConfig(margin_mm=spec.margin_mm), postprocess=PostprocessConfig())
+                        # distinctive ROI cap / regrowth rounds / connectivity (no effect on these small phantoms):
+                        # the self-trained model must carry them over
+                        roi=RoiConfig(margin_mm=spec.margin_mm, max_extent_mm=(900.0, 900.0, 900.0),
+                                      regrow_rounds=5),
+                        postprocess=PostprocessConfig(connectivity=18))
 
 
 def _cycle_args(root: Path, work: str, best: str, second: str, out: str, *extra: str) -> list[str]:
@@ -181,6 +185,10 @@ def test_new_model_loads_segments_and_names_the_cycle_and_sources(cycles):
     assert set(prov["training"]["fine"]["sources"]) == {"ct", "synmri", "mr", "pet"}
     assert prov["training"]["fine"]["trainer"] == "nnUNetTrainerC2F_selftrain"
     assert folder.card.fine.label_ids == tuple(range(14))  # the ignore label is not an output
+    best = load_model_folder(root / "weights" / "ct_best").card
+    assert folder.card.roi.max_extent_mm == best.roi.max_extent_mm == (900.0, 900.0, 900.0)
+    assert folder.card.roi.regrow_rounds == 5 and folder.card.roi.regrow_mm == best.roi.regrow_mm
+    assert folder.card.postprocess == best.postprocess and folder.card.postprocess.connectivity == 18
     img, _ = organ_case(99)
     image = sitk.GetImageFromArray(img)
     image.SetSpacing(tuple(reversed(SPACING)))

@@ -9,7 +9,7 @@ needed).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -96,11 +96,15 @@ def _version(package: str) -> str:
 def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, name: str | None = None,
                description: str = "", modalities: tuple[str, ...] = ("MRI", "PET"), onnx: bool = True,
                extra_provenance: dict[str, Any] | None = None,
-               roi_max_extent_mm: tuple[float, float, float] | None = DEFAULT_ROI_MAX_EXTENT_MM) -> Path:
+               roi_max_extent_mm: tuple[float, float, float] | None = DEFAULT_ROI_MAX_EXTENT_MM,
+               roi_from: RoiConfig | None = None, postprocess: PostprocessConfig | None = None) -> Path:
     """Write the engine's model folder from the two trained stages; returns it (verified by loading it back).
 
     `extra_provenance` entries are added to the card's provenance (e.g. the self-training cycle).
-    `roi_max_extent_mm` becomes the card's roi.max_extent_mm (z, y, x mm; None: no cap)."""
+    `roi_max_extent_mm` becomes the card's roi.max_extent_mm (z, y, x mm; None: no cap), with regrowth at the
+    export defaults; `roi_from` instead: that ROI config's cap and regrowth (a fine-tuned model keeps those of the
+    model it started from). The ROI margin is always the fine stage's training margin. `postprocess`: default
+    the FLARE left/right pairs and largest components."""
     out_folder = Path(out_folder)
     c_net, c_cfg, _, c_prov = load_trained_stage(coarse)
     f_net, f_cfg, f_spec, f_prov = load_trained_stage(fine)
@@ -116,10 +120,13 @@ def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, na
                       "crops_per_case": f_spec.crops_per_case},
     }
     provenance.update(extra_provenance or {})
+    if roi_from is not None:
+        roi = replace(roi_from, margin_mm=f_spec.margin_mm)
+    else:
+        roi = RoiConfig(margin_mm=f_spec.margin_mm, max_extent_mm=roi_max_extent_mm, regrow_mm=DEFAULT_ROI_REGROW_MM,
+                        regrow_rounds=DEFAULT_ROI_REGROW_ROUNDS)
     return export_model(out_folder, name=name or out_folder.name,
                         description=description or "coarse-to-fine nnU-Net v2 PlainConvUNets (training.c2f)",
                         modalities=tuple(modalities), stages={"coarse": (c_net, c_cfg), "fine": (f_net, f_cfg)},
                         provenance=provenance, onnx=onnx,
-                        roi=RoiConfig(margin_mm=f_spec.margin_mm, max_extent_mm=roi_max_extent_mm,
-                                      regrow_mm=DEFAULT_ROI_REGROW_MM, regrow_rounds=DEFAULT_ROI_REGROW_ROUNDS),
-                        postprocess=PostprocessConfig(lateral_pairs=FLARE_LATERAL_PAIRS))
+                        roi=roi, postprocess=postprocess or PostprocessConfig(lateral_pairs=FLARE_LATERAL_PAIRS))

@@ -597,7 +597,8 @@ class Cycle:
                    description=f"self-training cycle {self.number}: {self.models['best'].name} fine-tuned on "
                                f"{names} ({self.cfg.trainer})",
                    modalities=tuple(self.best.card.modalities), onnx=self.cfg.onnx,
-                   extra_provenance=self.provenance())
+                   extra_provenance=self.provenance(),   # the starting model's ROI cap / regrowth and clean-up
+                   roi_from=self.best.card.roi, postprocess=self.best.card.postprocess)
         return {"model": str(self.out_model), "card_sha256": file_sha256(card_file)}
 
 
