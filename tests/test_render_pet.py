@@ -1,5 +1,6 @@
 """FDG-PET-like rendering from label maps (training.render.pet): exact values with blur/noise/texture off, organs
-never painted over by the hot non-organ structures, the body extension and its geometry on disk."""
+never painted over by the hot non-organ structures, the body extension and its geometry on disk; random-contrast
+renders (training.render.synth): one random value per tissue class, contrast order that changes between draws."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,8 +10,10 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from training.render import PetRenderConfig, render_pet, render_pet_case, render_pet_folder
+from training.render import (PetRenderConfig, SynthRenderConfig, render_pet, render_pet_case, render_pet_folder,
+                             render_synth)
 from training.render.pet import ORGAN_SUV, RELATIVE_TO_LIVER
+from training.render.synth import tissue_classes
 
 from helpers import write_image
 
@@ -149,3 +152,37 @@ def test_render_pet_case_extends_the_body_and_keeps_the_labels_in_place(tmp_path
                              config=cfg) == []
     with pytest.raises(FileNotFoundError, match="missing"):
         render_pet_folder(tmp_path / "L", tmp_path / "B", ["nope"], tmp_path / "out2")
+
+
+# --- random-contrast renders (training.render.synth) ---------------------------------------------------------
+
+SYNTH_EXACT = SynthRenderConfig(spread=(0.0, 0.0), bias=0.0, gamma_sd=0.0, blur_mm=(0.0, 0.0), noise=(0.0, 0.0))
+
+
+def test_synth_render_gives_every_tissue_class_one_random_value():
+    labels, body = _phantom()
+    cfg = replace(SYNTH_EXACT, kidney_core_probability=1.0)
+    brighter = []
+    for seed in range(12):
+        img, means = render_synth(labels, body, SPACING, np.random.default_rng(seed), cfg)
+        classes = tissue_classes(labels, body, SPACING, np.random.default_rng(seed), cfg)
+        assert img.dtype == np.float32 and img.shape == labels.shape
+        assert img.max() == pytest.approx(1.0)   # normalised by the brightest class (gamma off)
+        peak = max(means.values())
+        for c in np.unique(classes).tolist():   # one value per class: its mean over the brightest mean
+            np.testing.assert_allclose(img[classes == c], means[c] / peak, atol=2e-3)
+        assert {101, 102, 103, 113, 202, 213} <= set(means)   # organs and the kidneys' inner part
+        assert 0 in means and means[0] <= SYNTH_EXACT.air[1]
+        brighter.append(means[101] > means[103])
+    assert any(brighter) and not all(brighter)   # liver sometimes brighter, sometimes darker than spleen
+
+
+def test_synth_render_is_seeded_and_checks_its_input():
+    labels, body = _phantom()
+    a, _ = render_synth(labels, body, SPACING, np.random.default_rng(4))
+    b, _ = render_synth(labels, body, SPACING, np.random.default_rng(4))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="same 3D shape"):
+        render_synth(labels[:3], body, SPACING, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="noise"):
+        SynthRenderConfig(noise=(0.2, 0.1))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.uda_bench.protocol import (PET_CASES, PROFILE_DIR, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES,
+from training.uda_bench.protocol import (MRI_ROWS, PET_CASES, PROFILE_DIR, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES,
                                          Profile, StageRun, load_profile)
 from training.uda_bench.runner import is_done, run_steps
 from training.uda_bench.steps import Step, build_steps, write_inputs
@@ -108,6 +108,22 @@ def test_rendered_pet_row_trains_on_the_pet_renders_only_and_exports_a_pet_model
     assert steps["rPR.score"].deps == ("rPR.export",)
     assert not any(n.startswith(("cg_", "r2.", "r1.")) for n in steps)   # no CycleGAN, no MRI row
     assert not any(s.argv and any("target_labels" in a for a in s.argv) for s in steps.values())
+
+
+def test_random_contrast_row_trains_on_its_renders_only_and_is_scored_on_the_mri_test_cases(tmp_path):
+    profile = load_profile("smoke")
+    steps = {s.name: s for s in build_steps(tmp_path, REAL, profile, ("R",), "cpu")}
+    assert steps["synth_render"].deps == ("body",) and steps["rR.convert"].deps == ("synth_render",)
+    convert = steps["rR.convert"].argv
+    sources = [convert[i + 1] for i, a in enumerate(convert) if a == "--source"]
+    assert sources == [f"synth={tmp_path / 'synth_render/images'},{tmp_path / 'synth_render/labels'}"]
+    export = steps["rR.export"].argv
+    assert export[export.index("--modalities") + 1:export.index("--no-onnx")] == ["MRI"]
+    assert "R" in MRI_ROWS and not any(n.startswith("cg_") for n in steps)
+    assert not any(s.argv and any("target_labels" in a for a in s.argv) for s in steps.values())
+    from training.render import render_variants_folder
+    with pytest.raises(ValueError, match="kind"):
+        render_variants_folder(tmp_path, tmp_path, [], tmp_path, kind="mri")
 
 
 @pytest.mark.skipif(not (REAL / "pet_fdg").is_dir(), reason="needs ../shared/data/real")

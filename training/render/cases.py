@@ -18,6 +18,7 @@ from inference.orientation import Orientation, orientation_from_direction
 
 from .ct import RenderConfig, body_mask_from_image, render_ct
 from .pet import PetRenderConfig, render_pet
+from .synth import SynthRenderConfig, render_synth
 
 
 def _case_seed(seed: int, case: str) -> int:
@@ -111,16 +112,17 @@ def _extend_body(body: np.ndarray, extension: np.ndarray) -> np.ndarray:
     return out
 
 
-def render_pet_case(label_path: Path, body_path: Path, out_image: Path, out_label: Path, seed: int = 0,
-                    config: PetRenderConfig = PetRenderConfig()) -> dict:
-    """Write one FDG-PET-like render of a case (float32 SUV) and its label map. With `config.pad_mm` the body is
-    extended above and below the labelled slices (edge slices of the body mask repeated, no organs), so the
-    written grid has more slices than the label map; both files share that grid."""
+def _render_variant(label_path: Path, body_path: Path, out_image: Path, out_label: Path, seed: int,
+                    pad_mm: tuple[float, float], paint) -> dict:
+    """One render of a labelled case through `paint(labels, body, spacing, rng, extension) -> (image, drawn)`
+    in the canonical frame; with `pad_mm` > 0 the body is first extended above and below the labelled slices
+    (the outermost full body slice repeated, no organs), so the written grid has more slices than the label map.
+    Image (float32) and label map are written on that grid; the generator is seeded from (seed, output name)."""
     lab_img, body_img, _ = _read_with_labels(label_path, body_path)
     stem = Path(out_image).name[: -len("_0000.nii.gz")]
     rng = np.random.default_rng(_case_seed(seed, stem))
     axis = _z_axis(lab_img)
-    pads = [int(round(rng.uniform(*config.pad_mm) / lab_img.GetSpacing()[axis])) for _ in range(2)]
+    pads = [int(round(rng.uniform(*pad_mm) / lab_img.GetSpacing()[axis])) for _ in range(2)]
     lower, upper = [0, 0, 0], [0, 0, 0]
     lower[axis], upper[axis] = pads
     inside = sitk.Image(lab_img.GetSize(), sitk.sitkUInt8)
@@ -134,21 +136,41 @@ def render_pet_case(label_path: Path, body_path: Path, out_image: Path, out_labe
     labels = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(lab_img)))
     extension = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(inside) == 0))
     body = _extend_body(np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(body_img) > 0)), extension)
-    suv, drawn = render_pet(labels, body, spacing, rng, config, extension=extension)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(orient.undo(suv)))
+    image, drawn = paint(labels, body, spacing, rng, extension)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(orient.undo(image.astype(np.float32))))
     img.CopyInformation(lab_img)
+    for path in (out_image, out_label):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_image_atomic(img, out_image)
     write_image_atomic(lab_img, out_label)
-    return {"case": stem, "shape": list(suv.shape), "pad_slices": pads, **{str(k): v for k, v in drawn.items()}}
+    return {"case": stem, "shape": list(image.shape), "pad_slices": pads, **{str(k): v for k, v in drawn.items()}}
 
 
-def render_pet_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: Path, seed: int = 0,
-                      variants: int = 1, config: PetRenderConfig = PetRenderConfig()) -> list[dict]:
-    """`variants` PET renders of each case (each its own draw) as OUT/images/<case>_pet<k>_0000.nii.gz with
-    OUT/labels/<case>_pet<k>.nii.gz; cases already written are kept. Returns one record per render made now."""
+def render_pet_case(label_path: Path, body_path: Path, out_image: Path, out_label: Path, seed: int = 0,
+                    config: PetRenderConfig = PetRenderConfig()) -> dict:
+    """Write one FDG-PET-like render of a case (float32 SUV) and its label map (`config.pad_mm`: the body
+    extension, see `_render_variant`)."""
+    return _render_variant(label_path, body_path, out_image, out_label, seed, config.pad_mm,
+                           lambda lab, body, sp, rng, ext: render_pet(lab, body, sp, rng, config, extension=ext))
+
+
+def render_synth_case(label_path: Path, body_path: Path, out_image: Path, out_label: Path, seed: int = 0,
+                      config: SynthRenderConfig = SynthRenderConfig(), pad_mm: tuple[float, float] = (0.0, 0.0)
+                      ) -> dict:
+    """Write one random-contrast render of a case (float32, about [0, 1]) and its label map."""
+    return _render_variant(label_path, body_path, out_image, out_label, seed, pad_mm,
+                           lambda lab, body, sp, rng, ext: render_synth(lab, body, sp, rng, config))
+
+
+def render_variants_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: Path, seed: int = 0,
+                           variants: int = 1, kind: str = "pet", config=None, pad_mm=(0.0, 0.0)) -> list[dict]:
+    """`variants` renders of each case, each its own draw, as OUT/images/<case>_<kind><k>_0000.nii.gz with
+    OUT/labels/<case>_<kind><k>.nii.gz: `kind` "pet" (render_pet_case; config PetRenderConfig) or "synth"
+    (render_synth_case; config SynthRenderConfig, body extension `pad_mm`). Renders already written are kept.
+    Returns one record per render made now."""
+    if kind not in ("pet", "synth"):
+        raise ValueError(f"kind must be 'pet' or 'synth', got {kind!r}")
     out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
     done = []
     for case in cases:
         label = Path(labels_dir) / f"{case}.nii.gz"
@@ -157,9 +179,19 @@ def render_pet_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_di
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: missing (needed to render case {case})")
         for k in range(variants):
-            name = f"{case}_pet{k}"
+            name = f"{case}_{kind}{k}"
             image = out_dir / "images" / f"{name}_0000.nii.gz"
             lab = out_dir / "labels" / f"{name}.nii.gz"
-            if not (image.exists() and lab.exists()):
-                done.append(render_pet_case(label, body, image, lab, seed, config))
+            if image.exists() and lab.exists():
+                continue
+            if kind == "pet":
+                done.append(render_pet_case(label, body, image, lab, seed, config or PetRenderConfig()))
+            else:
+                done.append(render_synth_case(label, body, image, lab, seed, config or SynthRenderConfig(), pad_mm))
     return done
+
+
+def render_pet_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: Path, seed: int = 0,
+                      variants: int = 1, config: PetRenderConfig = PetRenderConfig()) -> list[dict]:
+    """`variants` PET renders of each case (`render_variants_folder` with kind "pet")."""
+    return render_variants_folder(labels_dir, body_dir, cases, out_dir, seed, variants, "pet", config)

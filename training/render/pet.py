@@ -83,6 +83,18 @@ class PetRenderConfig:
             raise ValueError("urine_probability must be in [0, 1]")
 
 
+def body_layers(body: np.ndarray, spacing, rng: np.random.Generator, skin_mm: float, fat_mm: tuple[float, float],
+                muscle_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(skin, subcutaneous fat, muscle wall, interior) masks by in-plane depth below the body surface; the fat
+    layer's thickness varies smoothly within `fat_mm` (one random field drawn from `rng`)."""
+    depth = _inplane_depth(body, spacing)
+    fat_thickness = np.interp(_smooth_field(body.shape, spacing, 40.0, rng), [-2.0, 2.0], list(fat_mm))
+    skin = body & (depth <= skin_mm)
+    fat = body & ~skin & (depth <= skin_mm + fat_thickness)
+    muscle = body & ~skin & ~fat & (depth <= skin_mm + fat_thickness + muscle_mm)
+    return skin, fat, muscle, body & ~skin & ~fat & ~muscle
+
+
 def _ellipsoid_at(centre, radii_mm, spacing, shape) -> tuple[tuple[slice, ...], np.ndarray]:
     """(box slices, boolean mask within the box) of an axis-aligned ellipsoid around `centre` (voxels)."""
     half = [int(np.ceil(r / s)) for r, s in zip(radii_mm, spacing)]
@@ -126,13 +138,8 @@ def render_pet(labels: np.ndarray, body: np.ndarray, spacing_zyx, rng: np.random
     shape = labels.shape
     u = rng.uniform
 
-    depth = _inplane_depth(body, spacing)
-    fat_thickness = np.interp(_smooth_field(shape, spacing, 40.0, rng), [-2.0, 2.0], list(config.fat_mm))
+    skin, fat, muscle, interior = body_layers(body, spacing, rng, config.skin_mm, config.fat_mm, config.muscle_mm)
     suv = np.zeros(shape, dtype=np.float32)
-    skin = body & (depth <= config.skin_mm)
-    fat = body & ~skin & (depth <= config.skin_mm + fat_thickness)
-    muscle = body & ~skin & ~fat & (depth <= config.skin_mm + fat_thickness + config.muscle_mm)
-    interior = body & ~skin & ~fat & ~muscle
     suv[skin] = u(*config.skin_suv)
     suv[fat] = u(*config.fat_suv)
     suv[muscle] = u(*config.muscle_suv)

@@ -11,6 +11,10 @@ and the row's check set: with no labels, the check is plausibility (labels withi
 volumes within PET_PLAUSIBLE_ML), not a Dice score. (PR): FDG-PET-like images rendered from the label maps and
 body masks of SOURCE_CASES (training.render.pet: randomised uptake per organ, hot non-organ structures, the body
 extended above and below the labels, PSF and noise), `pet_render_variants` renders per case; same check.
+
+Extra MRI row (R), scored like the others: C2F on random-contrast renders of the source label maps
+(training.render.synth: every tissue class a random intensity, bias field, gamma, blur, noise; SynthSeg-style),
+no CycleGAN and no target image at all: a baseline for what the appearance translation buys over randomisation.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ TEST_CASES = ("chaos_t2_33", "chaos_t2_34", "chaos_t2_37", "chaos_t2_38")
 TS_CT_CASES = ("ts_ct_dicom", "ts_ct_sm")
 PET_CASES = ("fdg_qinhn0139", "fdg_sts001")
 SCORED_ORGANS = (1, 2, 3, 13)
-MRI_ROWS = ("1", "2", "2b", "3", "4")
+MRI_ROWS = ("1", "2", "2b", "3", "4", "R")
 PET_ROWS = ("P", "PR")
 ROWS = MRI_ROWS + PET_ROWS
 # adult organ volumes (ml) a plausible PET segmentation stays within, PET labels: liver 1, right kidney 2,
@@ -38,6 +42,7 @@ ROW_TITLES = {
     "2b": "(2b) + plain CycleGAN synthetic MRI (no attention)",
     "3": "(3) + dual-stage filtered pseudo-labels (self-training)",
     "4": "(4) C2F with the target cases' true labels (upper bound)",
+    "R": "(R) C2F on random-contrast renders of the source label maps (SynthSeg-style, no CycleGAN)",
     "P": "(P) PET: C2F on source CT + Organ Attention CycleGAN synthetic FDG PET",
     "PR": "(PR) PET: C2F on FDG PET rendered from the source label maps (domain randomisation, no CycleGAN)",
 }
@@ -78,6 +83,7 @@ class Profile:
     workers: int = 2                         # conversion / preprocessing processes
     cyclegan_cpu_threads: int = 1            # torch threads of a CycleGAN step on the CPU (it often runs alone)
     pet_render_variants: int = 4             # row PR: PET renders per source case
+    synth_render_variants: int = 5           # row R: random-contrast renders per source case
     engine_tta: bool = True
     dice_threshold: float | None = None      # self-training filter (None: the set's default)
 

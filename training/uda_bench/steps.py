@@ -6,6 +6,7 @@ the steps it waits for. Everything lives under one work folder:
     WORK/ct/{body, images, labels}/      source: body masks, rendered CT + real TotalSegmentator CT crops, labels
     WORK/stats.json                      CT statistics for the self-training filter
     WORK/pet_render/{images, labels}/    row PR: FDG-PET-like renders of the source label maps
+    WORK/synth_render/{images, labels}/  row R: random-contrast renders of the source label maps
     WORK/cyclegan/{attn,plain,pet}/      CycleGAN runs;  WORK/syn/{attn,plain,pet}/{images,labels}  synthetic
                                          MRI (attention, plain) and FDG PET (attention)
     WORK/rows/<row>/                     nnU-Net folders of each row's C2F training;  WORK/rows/3/ the cycle's work
@@ -106,6 +107,16 @@ def render_pet(work: Path, seed: int, variants: int) -> dict:
     return {"rendered": records}
 
 
+def render_synth(work: Path, seed: int, variants: int) -> dict:
+    """Row R's source: `variants` random-contrast renders of each source case (no body extension: the CHAOS
+    scans cover the same abdominal range as the labels)."""
+    from training.render import render_variants_folder
+
+    records = render_variants_folder(work / "data/source_labels", work / "ct/body", list(SOURCE_CASES),
+                                     work / "synth_render", seed, variants, "synth")
+    return {"rendered": records}
+
+
 def write_inputs(work: Path, profile: Profile) -> None:
     """The spec and CycleGAN option files the commands read (rewritten each run from the profile)."""
     (work / "inputs").mkdir(parents=True, exist_ok=True)
@@ -194,6 +205,11 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
         pr = work / "pet_render"
         steps += _c2f_row("PR", work, [f"petrender={pr / 'images'},{pr / 'labels'}"], ("pet_render",), profile, device,
                           modalities=("PET",))
+    if "R" in want:
+        steps.append(Step("synth_render", ("body",),
+                          func=lambda: render_synth(work, profile.render_seed, profile.synth_render_variants)))
+        sr = work / "synth_render"
+        steps += _c2f_row("R", work, [f"synth={sr / 'images'},{sr / 'labels'}"], ("synth_render",), profile, device)
     if "4" in want:
         steps += _c2f_row("4", work, [ct, f"chaos={work / 'data/target_images'},{work / 'data/target_labels'}"],
                           ("render",), profile, device)
