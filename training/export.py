@@ -111,3 +111,48 @@ def add_onnx(folder: Path) -> Path:
     write_card(replace(card, coarse=stages["coarse"], fine=stages["fine"], sha256=sha), folder)
     load_model_folder(folder, verify=True)
     return folder
+
+
+def compose_model(coarse_from: Path, fine_from: Path, out: Path, *, name: str, note: str = "") -> Path:
+    """A model whose coarse stage comes from `coarse_from` and whose fine stage (with the ROI and clean-up rules
+    that belong to it) comes from `fine_from`: weight files copied unchanged (sha256-checked on both ends), the
+    modalities both serve, both cards' provenance kept. The stages must predict the same labels. Files first, the
+    card last (atomically), so a half-written folder is never a loadable model."""
+    import shutil
+
+    src_c = load_model_folder(Path(coarse_from), verify=True)
+    src_f = load_model_folder(Path(fine_from), verify=True)
+    coarse, fine = src_c.card.coarse, src_f.card.fine
+    if coarse.label_ids != fine.label_ids:
+        raise ValueError(f"{coarse_from} coarse labels {coarse.label_ids} differ from {fine_from} fine labels "
+                         f"{fine.label_ids}")
+    modalities = tuple(m for m in src_f.card.modalities if m in src_c.card.modalities)
+    if not modalities:
+        raise ValueError(f"{coarse_from} ({src_c.card.modalities}) and {fine_from} ({src_f.card.modalities}) serve "
+                         "no modality in common")
+    out = Path(out)
+    if out.resolve() in (Path(coarse_from).resolve(), Path(fine_from).resolve()):
+        raise ValueError(f"{out}: write the composed model to a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    sha: dict[str, str] = {}
+    stages = {}
+    for stage_name, cfg, src in (("coarse", coarse, Path(coarse_from)), ("fine", fine, Path(fine_from))):
+        files = {}
+        for backend, fname in cfg.files.items():
+            target = f"{stage_name}.{fname.rsplit('.', 1)[-1]}"
+            tmp = out / f".{target}.part"
+            shutil.copyfile(src / fname, tmp)
+            tmp.replace(out / target)
+            sha[target] = sha256_of(out / target)
+            files[backend] = target
+        stages[stage_name] = replace(cfg, files=files)
+    prov = {"composed": {"coarse_from": {"name": src_c.card.name, "provenance": src_c.card.provenance},
+                         "fine_from": {"name": src_f.card.name, "provenance": src_f.card.provenance},
+                         "note": note}}
+    card = replace(src_f.card, name=name, modalities=modalities, coarse=stages["coarse"], fine=stages["fine"],
+                   sha256=sha, provenance=prov,
+                   description=f"coarse stage of {src_c.card.name} + fine stage of {src_f.card.name}"
+                               + (f". {note}" if note else ""))
+    write_card(card, out)
+    load_model_folder(out, verify=True)
+    return out

@@ -5,6 +5,7 @@
     python -m training.uda_bench score  --work W --row R [--device auto] [--backend torch|onnx]
     python -m training.uda_bench report --work W --out DIR [--rows ...] [--machine TEXT]
     python -m training.uda_bench ship   --work W --row R --out weights/NAME --name NAME [--backends onnx torch]
+    python -m training.uda_bench compose --coarse-from MODEL --fine-from MODEL --out weights/NAME --name NAME
 
 `run` trains every row and scores it on the test cases (resumable: finished steps are skipped; progress per
 step); `score` is that scoring step alone (the engine on the test cases with the row's model, then eval/ on liver,
@@ -68,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--backends", nargs="+", choices=("onnx", "torch"), default=["onnx"])
     h.add_argument("--machine", default="")
     h.add_argument("--note", default="")
+    m = sub.add_parser("compose", help="a model folder from the coarse stage of one model and the fine stage of "
+                                       "another (training.export.compose_model)")
+    m.add_argument("--coarse-from", type=Path, required=True)
+    m.add_argument("--fine-from", type=Path, required=True)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--name", required=True)
+    m.add_argument("--note", default="")
     s = sub.add_parser("report", help="tables, box plots, overlays of the scored rows")
     s.add_argument("--work", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
@@ -101,6 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         if res.blocked:
             print(f"not run (a step they need failed): {', '.join(res.blocked)}", file=sys.stderr)
         return 0 if res.ok else 1
+
+    if a.cmd == "compose":
+        from inference.config import ModelCardError
+        from training.export import compose_model
+
+        try:
+            print(compose_model(a.coarse_from, a.fine_from, a.out, name=a.name, note=a.note))
+        except (FileNotFoundError, ValueError, ModelCardError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     from .report import score_row, ship, write_report
 
