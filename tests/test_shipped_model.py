@@ -1,13 +1,8 @@
-"""The shipped default model on real scans: a regression guard on CHAOS T2 MRI (DSC floors the model reaches,
+"""The shipped default models on real scans: a regression guard on CHAOS T2 MRI (DSC floors the MRI model reaches,
 measured in the UDA benchmark, both kidneys included: a model that confuses left and right fails), and on the two
-real FDG PET scans the checks that need no PET labels: the PET label scheme {0..4}, the input's geometry, and an
-ROI that the card's extent cap keeps off the whole body (~35 s for both scans on 2 CPU cores without TTA; without
-the cap a whole-body fine ROI took 20+ minutes per scan).
-
-Known to fail, marked strict xfail: an adult-sized liver on PET. The shipped model was never trained for PET (no
-PET-capable model exists yet: benchmarks/results/uda-h200-rows2p/, row P); its PET "liver" is 300-530 ml in the
-pelvis (benchmarks/results/shipped-model-pet/). When a PET model makes it pass, the strict marker fails the
-suite so that the marker is removed."""
+real FDG PET scans the checks that need no PET labels, with the PET model: the PET label scheme {0..4}, the input's
+geometry, an ROI that the card's extent cap keeps off the whole body, and adult-sized organs (volumes within
+training.uda_bench.protocol.PET_PLAUSIBLE_ML: a liver in the head or a whole-body blob fails)."""
 from __future__ import annotations
 
 import subprocess
@@ -18,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.config import find_models, load_model_folder
+from inference.config import select_model
 from training.uda_bench.protocol import PET_CASES, PET_PLAUSIBLE_ML
 
 from helpers import REAL
@@ -43,13 +38,15 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_a_default_model_is_shipped_and_verifies():
-    models = find_models(WEIGHTS)
-    assert models, f"no model folder in {WEIGHTS}"
-    card = load_model_folder(models[0], verify=True).card
-    assert {"MRI", "PET"} <= set(card.modalities)
-    assert card.postprocess.lateral_pairs == ((2, 13), (7, 8)) and card.roi.max_extent_mm is not None
-    bench = card.provenance["uda_benchmark"]
-    assert bench["mean_dsc"] >= BENCH_MEAN_FLOOR
+    mri = select_model(WEIGHTS, "MRI", verify=True).card
+    assert mri.postprocess.lateral_pairs == ((2, 13), (7, 8)) and mri.roi.max_extent_mm is not None
+    assert mri.provenance["uda_benchmark"]["mean_dsc"] >= BENCH_MEAN_FLOOR
+    pet = select_model(WEIGHTS, "PET", verify=True).card
+    assert pet.name != mri.name and pet.modalities == ("PET",)   # a model trained for PET serves PET
+    assert pet.postprocess.lateral_pairs == ((2, 13), (7, 8)) and pet.roi.max_extent_mm is not None
+    bench = pet.provenance["uda_benchmark"]   # the benchmark's PET check, recorded at shipping
+    lo, hi = PET_PLAUSIBLE_ML[1]
+    assert bench["row"] == "PR" and all(lo <= bench["volumes_ml"][c]["liver"] <= hi for c in PET_CASES)
 
 
 def _segment(tmp_path_factory, images: Path, cases, *extra: str) -> Path:
@@ -94,7 +91,7 @@ needs_pet = pytest.mark.skipif(not (REAL / "pet_fdg").is_dir(), reason="needs ..
 
 
 @needs_pet
-def test_shipped_model_on_real_fdg_pet_writes_pet_label_maps_on_a_capped_roi(pet_predictions):
+def test_shipped_model_on_real_fdg_pet_writes_pet_label_maps_on_an_roi_within_the_cap(pet_predictions):
     import json
 
     for case in PET_CASES:
@@ -106,20 +103,37 @@ def test_shipped_model_on_real_fdg_pet_writes_pet_label_maps_on_a_capped_roi(pet
         pred = sitk.GetArrayViewFromImage(pred_img)
         assert set(np.unique(pred).tolist()) <= {0, 1, 2, 3, 4}, case
         qc = json.loads((pet_predictions.parent / "qc" / f"{case}.json").read_text())
-        assert qc["modality"] == "PET" and qc["roi_capped"], qc
+        assert qc["modality"] == "PET" and "roi_capped" in qc, qc
         box = qc["roi_box_zyx"]
         extent_mm = [(b - a) * s for a, b, s in zip(box["start"], box["stop"], reversed(img.GetSpacing()))]
-        cap = load_model_folder(find_models(WEIGHTS)[0]).card.roi.max_extent_mm
-        margin = 2 * 20.0 + 2 * 5.0  # the card's 20 mm ROI margin per side + one coarse voxel of rounding per side
-        assert all(e <= c + margin for e, c in zip(extent_mm, cap)), (case, extent_mm)
+        card = select_model(WEIGHTS, "PET").card
+        cap = card.roi.max_extent_mm
+        # the card's ROI margin per side + one coarse voxel of rounding per side
+        margin = [2 * m + 2 * s for m, s in zip(card.roi.margin_mm, card.coarse.spacing_mm)]
+        assert all(e <= c + m for e, c, m in zip(extent_mm, cap, margin)), (case, extent_mm)
+
+
+def _pet_volumes_ml(pet_predictions: Path, case: str) -> np.ndarray:
+    img = sitk.ReadImage(str(pet_predictions / f"{case}.nii.gz"))
+    counts = np.bincount(sitk.GetArrayViewFromImage(img).ravel(), minlength=5)
+    return counts * float(np.prod(img.GetSpacing())) / 1000.0
 
 
 @needs_pet
-@pytest.mark.xfail(strict=True, reason="the shipped model was never trained for PET: its PET liver is 300-530 ml "
-                                       "in the pelvis (benchmarks/results/shipped-model-pet/)")
-def test_shipped_model_finds_an_adult_sized_liver_on_real_fdg_pet(pet_predictions):
+def test_shipped_pet_model_finds_an_adult_sized_liver_on_real_fdg_pet(pet_predictions):
+    # measured (CPU, no TTA): 2.5 / 2.2 l; the overlay (benchmarks/results/uda-cpu-pet-render) shows it in place
     lo, hi = PET_PLAUSIBLE_ML[1]
     for case in PET_CASES:
-        img = sitk.ReadImage(str(pet_predictions / f"{case}.nii.gz"))
-        liver_ml = float((sitk.GetArrayViewFromImage(img) == 1).sum()) * float(np.prod(img.GetSpacing())) / 1000.0
-        assert lo <= liver_ml <= hi, (case, liver_ml)
+        assert lo <= _pet_volumes_ml(pet_predictions, case)[1] <= hi, case
+
+
+@needs_pet
+@pytest.mark.xfail(strict=True, reason="the shipped PET model (row PR, 425 fine iterations on a 2-core CPU) never "
+                                       "finds the spleen and puts part of a 'kidney' in the heart "
+                                       "(benchmarks/results/uda-cpu-pet-render)")
+def test_shipped_pet_model_finds_adult_sized_kidneys_and_spleen_on_real_fdg_pet(pet_predictions):
+    for case in PET_CASES:
+        vols = _pet_volumes_ml(pet_predictions, case)
+        for organ in (2, 3, 4):
+            lo, hi = PET_PLAUSIBLE_ML[organ]
+            assert lo <= vols[organ] <= hi, (case, organ, vols[organ])
