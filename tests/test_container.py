@@ -3,10 +3,10 @@
 A private dockerd (scripts/container/engine.sh) with its data under a temporary folder, a debootstrap bookworm base
 (base.sh), a wheelhouse filled on the host (wheels.sh), the real Dockerfile built from a staged context (build.sh),
 then one `docker container run` per case exactly as the organizers call it (plus `--network none`) on one real MRI
-and one real PET volume. The image ships the model in weights/ when there is one, else a small random-weight model
-built for the test (never written into the repository). Both runs use that one image: with the ROI extent cap in
-its card the shipped demo model segments the smallest FDG PET in about 40 s on 2 CPU cores (it once made a
-whole-body fine ROI there: 20+ minutes, when the PET run needed a second, random-model image).
+and one real PET volume. The image ships the models in weights/ when there are any (MRI and PET models, the engine
+picks by modality), else a small random-weight model built for the test (never written into the repository). Both
+runs use that one image: with the ROI extent cap in the PET card a whole-body FDG PET takes well under the 900-s
+limit on 2 CPU cores (before the cap, a whole-body fine ROI took 20+ minutes).
 
 Skipped, with the reason, only when this machine cannot run an engine at all (not root, no apt-get/dockerd, dockerd
 refuses to start, Debian mirror unreachable); every failure after the engine is up fails.
