@@ -1,7 +1,7 @@
-"""Fill a folder with demo inputs: real T2 MRI (one CHAOS scan, one TotalSegmentator MR crop) from
-../shared/data/real when present (linked, never copied into the repository), else synthetic MR-like phantoms.
-No PET by default: the shipped model was not trained for PET and its PET masks are not meaningful
-(benchmarks/results/shipped-model-pet/); pass a PET folder explicitly to try it."""
+"""Fill a folder with demo inputs: real T2 MRI (one CHAOS scan, one TotalSegmentator MR crop) and the smaller real
+whole-body FDG PET scan from ../shared/data/real when present (linked, never copied into the repository), else
+synthetic MR-like phantoms. The PET scan goes to the shipped PET model, which finds the liver but not yet the
+kidneys and spleen reliably (benchmarks/results/uda-cpu-pet-render/)."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,8 @@ sys.path.insert(0, str(ROOT))
 from eval.phantoms import synthetic_mr  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
-DEMO_REAL = ["mr_chaos_t2/images/chaos_t2_34_0000.nii.gz", "totalseg_examples/images/ts_mr_sm_0000.nii.gz"]
+DEMO_REAL = ["mr_chaos_t2/images/chaos_t2_34_0000.nii.gz", "totalseg_examples/images/ts_mr_sm_0000.nii.gz",
+             "pet_fdg/images/fdg_sts001_0000.nii.gz"]
 
 
 def main(out: Path) -> None:
