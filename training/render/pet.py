@@ -9,7 +9,8 @@ renders learns organ shape, position and *relative* uptake rather than one inten
   (red marrow) laid out as in the CT renderer (`training.render.ct`);
 * organs: liver, spleen (a fraction of the liver), kidney parenchyma and, in most cases, a hot collecting system
   (excreted FDG in urine), blood pool (aorta, IVC) below the liver, the other FLARE organs at their typical SUVs;
-* hot structures that are *not* organs (label 0): large ellipsoids like brain, heart or bladder, small ones like
+* a heart above the liver dome (hot myocardium around the blood pool, not an organ: label 0), and other hot
+  structures that are not organs: large ellipsoids like brain or bladder, small ones like
   bowel, lymph nodes or lesions; with `pad_mm` the body is extended above and below the labelled field of view (no
   organs there) and the large hot structures go there first, so that the whole-body scans of the engine's
   coarse stage do not look like nothing it has seen;
@@ -65,6 +66,11 @@ class PetRenderConfig:
     small_hot: tuple[int, int] = (1, 6)   # bowel / node / lesion-like spots
     small_hot_radius_mm: tuple[float, float] = (5.0, 18.0)
     small_hot_suv: tuple[float, float] = (3.0, 12.0)
+    heart_probability: float = 0.8        # a heart just above the liver dome: hot myocardium around the blood pool
+    heart_radius_mm: tuple[float, float] = (40.0, 60.0)
+    heart_offset_mm: tuple[float, float] = (10.0, 50.0)   # centre above the liver's top slice
+    heart_suv: tuple[float, float] = (3.0, 15.0)
+    heart_wall_mm: tuple[float, float] = (8.0, 15.0)
     pad_mm: tuple[float, float] = (0.0, 0.0)   # (min, max) body extension above and below the labels (render_pet_case)
     texture: float = 0.12                 # sd of the multiplicative texture
     texture_mm: float = 10.0
@@ -75,12 +81,13 @@ class PetRenderConfig:
     def __post_init__(self) -> None:
         for name in ("fat_suv", "muscle_suv", "skin_suv", "soft_tissue_suv", "visceral_fat_suv", "marrow_suv", "urine_suv",
                      "large_hot_radius_mm", "large_hot_suv", "small_hot_radius_mm", "small_hot_suv", "pad_mm",
-                     "psf_fwhm_mm", "noise", "large_hot", "small_hot", "fat_mm"):
+                     "psf_fwhm_mm", "noise", "large_hot", "small_hot", "fat_mm", "heart_radius_mm",
+                     "heart_offset_mm", "heart_suv", "heart_wall_mm"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}")
-        if not 0 <= self.urine_probability <= 1:
-            raise ValueError("urine_probability must be in [0, 1]")
+        if not (0 <= self.urine_probability <= 1 and 0 <= self.heart_probability <= 1):
+            raise ValueError("urine_probability and heart_probability must be in [0, 1]")
 
 
 def body_layers(body: np.ndarray, spacing, rng: np.random.Generator, skin_mm: float, fat_mm: tuple[float, float],
@@ -118,6 +125,32 @@ def _hot_spots(suv: np.ndarray, free: np.ndarray, preferred: np.ndarray, spacing
         mask &= free[box]
         suv[box][mask] = rng.uniform(*value)
     return n
+
+
+def _heart(suv: np.ndarray, free: np.ndarray, labels: np.ndarray, body: np.ndarray, spacing,
+           rng: np.random.Generator, config: PetRenderConfig) -> dict:
+    """Paint a heart into `free` voxels: an ellipsoid centred `heart_offset_mm` above the liver's top slice (axis 0
+    runs towards the head in the canonical LPS frame), left of and anterior to the body's centre there; a hot
+    myocardial wall `heart_wall_mm` thick around a blood pool. FDG uptake of the myocardium varies widely, hence
+    the wide range. Returns what was drawn."""
+    u = rng.uniform
+    top = int(np.flatnonzero((labels == 1).any(axis=(1, 2))).max())
+    cz = top + u(*config.heart_offset_mm) / spacing[0]
+    ref = body[top] if body[top].any() else body.any(axis=0)
+    ys, xs = np.nonzero(ref)
+    cy = 0.5 * (ys.min() + ys.max()) - u(0.0, 30.0) / spacing[1]   # anterior: lower y
+    cx = 0.5 * (xs.min() + xs.max()) + u(0.0, 40.0) / spacing[2]   # patient's left: higher x
+    radii = [u(*config.heart_radius_mm) for _ in range(3)]
+    wall = u(*config.heart_wall_mm)
+    box, outer = _ellipsoid_at((cz, cy, cx), radii, spacing, suv.shape)
+    grids = np.ogrid[tuple(slice(b.start, b.stop) for b in box)]
+    inner = sum(((g - c) * s / max(r - wall, 1.0)) ** 2
+                for g, c, s, r in zip(grids, (cz, cy, cx), spacing, radii)) <= 1.0
+    region = free[box]
+    myocardium, pool = u(*config.heart_suv), u(*RELATIVE_TO_LIVER[5]) * u(*ORGAN_SUV[1])
+    suv[box][outer & ~inner & region] = myocardium
+    suv[box][inner & region] = pool
+    return {"suv": round(float(myocardium), 3), "centre": [round(float(c), 1) for c in (cz, cy, cx)]}
 
 
 def render_pet(labels: np.ndarray, body: np.ndarray, spacing_zyx, rng: np.random.Generator,
@@ -175,6 +208,8 @@ def render_pet(labels: np.ndarray, body: np.ndarray, spacing_zyx, rng: np.random
                                     config.large_hot_radius_mm, config.large_hot_suv)
     drawn["small_hot"] = _hot_spots(suv, free, np.zeros(shape, dtype=bool), spacing, rng, config.small_hot,
                                     config.small_hot_radius_mm, config.small_hot_suv)
+    if (labels == 1).any() and rng.uniform() < config.heart_probability:
+        drawn["heart"] = _heart(suv, free, labels, body, spacing, rng, config)
 
     if config.texture > 0:
         suv[body] *= np.clip(1.0 + config.texture * _smooth_field(shape, spacing, config.texture_mm, rng)[body],
