@@ -88,6 +88,27 @@ def test_hot_structures_never_cover_organs_and_land_in_the_extension_first():
     assert n >= 1 and all(c[0] < 10 for c in centres), centres   # centred in the extension slices (z < 8)
 
 
+def test_heart_lies_above_the_liver_dome_left_of_it_and_outside_the_organs():
+    labels, body = _phantom((30, 80, 96))
+    labels[:] = 0
+    labels[4:14, 20:45, 15:45] = 1        # liver, top slice 13 (axis 0 runs towards the head)
+    labels[6:10, 46:62, 58:72] = 13
+    cfg = replace(EXACT, heart_probability=1.0, large_hot=(0, 0), small_hot=(0, 0), heart_suv=(40.0, 50.0),
+                  heart_offset_mm=(20.0, 20.0), heart_radius_mm=(25.0, 25.0), heart_wall_mm=(8.0, 8.0))
+    suv, drawn = render_pet(labels, body, SPACING, np.random.default_rng(2), cfg)
+    wall = np.isclose(suv, drawn["heart"]["suv"], atol=1e-3)
+    assert wall.any() and not (wall & (labels > 0)).any()
+    assert drawn["heart"]["centre"][0] == pytest.approx(13 + 20.0 / SPACING[0])
+    zs, _, xs = np.nonzero(wall)
+    assert zs.mean() > 13 and xs.mean() > np.argwhere(labels == 1)[:, 2].mean()   # above, towards the left
+    # a hollow wall: the centre holds the (cooler) blood pool
+    cz, cy, cx = (int(round(c)) for c in drawn["heart"]["centre"])
+    assert 0 < suv[cz, cy, cx] < 40.0
+    no_liver = labels.copy()
+    no_liver[no_liver == 1] = 0
+    assert "heart" not in render_pet(no_liver, body, SPACING, np.random.default_rng(2), cfg)[1]
+
+
 def test_same_seed_same_image_and_bad_input():
     labels, body = _phantom()
     a, _ = render_pet(labels, body, SPACING, np.random.default_rng(11))
