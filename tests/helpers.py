@@ -84,3 +84,17 @@ def stub_card_model(folder: Path, description: str, **card_fields) -> Path:
     export_model(folder, name=folder.name, description=description, modalities=("MRI", "PET"), stages=stages,
                  onnx=False, **card_fields)
     return folder.parent
+
+
+def abdomen_phantom(shape=(12, 80, 96), kidney_zy=((4, 9), (50, 60)), kidney_x=((25, 35), (60, 70))):
+    """Elliptic body with a liver block, a spleen block and two kidneys (FLARE labels 1, 3, 2 right, 13 left),
+    numpy (z, y, x) in the canonical frame (axis 1 anterior -> posterior, x towards the patient's left)."""
+    _, yy, xx = np.indices(shape)
+    body = ((yy - 40) / 36.0) ** 2 + ((xx - 48) / 44.0) ** 2 <= 1.0
+    labels = np.zeros(shape, np.uint8)
+    labels[2:10, 20:45, 15:45] = 1
+    labels[2:10, 20:40, 60:78] = 3
+    (z0, z1), (y0, y1) = kidney_zy
+    for organ, (x0, x1) in zip((2, 13), kidney_x):
+        labels[z0:z1, y0:y1, x0:x1] = organ
+    return labels, body

@@ -11,21 +11,14 @@ from scipy import ndimage
 from training.render import RenderConfig, body_mask_from_image, render_case, render_ct, write_body_mask
 from training.render.ct import ORGAN_HU
 
-from helpers import REAL, write_image
+from helpers import REAL, abdomen_phantom, write_image
 
 SPACING = (5.0, 2.0, 2.0)
 
 
 def _phantom(shape=(12, 80, 96)):
-    """Elliptic body with a liver block, a spleen block and two kidneys (FLARE labels), numpy (z, y, x)."""
-    zz, yy, xx = np.indices(shape)
-    body = ((yy - 40) / 36.0) ** 2 + ((xx - 48) / 44.0) ** 2 <= 1.0
-    labels = np.zeros(shape, np.uint8)
-    labels[2:10, 20:45, 15:45] = 1
-    labels[2:10, 20:40, 60:78] = 3
-    labels[4:9, 50:60, 25:35] = 2
-    labels[4:9, 50:60, 60:70] = 13
-    return labels, body
+    """The abdomen phantom (see helpers.abdomen_phantom)."""
+    return abdomen_phantom(shape)
 
 
 # noise, texture, blur and per-case jitter off: every voxel gets its tissue's value exactly

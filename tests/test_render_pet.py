@@ -15,7 +15,7 @@ from training.render import (PetRenderConfig, SynthRenderConfig, render_pet, ren
 from training.render.pet import ORGAN_SUV, RELATIVE_TO_LIVER
 from training.render.synth import tissue_classes
 
-from helpers import write_image
+from helpers import abdomen_phantom, write_image
 
 SPACING = (5.0, 2.0, 2.0)
 # PSF, noise and texture off: every voxel holds the value drawn for its tissue
@@ -23,16 +23,8 @@ EXACT = PetRenderConfig(psf_fwhm_mm=(0.0, 0.0), noise=(0.0, 0.0), texture=0.0)
 
 
 def _phantom(shape=(12, 80, 96)):
-    """Elliptic body with a liver, a spleen and two kidneys (FLARE labels), numpy (z, y, x), axis 1 anterior ->
-    posterior."""
-    zz, yy, xx = np.indices(shape)
-    body = ((yy - 40) / 36.0) ** 2 + ((xx - 48) / 44.0) ** 2 <= 1.0
-    labels = np.zeros(shape, np.uint8)
-    labels[2:10, 20:45, 15:45] = 1
-    labels[2:10, 20:40, 60:78] = 3
-    labels[3:10, 46:62, 22:36] = 2
-    labels[3:10, 46:62, 58:72] = 13
-    return labels, body
+    """The abdomen phantom with larger kidneys (a collecting system deeper than 8 mm)."""
+    return abdomen_phantom(shape, ((3, 10), (46, 62)), ((22, 36), (58, 72)))
 
 
 def _single_value(values: np.ndarray) -> float:

@@ -96,32 +96,28 @@ def test_pet_row_translates_towards_the_pet_scans_and_exports_a_pet_model(tmp_pa
                 if s.name.startswith(("rP.", "cg_pet."))]
 
 
-def test_rendered_pet_row_trains_on_the_pet_renders_only_and_exports_a_pet_model(tmp_path):
+@pytest.mark.parametrize("row, render, tag, folder, modality", [
+    ("PR", "pet_render", "petrender", "pet_render", "PET"),   # FDG-PET-like renders: a PET model
+    ("R", "synth_render", "synth", "synth_render", "MRI"),    # random-contrast renders: scored on the CHAOS MRI
+])
+def test_rendered_rows_train_on_their_renders_only(tmp_path, row, render, tag, folder, modality):
     profile = load_profile("smoke")
-    steps = {s.name: s for s in build_steps(tmp_path, REAL, profile, ("PR",), "cpu")}
-    assert steps["pet_render"].deps == ("body",) and steps["rPR.convert"].deps == ("pet_render",)
-    convert = steps["rPR.convert"].argv
+    steps = {s.name: s for s in build_steps(tmp_path, REAL, profile, (row,), "cpu")}
+    assert steps[render].deps == ("body",) and steps[f"r{row}.convert"].deps == (render,)
+    convert = steps[f"r{row}.convert"].argv
     sources = [convert[i + 1] for i, a in enumerate(convert) if a == "--source"]
-    assert sources == [f"petrender={tmp_path / 'pet_render/images'},{tmp_path / 'pet_render/labels'}"]
-    export = steps["rPR.export"].argv
-    assert export[export.index("--modalities") + 1:export.index("--no-onnx")] == ["PET"]
-    assert steps["rPR.score"].deps == ("rPR.export",)
-    assert not any(n.startswith(("cg_", "r2.", "r1.")) for n in steps)   # no CycleGAN, no MRI row
+    assert sources == [f"{tag}={tmp_path / folder / 'images'},{tmp_path / folder / 'labels'}"]
+    export = steps[f"r{row}.export"].argv
+    assert export[export.index("--modalities") + 1:export.index("--no-onnx")] == [modality]
+    assert steps[f"r{row}.score"].deps == (f"r{row}.export",)
+    assert (row in MRI_ROWS) == (modality == "MRI")
+    assert not any(n.startswith(("cg_", "r2.", "r1.")) for n in steps)   # no CycleGAN, no other row
     assert not any(s.argv and any("target_labels" in a for a in s.argv) for s in steps.values())
 
 
-def test_random_contrast_row_trains_on_its_renders_only_and_is_scored_on_the_mri_test_cases(tmp_path):
-    profile = load_profile("smoke")
-    steps = {s.name: s for s in build_steps(tmp_path, REAL, profile, ("R",), "cpu")}
-    assert steps["synth_render"].deps == ("body",) and steps["rR.convert"].deps == ("synth_render",)
-    convert = steps["rR.convert"].argv
-    sources = [convert[i + 1] for i, a in enumerate(convert) if a == "--source"]
-    assert sources == [f"synth={tmp_path / 'synth_render/images'},{tmp_path / 'synth_render/labels'}"]
-    export = steps["rR.export"].argv
-    assert export[export.index("--modalities") + 1:export.index("--no-onnx")] == ["MRI"]
-    assert "R" in MRI_ROWS and not any(n.startswith("cg_") for n in steps)
-    assert not any(s.argv and any("target_labels" in a for a in s.argv) for s in steps.values())
+def test_variant_renders_refuse_an_unknown_kind(tmp_path):
     from training.render import render_variants_folder
+
     with pytest.raises(ValueError, match="kind"):
         render_variants_folder(tmp_path, tmp_path, [], tmp_path, kind="mri")
 

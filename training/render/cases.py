@@ -63,6 +63,15 @@ def render_case(label_path: Path, body_path: Path, out_image: Path, seed: int = 
     return {"case": case, "phase": phase, "shape": list(hu.shape)}
 
 
+def _case_inputs(labels_dir: Path, body_dir: Path, case: str) -> tuple[Path, Path]:
+    """(label map, body mask) of `case`, both required."""
+    label, body = Path(labels_dir) / f"{case}.nii.gz", Path(body_dir) / f"{case}.nii.gz"
+    for p in (label, body):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing (needed to render case {case})")
+    return label, body
+
+
 def render_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: Path, seed: int = 0,
                   config: RenderConfig = RenderConfig()) -> list[dict]:
     """Render `cases` (label maps LABELS/<case>.nii.gz, body masks BODY/<case>.nii.gz) into
@@ -73,11 +82,7 @@ def render_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: P
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)
     done = []
     for case in cases:
-        label = Path(labels_dir) / f"{case}.nii.gz"
-        body = Path(body_dir) / f"{case}.nii.gz"
-        for p in (label, body):
-            if not p.is_file():
-                raise FileNotFoundError(f"{p}: missing (needed to render case {case})")
+        label, body = _case_inputs(labels_dir, body_dir, case)
         target = out_dir / "images" / f"{case}_0000.nii.gz"
         if not target.exists():
             done.append(render_case(label, body, target, seed, config))
@@ -173,11 +178,7 @@ def render_variants_folder(labels_dir: Path, body_dir: Path, cases: list[str], o
     out_dir = Path(out_dir)
     done = []
     for case in cases:
-        label = Path(labels_dir) / f"{case}.nii.gz"
-        body = Path(body_dir) / f"{case}.nii.gz"
-        for p in (label, body):
-            if not p.is_file():
-                raise FileNotFoundError(f"{p}: missing (needed to render case {case})")
+        label, body = _case_inputs(labels_dir, body_dir, case)
         for k in range(variants):
             name = f"{case}_{kind}{k}"
             image = out_dir / "images" / f"{name}_0000.nii.gz"
