@@ -46,7 +46,7 @@ def test_exact_uptake_per_organ_and_zero_outside_the_body():
         assert lo * liver - 1e-5 <= _single_value(suv[labels == 3]) <= hi * liver + 1e-5
         for kidney in (2, 13):   # no urine drawn: uniform parenchyma in its range
             assert ORGAN_SUV[kidney][0] <= _single_value(suv[labels == kidney]) <= ORGAN_SUV[kidney][1]
-        assert "urine" not in drawn
+        assert "urine" not in drawn and "heart" not in drawn   # the heart is off by default
 
 
 def test_hot_collecting_system_lies_deep_in_the_kidneys():
