@@ -101,6 +101,18 @@ def _inplane_depth(body: np.ndarray, spacing) -> np.ndarray:
     return depth
 
 
+def body_layers(body: np.ndarray, spacing, rng: np.random.Generator, skin_mm: float, fat_mm: tuple[float, float],
+                muscle_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(skin, subcutaneous fat, muscle wall, interior) masks by in-plane depth below the body surface; the fat
+    layer's thickness varies smoothly within `fat_mm` (one random field drawn from `rng`)."""
+    depth = _inplane_depth(body, spacing)
+    fat_thickness = np.interp(_smooth_field(body.shape, spacing, 40.0, rng), [-2.0, 2.0], list(fat_mm))
+    skin = body & (depth <= skin_mm)
+    fat = body & ~skin & (depth <= skin_mm + fat_thickness)
+    muscle = body & ~skin & ~fat & (depth <= skin_mm + fat_thickness + muscle_mm)
+    return skin, fat, muscle, body & ~skin & ~fat & ~muscle
+
+
 def _vertebra(body: np.ndarray, labels: np.ndarray, spacing, radius_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """(cortical shell, cancellous core) masks of a cylinder at the posterior midline of each slice's body,
     posterior to the kidneys' centre when they exist. Array axis 1 (y) increases towards posterior in the
@@ -135,13 +147,8 @@ def render_ct(labels: np.ndarray, body: np.ndarray, spacing_zyx, rng: np.random.
     phase = config.phase if config.phase != "random" else str(rng.choice(PHASES))
     shape = labels.shape
 
-    depth = _inplane_depth(body, spacing)
-    fat_thickness = np.interp(_smooth_field(shape, spacing, 40.0, rng), [-2.0, 2.0], list(config.fat_mm))
+    skin, fat, muscle, interior = body_layers(body, spacing, rng, config.skin_mm, config.fat_mm, config.muscle_mm)
     hu = np.full(shape, AIR_HU, dtype=np.float32)
-    skin = body & (depth <= config.skin_mm)
-    fat = body & ~skin & (depth <= config.skin_mm + fat_thickness)
-    muscle = body & ~skin & ~fat & (depth <= config.skin_mm + fat_thickness + config.muscle_mm)
-    interior = body & ~skin & ~fat & ~muscle
     hu[skin] = config.skin_hu
     hu[fat] = config.fat_hu
     hu[muscle] = config.muscle_hu

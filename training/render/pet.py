@@ -24,9 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .ct import _inplane_depth, _smooth_field, _vertebra
+from .ct import KIDNEYS, _smooth_field, _vertebra, body_layers
 
-KIDNEYS = (2, 13)
 # FLARE label -> SUV range (uniform draw per case); liver-relative organs are in RELATIVE_TO_LIVER instead
 ORGAN_SUV: dict[int, tuple[float, float]] = {
     1: (1.6, 3.0),     # liver
@@ -90,18 +89,6 @@ class PetRenderConfig:
                 raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}")
         if not (0 <= self.urine_probability <= 1 and 0 <= self.heart_probability <= 1):
             raise ValueError("urine_probability and heart_probability must be in [0, 1]")
-
-
-def body_layers(body: np.ndarray, spacing, rng: np.random.Generator, skin_mm: float, fat_mm: tuple[float, float],
-                muscle_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(skin, subcutaneous fat, muscle wall, interior) masks by in-plane depth below the body surface; the fat
-    layer's thickness varies smoothly within `fat_mm` (one random field drawn from `rng`)."""
-    depth = _inplane_depth(body, spacing)
-    fat_thickness = np.interp(_smooth_field(body.shape, spacing, 40.0, rng), [-2.0, 2.0], list(fat_mm))
-    skin = body & (depth <= skin_mm)
-    fat = body & ~skin & (depth <= skin_mm + fat_thickness)
-    muscle = body & ~skin & ~fat & (depth <= skin_mm + fat_thickness + muscle_mm)
-    return skin, fat, muscle, body & ~skin & ~fat & ~muscle
 
 
 def _ellipsoid_at(centre, radii_mm, spacing, shape) -> tuple[tuple[slice, ...], np.ndarray]:

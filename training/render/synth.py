@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .ct import _smooth_field, _vertebra
-from .pet import KIDNEYS, body_layers
+from .ct import KIDNEYS, _smooth_field, _vertebra, body_layers
 
 
 @dataclass(frozen=True)
