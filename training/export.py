@@ -113,13 +113,22 @@ def add_onnx(folder: Path) -> Path:
     return folder
 
 
+def copy_weight_file(src: Path, dst: Path) -> str:
+    """Copy one weight file under a temporary name, then rename (never a half-written file at `dst`); returns the
+    copy's sha256 for the card."""
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.part")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+    return sha256_of(dst)
+
+
 def compose_model(coarse_from: Path, fine_from: Path, out: Path, *, name: str, note: str = "") -> Path:
     """A model whose coarse stage comes from `coarse_from` and whose fine stage (with the ROI and clean-up rules
     that belong to it) comes from `fine_from`: weight files copied unchanged (sha256-checked on both ends), the
     modalities both serve, both cards' provenance kept. The stages must predict the same labels. Files first, the
     card last (atomically), so a half-written folder is never a loadable model."""
-    import shutil
-
     src_c = load_model_folder(Path(coarse_from), verify=True)
     src_f = load_model_folder(Path(fine_from), verify=True)
     coarse, fine = src_c.card.coarse, src_f.card.fine
@@ -140,10 +149,7 @@ def compose_model(coarse_from: Path, fine_from: Path, out: Path, *, name: str, n
         files = {}
         for backend, fname in cfg.files.items():
             target = f"{stage_name}.{fname.rsplit('.', 1)[-1]}"
-            tmp = out / f".{target}.part"
-            shutil.copyfile(src / fname, tmp)
-            tmp.replace(out / target)
-            sha[target] = sha256_of(out / target)
+            sha[target] = copy_weight_file(src / fname, out / target)
             files[backend] = target
         stages[stage_name] = replace(cfg, files=files)
     prov = {"composed": {"coarse_from": {"name": src_c.card.name, "provenance": src_c.card.provenance},

@@ -301,11 +301,10 @@ def ship(work: Path, row: str, out: Path, name: str, backends: tuple[str, ...] =
          note: str = "") -> Path:
     """Copy row `row`'s model into `out` (e.g. weights/<name>) with the chosen backends only, and a card that
     records where it came from: benchmark row, profile, per-organ test scores, machine. Weights first, card last."""
-    import shutil
     from dataclasses import replace
 
-    from inference.config import load_model_folder, sha256_of, write_card
-    from training.export import add_onnx
+    from inference.config import load_model_folder, write_card
+    from training.export import add_onnx, copy_weight_file
 
     src = work / "models" / f"r{row}"
     if "onnx" in backends:
@@ -324,10 +323,7 @@ def ship(work: Path, row: str, out: Path, name: str, backends: tuple[str, ...] =
         if not files:
             raise ValueError(f"{src}: stage {stage_name} has none of the backends {backends}")
         for f in files.values():
-            tmp = out / f".{f}.part"
-            shutil.copyfile(src / f, tmp)
-            tmp.replace(out / f)
-            sha[f] = sha256_of(out / f)
+            sha[f] = copy_weight_file(src / f, out / f)
         stages[stage_name] = replace(cfg, files=files)
     profile = json.loads((work / "inputs/profile.json").read_text()) if (work / "inputs/profile.json").is_file() else {}
     prov = dict(model.card.provenance)
