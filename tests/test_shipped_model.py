@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from inference.config import select_model
 from training.uda_bench.protocol import PET_CASES, PET_PLAUSIBLE_ML
+from training.uda_bench.report import pet_volumes_ml
 
 from helpers import REAL
 
@@ -113,18 +114,12 @@ def test_shipped_model_on_real_fdg_pet_writes_pet_label_maps_on_an_roi_within_th
         assert all(e <= c + m for e, c, m in zip(extent_mm, cap, margin)), (case, extent_mm)
 
 
-def _pet_volumes_ml(pet_predictions: Path, case: str) -> np.ndarray:
-    img = sitk.ReadImage(str(pet_predictions / f"{case}.nii.gz"))
-    counts = np.bincount(sitk.GetArrayViewFromImage(img).ravel(), minlength=5)
-    return counts * float(np.prod(img.GetSpacing())) / 1000.0
-
-
 @needs_pet
 def test_shipped_pet_model_finds_an_adult_sized_liver_on_real_fdg_pet(pet_predictions):
     # measured (CPU, no TTA): 2.5 / 2.2 l; the overlay (benchmarks/results/uda-cpu-pet-render) shows it in place
     lo, hi = PET_PLAUSIBLE_ML[1]
     for case in PET_CASES:
-        assert lo <= _pet_volumes_ml(pet_predictions, case)[1] <= hi, case
+        assert lo <= pet_volumes_ml(pet_predictions / f"{case}.nii.gz")[0][1] <= hi, case
 
 
 @needs_pet
@@ -133,7 +128,7 @@ def test_shipped_pet_model_finds_an_adult_sized_liver_on_real_fdg_pet(pet_predic
                                        "(benchmarks/results/uda-cpu-pet-render)")
 def test_shipped_pet_model_finds_adult_sized_kidneys_and_spleen_on_real_fdg_pet(pet_predictions):
     for case in PET_CASES:
-        vols = _pet_volumes_ml(pet_predictions, case)
+        vols = pet_volumes_ml(pet_predictions / f"{case}.nii.gz")[0]
         for organ in (2, 3, 4):
             lo, hi = PET_PLAUSIBLE_ML[organ]
             assert lo <= vols[organ] <= hi, (case, organ, vols[organ])
