@@ -79,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         part = int(a.part_mib * 2**20)
         with open(tar_path, "rb") as fh:
             k = 0
-            while chunk := fh.read(part):
-                (a.out / f"models.tar.{k:02d}").write_bytes(chunk)
+            while chunk := fh.read(part):   # each part under a temporary name, then renamed
+                target = a.out / f"models.tar.{k:02d}"
+                tmp = target.with_name(f".{target.name}.part")
+                tmp.write_bytes(chunk)
+                tmp.replace(target)
                 k += 1
     print(f"packed {', '.join(packed)} ({total / 2**20:.1f} MiB float16) into {k} part(s)"
           + (f"; left out: {', '.join(left)}" if left else ""))
