@@ -44,9 +44,15 @@ def test_pack_split_unpack_gives_float16_weights_that_verify(tmp_path):
                 torch.testing.assert_close(half[k].float(), full[k].float(), rtol=1e-3, atol=1e-3)
 
 
-def test_pack_respects_the_budget(tmp_path):
+def test_pack_respects_the_budget_and_names_a_broken_model(tmp_path):
     work = tmp_path / "w"
     make_random_model(work / "models" / "r1", seed=1, onnx=False)
+    make_random_model(work / "models" / "r2", seed=2, onnx=False)
+    (work / "models/r2/fine.pt").write_bytes(b"not a network")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/device/pack_models.py"), str(work),
+                           str(tmp_path / "ok"), "--rows", "2,1"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "packed r1" in proc.stdout and "2 (" in proc.stdout and "fine.pt" in proc.stdout
+    assert not list((tmp_path / "ok").glob(".*"))   # no temporary part left
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/device/pack_models.py"), str(work),
                            str(tmp_path / "out"), "--rows", "1", "--budget-mib", "0.0001"], capture_output=True,
                           text=True)

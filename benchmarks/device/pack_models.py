@@ -22,7 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from inference.config import load_model_folder, sha256_of, write_card  # noqa: E402
+from inference.config import ModelCardError, load_model_folder, sha256_of, write_card  # noqa: E402
 
 
 def half_copy(src: Path, dst: Path) -> int:
@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             if not (src / "model.json").is_file():
                 left.append(f"{row} (no model)")
                 continue
-            size = half_copy(src, Path(tmp) / f"r{row}")
+            try:
+                size = half_copy(src, Path(tmp) / f"r{row}")
+            except (ModelCardError, ValueError, OSError, RuntimeError) as exc:   # one bad model: the others go on
+                left.append(f"{row} ({exc})")
+                continue
             if (total + size) / 2**20 > a.budget_mib:
                 shutil.rmtree(Path(tmp) / f"r{row}")
                 left.append(f"{row} (over the budget)")
