@@ -163,6 +163,18 @@ def test_render_pet_case_extends_the_body_and_keeps_the_labels_in_place(tmp_path
     assert a.shape != b.shape or not np.array_equal(a, b)
     assert render_pet_folder(tmp_path / "L", tmp_path / "B", ["case"], tmp_path / "out", seed=1, variants=2,
                              config=cfg) == []
+    # worker processes write the same files and the same records, in case and variant order
+    recs3 = render_pet_folder(tmp_path / "L", tmp_path / "B", ["case"], tmp_path / "out3", seed=1, variants=3,
+                              config=cfg, workers=2)
+    assert [r["case"] for r in recs3] == ["case_pet0", "case_pet1", "case_pet2"]
+    assert recs3[:2] == recs
+    for k in (0, 1):
+        for sub, suffix in (("images", "_0000"), ("labels", "")):
+            name = f"{sub}/case_pet{k}{suffix}.nii.gz"
+            np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / name))),
+                                          sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out3" / name))))
+    with pytest.raises(ValueError, match="workers"):
+        render_pet_folder(tmp_path / "L", tmp_path / "B", ["case"], tmp_path / "out4", workers=0)
     with pytest.raises(FileNotFoundError, match="missing"):
         render_pet_folder(tmp_path / "L", tmp_path / "B", ["nope"], tmp_path / "out2")
 

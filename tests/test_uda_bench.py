@@ -24,7 +24,7 @@ def test_protocol_case_lists_are_disjoint():
 
 def test_profiles_load_and_reject_unknown_keys(tmp_path):
     names = sorted(f.stem for f in PROFILE_DIR.glob("*.json"))
-    assert {"gpu", "gpu_9min", "smoke", "cpu_pet"} <= set(names)
+    assert {"gpu", "gpu_9min", "gpu_pet", "smoke", "cpu_pet"} <= set(names)
     for name in names:
         p = load_profile(name)
         assert isinstance(p.fine, StageRun) and p.name == name
@@ -112,6 +112,8 @@ def test_rendered_rows_train_on_their_renders_only(tmp_path, row, render, tag, f
     assert steps[f"r{row}.score"].deps == (f"r{row}.export",)
     assert (row in MRI_ROWS) == (modality == "MRI")
     assert not any(n.startswith(("cg_", "r2.", "r1.")) for n in steps)   # no CycleGAN, no other row
+    assert "render" not in steps                                          # nor the CT renders
+    assert "render" in {s.name for s in build_steps(tmp_path, REAL, profile, (row, "1"), "cpu")}
     assert not any(s.argv and any("target_labels" in a for a in s.argv) for s in steps.values())
 
 

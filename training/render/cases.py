@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -167,32 +169,42 @@ def render_synth_case(label_path: Path, body_path: Path, out_image: Path, out_la
                            lambda lab, body, sp, rng, ext: render_synth(lab, body, sp, rng, config))
 
 
+def _render_one(kind: str, label: Path, body: Path, image: Path, lab: Path, seed: int, config, pad_mm) -> dict:
+    if kind == "pet":
+        return render_pet_case(label, body, image, lab, seed, config or PetRenderConfig())
+    return render_synth_case(label, body, image, lab, seed, config or SynthRenderConfig(), pad_mm)
+
+
 def render_variants_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: Path, seed: int = 0,
-                           variants: int = 1, kind: str = "pet", config=None, pad_mm=(0.0, 0.0)) -> list[dict]:
+                           variants: int = 1, kind: str = "pet", config=None, pad_mm=(0.0, 0.0),
+                           workers: int = 1) -> list[dict]:
     """`variants` renders of each case, each its own draw, as OUT/images/<case>_<kind><k>_0000.nii.gz with
     OUT/labels/<case>_<kind><k>.nii.gz: `kind` "pet" (render_pet_case; config PetRenderConfig) or "synth"
     (render_synth_case; config SynthRenderConfig, body extension `pad_mm`). Renders already written are kept.
-    Returns one record per render made now."""
+    `workers` > 1 renders that many at once in worker processes (each render is seeded by its own name, so the
+    files are the same either way). Returns one record per render made now, in case and variant order."""
     if kind not in ("pet", "synth"):
         raise ValueError(f"kind must be 'pet' or 'synth', got {kind!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
-    done = []
+    jobs = []
     for case in cases:
         label, body = _case_inputs(labels_dir, body_dir, case)
         for k in range(variants):
             name = f"{case}_{kind}{k}"
             image = out_dir / "images" / f"{name}_0000.nii.gz"
             lab = out_dir / "labels" / f"{name}.nii.gz"
-            if image.exists() and lab.exists():
-                continue
-            if kind == "pet":
-                done.append(render_pet_case(label, body, image, lab, seed, config or PetRenderConfig()))
-            else:
-                done.append(render_synth_case(label, body, image, lab, seed, config or SynthRenderConfig(), pad_mm))
-    return done
+            if not (image.exists() and lab.exists()):
+                jobs.append((kind, label, body, image, lab, seed, config, pad_mm))
+    if workers == 1 or len(jobs) < 2:
+        return [_render_one(*job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_render_one, *job) for job in jobs]
+        return [f.result() for f in futures]
 
 
 def render_pet_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: Path, seed: int = 0,
-                      variants: int = 1, config: PetRenderConfig = PetRenderConfig()) -> list[dict]:
+                      variants: int = 1, config: PetRenderConfig = PetRenderConfig(), workers: int = 1) -> list[dict]:
     """`variants` PET renders of each case (`render_variants_folder` with kind "pet")."""
-    return render_variants_folder(labels_dir, body_dir, cases, out_dir, seed, variants, "pet", config)
+    return render_variants_folder(labels_dir, body_dir, cases, out_dir, seed, variants, "pet", config, workers=workers)

@@ -97,23 +97,23 @@ def render(work: Path, seed: int) -> dict:
     return {"rendered": records}
 
 
-def render_pet(work: Path, seed: int, variants: int) -> dict:
+def render_pet(work: Path, seed: int, variants: int, workers: int = 1) -> dict:
     """Row PR's source: `variants` FDG-PET-like renders of each source case, the body extended 100-250 mm above
     and below the labelled slices (whole-body scans reach far beyond the labels)."""
     from training.render import PetRenderConfig, render_pet_folder
 
     records = render_pet_folder(work / "data/source_labels", work / "ct/body", list(SOURCE_CASES), work / "pet_render",
-                                seed, variants, PetRenderConfig(pad_mm=(100.0, 250.0)))
+                                seed, variants, PetRenderConfig(pad_mm=(100.0, 250.0)), workers=workers)
     return {"rendered": records}
 
 
-def render_synth(work: Path, seed: int, variants: int) -> dict:
+def render_synth(work: Path, seed: int, variants: int, workers: int = 1) -> dict:
     """Row R's source: `variants` random-contrast renders of each source case (no body extension: the CHAOS
     scans cover the same abdominal range as the labels)."""
     from training.render import render_variants_folder
 
     records = render_variants_folder(work / "data/source_labels", work / "ct/body", list(SOURCE_CASES),
-                                     work / "synth_render", seed, variants, "synth")
+                                     work / "synth_render", seed, variants, "synth", workers=workers)
     return {"rendered": records}
 
 
@@ -184,8 +184,9 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
     steps = [
         Step("data", (), func=lambda: prepare_data(data, work, pet=bool(want & {"P", "PR"}))),
         Step("body", ("data",), func=lambda: body_masks(data, work)),
-        Step("render", ("body",), func=lambda: render(work, profile.render_seed)),
     ]
+    if want - {"PR", "R"}:   # every other row trains on the rendered CT (rows PR and R only on their own renders)
+        steps.append(Step("render", ("body",), func=lambda: render(work, profile.render_seed)))
     if "1" in want:
         steps += _c2f_row("1", work, [ct], ("render",), profile, device)
     for row, kind in (("2", "attn"), ("2b", "plain")):
@@ -201,13 +202,15 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
                           profile, device, modalities=("PET",))
     if "PR" in want:
         steps.append(Step("pet_render", ("body",),
-                          func=lambda: render_pet(work, profile.render_seed, profile.pet_render_variants)))
+                          func=lambda: render_pet(work, profile.render_seed, profile.pet_render_variants,
+                                                            profile.workers)))
         pr = work / "pet_render"
         steps += _c2f_row("PR", work, [f"petrender={pr / 'images'},{pr / 'labels'}"], ("pet_render",), profile, device,
                           modalities=("PET",))
     if "R" in want:
         steps.append(Step("synth_render", ("body",),
-                          func=lambda: render_synth(work, profile.render_seed, profile.synth_render_variants)))
+                          func=lambda: render_synth(work, profile.render_seed, profile.synth_render_variants,
+                                                              profile.workers)))
         sr = work / "synth_render"
         steps += _c2f_row("R", work, [f"synth={sr / 'images'},{sr / 'labels'}"], ("synth_render",), profile, device)
     if "4" in want:
