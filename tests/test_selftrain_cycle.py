@@ -255,8 +255,11 @@ def test_rerun_of_a_finished_cycle_does_no_work_and_other_settings_are_refused(c
 
 def test_argument_parsing_and_label_rules(tmp_path):
     t = TargetSet.parse("mr-1=/data/a:b/mri:pet")
-    assert (t.name, t.images, t.target_set) == ("mr-1", Path("/data/a:b/mri"), "pet")
-    for bad in ("mr=/data", "mr=/data:ct", "m_r=/data:mri", "=/data:mri"):
+    assert (t.name, t.images, t.target_set, t.modality) == ("mr-1", Path("/data/a:b/mri"), "pet", "pet")
+    t = TargetSet.parse("chaos=/data/a:b:pet:mri")   # MRI scans, pseudo-labels keep the four PET organs
+    assert (t.images, t.target_set, t.modality) == (Path("/data/a:b"), "pet", "mri")
+    assert TargetSet("m", tmp_path, "mri").modality == "mri"
+    for bad in ("mr=/data", "mr=/data:ct", "m_r=/data:mri", "=/data:mri", "mr=/data:pet:ct"):
         with pytest.raises(CycleError):
             TargetSet.parse(bad)
     assert parse_labelled("/a,/b", "ct", "--ct").name == "ct"

@@ -136,6 +136,30 @@ def test_pet_set_writes_flare_numbering_and_merges_tables(pred, capsys):
     assert lines[2] == "| mri | 5 | 4 | 3 | 2 |" and lines[3] == "| pet | 1 | 1 | 1 | 1 |"
 
 
+def test_pet_organ_set_over_mri_scans_reads_the_mri_records(pred, capsys):
+    """--modality pet --scan-modality mri: the MRI cases filtered on the four PET organs (the benchmark's CHAOS
+    targets); the PET case is the other modality now. Kidney 13 is one of the four, so no_kidney still fails."""
+    root, pred_dir = pred
+    out = root / "out_pet_over_mri"
+    assert _filter(root, pred_dir, out, "--modality", "pet", "--scan-modality", "mri") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["annotated_organs"] == [1, 2, 3, 13] and manifest["modality"] == "MRI"
+    assert manifest["channel_names"] == {"0": "MRI"}
+    report = json.loads((out / "filter_report.json").read_text())
+    assert report["ignored_other_modality_records"] == 1 and report["table4"]["total"] == 5
+    kept = [c["case"] for c in manifest["cases"]]
+    assert "fdg_pet" not in kept and "no_kidney" not in kept and "good_a" in kept
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels" / "good_a.nii.gz")))
+    assert set(np.unique(lab).tolist()) == {0, 1, 2, 3, 13}   # restricted to the set's organs
+    with pytest.raises(SystemExit):
+        _filter(root, pred_dir, root / "out_bad", "--modality", "pet", "--scan-modality", "ct")
+    from training.selftrain.filtering import FilterConfig, FilterError
+
+    with pytest.raises(FilterError, match="scan-modality"):
+        FilterConfig(predictions=pred_dir, stats=root / "stats.json", target_set="pet", out=root / "o",
+                     scan_modality="ct")
+
+
 def test_filter_errors_name_the_file(pred, tmp_path, capsys):
     root, pred_dir = pred
     assert _filter(root, tmp_path, tmp_path / "o", "--modality", "mri") == 2

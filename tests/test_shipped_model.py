@@ -1,8 +1,9 @@
 """The shipped default models on real scans: a regression guard on CHAOS T2 MRI (DSC floors the MRI model reaches,
 measured in the UDA benchmark, both kidneys included: a model that confuses left and right fails), and on the two
 real FDG PET scans the checks that need no PET labels, with the PET model: the PET label scheme {0..4}, the input's
-geometry, an ROI that the card's extent cap keeps off the whole body, and adult-sized organs (volumes within
-training.uda_bench.protocol.PET_PLAUSIBLE_ML: a liver in the head or a whole-body blob fails)."""
+geometry, an ROI that the card's extent cap keeps off the whole body, adult-sized organs (volumes within
+training.uda_bench.protocol.PET_PLAUSIBLE_ML: a liver in the head or a whole-body blob fails) and organs where
+anatomy puts them relative to each other (training.uda_bench.report.pet_placement)."""
 from __future__ import annotations
 
 import subprocess
@@ -15,7 +16,7 @@ import SimpleITK as sitk
 
 from inference.config import select_model
 from training.uda_bench.protocol import PET_CASES, PET_PLAUSIBLE_ML
-from training.uda_bench.report import pet_volumes_ml
+from training.uda_bench.report import organ_centroids_mm, pet_placement, pet_volumes_ml
 
 from helpers import REAL
 
@@ -115,20 +116,31 @@ def test_shipped_model_on_real_fdg_pet_writes_pet_label_maps_on_an_roi_within_th
 
 
 @needs_pet
-def test_shipped_pet_model_finds_an_adult_sized_liver_on_real_fdg_pet(pet_predictions):
-    # measured (CPU, no TTA): 2.5 / 2.2 l; the overlay (benchmarks/results/uda-cpu-pet-render) shows it in place
-    lo, hi = PET_PLAUSIBLE_ML[1]
+def test_shipped_pet_model_finds_adult_sized_organs_on_real_fdg_pet(pet_predictions):
+    # measured (CPU, no TTA): liver 1888 / 1671 ml, right kidney 261 / 225, spleen 217 / 266, left kidney 135 / 203
     for case in PET_CASES:
-        assert lo <= pet_volumes_ml(pet_predictions / f"{case}.nii.gz")[0][1] <= hi, case
+        vols = pet_volumes_ml(pet_predictions / f"{case}.nii.gz")[0]
+        for organ in (1, 2, 3, 4):
+            lo, hi = PET_PLAUSIBLE_ML[organ]
+            assert lo <= vols[organ] <= hi, (case, organ, vols[organ])
 
 
 @needs_pet
-@pytest.mark.xfail(strict=True, reason="the shipped PET model (row PR, 425 fine iterations on a 2-core CPU) never "
-                                       "finds the spleen and puts part of a 'kidney' in the heart "
-                                       "(benchmarks/results/uda-cpu-pet-render)")
-def test_shipped_pet_model_finds_adult_sized_kidneys_and_spleen_on_real_fdg_pet(pet_predictions):
+def test_shipped_pet_model_puts_liver_spleen_and_left_kidney_where_anatomy_has_them(pet_predictions):
+    """Relative positions (pet_placement: liver right of the spleen, kidneys below the organ above them, right
+    kidney right of the left one) for the seven organs the shipped model places; the eighth is the next test."""
     for case in PET_CASES:
-        vols = pet_volumes_ml(pet_predictions / f"{case}.nii.gz")[0]
-        for organ in (2, 3, 4):
-            lo, hi = PET_PLAUSIBLE_ML[organ]
-            assert lo <= vols[organ] <= hi, (case, organ, vols[organ])
+        placed = pet_placement(organ_centroids_mm(pet_predictions / f"{case}.nii.gz"))
+        wanted = {1: True, 3: True, 4: True} if case == "fdg_qinhn0139" else {1: True, 2: True, 3: True, 4: True}
+        assert {o: placed[o] for o in wanted} == wanted, case
+
+
+@needs_pet
+@pytest.mark.xfail(strict=True, reason="the shipped PET model (row PR, H100 run of 2026-11-27) labels the heart of "
+                                       "fdg_qinhn0139 as right kidney: its coarse stage puts that kidney far from "
+                                       "the other organs, the ROI cap drops it, and the fine stage finds the "
+                                       "hot heart beside the liver dome (benchmarks/results/uda-h100-run5)")
+def test_shipped_pet_model_places_every_organ_on_real_fdg_pet(pet_predictions):
+    for case in PET_CASES:
+        placed = pet_placement(organ_centroids_mm(pet_predictions / f"{case}.nii.gz"))
+        assert all(placed.values()), (case, placed)

@@ -61,6 +61,15 @@ def test_step_graph_is_closed_and_ordered(tmp_path):
     for s in steps:
         uses_labels = s.argv is not None and any("target_labels" in a for a in s.argv)
         assert uses_labels == (s.name == "r4.convert"), s.name
+    # the cycle's CHAOS targets are MRI scans filtered on the four scored organs: both models it predicts with
+    # must serve that modality (a 'pet' modality here stopped the 2026-11-27 H100 run: r2's card lists MRI only)
+    from training.selftrain.cycle import TargetSet
+
+    target = TargetSet.parse(cycle.argv[cycle.argv.index("--targets") + 1])
+    assert (target.target_set, target.modality) == ("pet", "mri")
+    for row in ("2", "2b"):
+        export = next(s for s in steps if s.name == f"r{row}.export").argv
+        assert target.modality.upper() in export[export.index("--modalities") + 1:export.index("--no-onnx")]
     with pytest.raises(ValueError, match="unknown rows"):
         build_steps(tmp_path, REAL, profile, ("5",), "cpu")
 
@@ -170,9 +179,17 @@ def test_pet_check_measures_volumes_in_ml_and_flags_implausible_organs(tmp_path,
     assert chk[(PET_CASES[0], 1)] == (1500.0, True) and chk[(PET_CASES[0], 2)] == (10.0, False)
     assert chk[(PET_CASES[0], 3)] == (200.0, True) and chk[(PET_CASES[0], 4)] == (150.0, True)
     assert all(chk[(PET_CASES[1], o)] == (0.0, False) for o in (1, 2, 3, 4))
-    assert json.loads((tmp_path / "scores/rP.json").read_text()) == {"predict_seconds": 1.5, "all_plausible": False}
+    assert json.loads((tmp_path / "scores/rP.json").read_text()) == {"predict_seconds": 1.5, "all_plausible": False,
+                                                                     "all_placed": False}
+    # filled in voxel order (30 x 30 slices from the lowest): liver z-centroid slice 0.4, x 14.5; right kidney
+    # slice 1, x 4.5; spleen slice 1, x 15.0; left kidney slice 1.4, x 14.5 -> both kidneys lie above the organ
+    # over them (misplaced), liver right of the spleen and right kidney right of the left one hold
+    placed = report.read_pet_check_placed(out)
+    assert [placed[(PET_CASES[0], o)][2] for o in (1, 2, 3, 4)] == [True, False, True, False]
+    assert [placed[(PET_CASES[1], o)][2] for o in (1, 2, 3, 4)] == [False] * 4   # nothing found
     md = report.pet_markdown(out)
-    assert "| 1500 | 10 (implausible) | 200 | 150 |" in md
+    assert "| 1500 | 10 (implausible) (misplaced) | 200 | 150 (misplaced) |" in md
+    assert report.read_pet_check(out) == chk   # (volume, plausible), as before the placement column
 
     def bad_labels(work, row, images, device, backend, threads, extra=()):
         pred = work / "pred" / f"r{row}"
@@ -183,6 +200,41 @@ def test_pet_check_measures_volumes_in_ml_and_flags_implausible_organs(tmp_path,
     monkeypatch.setattr(report, "_predict", bad_labels)
     with pytest.raises(RuntimeError, match="outside the PET scheme"):
         report.check_pet_row(tmp_path, "P")
+
+
+def test_pet_placement_by_hand_in_world_coordinates(tmp_path):
+    """Four cubes where anatomy puts them (LPS: x to the patient's left, z to the head): all placed, whatever the
+    voxel order; the right kidney moved above the liver (into the heart) or liver and spleen swapped are not."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from training.uda_bench.report import organ_centroids_mm, pet_placement
+
+    def label_map(boxes, flip_x=False):
+        arr = np.zeros((40, 20, 40), np.uint8)                 # z, y, x; 5 mm voxels
+        for organ, (z0, x0) in boxes.items():
+            arr[z0:z0 + 6, 8:14, x0:x0 + 6] = organ
+        img = sitk.GetImageFromArray(arr[:, :, ::-1].copy() if flip_x else arr)
+        img.SetSpacing((5.0, 5.0, 5.0))
+        img.SetOrigin((-100.0, 0.0, -300.0))
+        if flip_x:   # x voxel axis pointing to the patient's right: same anatomy, mirrored array
+            img.SetDirection((-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+            img.SetOrigin((-100.0 + 39 * 5.0, 0.0, -300.0))
+        path = tmp_path / f"m{len(list(tmp_path.iterdir()))}.nii.gz"
+        sitk.WriteImage(img, str(path))
+        return path
+
+    anatomy = {1: (24, 4), 3: (24, 30), 2: (10, 6), 4: (12, 28)}   # liver right-high, spleen left-high, kidneys below
+    for flip in (False, True):
+        c = organ_centroids_mm(label_map(anatomy, flip))
+        assert c[1] == pytest.approx((-100 + 6.5 * 5, 10.5 * 5, -300 + 26.5 * 5))   # liver cube centre, in mm
+        assert pet_placement(c) == {1: True, 2: True, 3: True, 4: True}
+    heart = pet_placement(organ_centroids_mm(label_map({**anatomy, 2: (32, 16)})))
+    assert heart == {1: True, 2: False, 3: True, 4: True}
+    swapped = pet_placement(organ_centroids_mm(label_map({**anatomy, 1: (24, 30), 3: (24, 4)})))
+    assert swapped[1] is False and swapped[3] is False
+    no_spleen = pet_placement(organ_centroids_mm(label_map({k: v for k, v in anatomy.items() if k != 3})))
+    assert no_spleen == {1: True, 2: True, 3: False, 4: True}   # absent: not placed; its rules not checked
 
 
 def _cmd(code: str) -> list[str]:

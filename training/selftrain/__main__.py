@@ -5,11 +5,12 @@
                                          (--stats stats.json | --native-spacing) [--shard K/N] [--modality auto|mri|pet]
                                          [--device auto|cpu|cuda] [--backend auto|torch|onnx] [--threads N]
     python -m training.selftrain filter  --predictions PRED --stats stats.json --modality mri|pet --out OUT
+                                         [--scan-modality mri|pet]
                                          [--top-k K] [--dice-threshold T] [--n-sigma 3] [--images DIR]
                                          [--no-majority-label 0] [--overwrite]
     python -m training.selftrain table   OUT [OUT ...] [--out table4.md]
     python -m training.selftrain cycle   --work DIR --ct IMAGES,LABELS [--synthetic NAME=IMAGES,LABELS ...]
-                                         --targets NAME=IMAGES_DIR:mri|pet [...] --weights DIR --best MODEL
+                                         --targets NAME=IMAGES_DIR:mri|pet[:mri|pet] [...] --weights DIR --best MODEL
                                          --second MODEL [--extra MODEL ...] --stats stats.json --out-model NAME
                                          [--spec spec.json] [--epochs E] [--iterations I] [--device cpu|cuda]
                                          [--num-gpus N] (see README.md, "One self-training cycle")
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--predictions", type=Path, required=True, help="predictions folder of `predict`")
     f.add_argument("--stats", type=Path, required=True, help="statistics file of `stats`")
     f.add_argument("--modality", choices=("mri", "pet"), required=True, help="target set to filter")
+    f.add_argument("--scan-modality", choices=("mri", "pet"), default=None,
+                   help="modality of the scans whose records are read (default: the set's own; e.g. --modality "
+                        "pet --scan-modality mri keeps the four PET organs of MRI predictions)")
     f.add_argument("--out", type=Path, required=True, help="training-ready output folder")
     f.add_argument("--top-k", type=int, default=None, help="keep at most K cases (default: all above threshold)")
     f.add_argument("--dice-threshold", type=float, default=None, help="default 0.9 (mri), 0.82 (pet)")
@@ -81,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--synthetic", action="append", default=[],
                    help="NAME=IMAGES_DIR,LABELS_DIR labelled synthetic MRI/PET (repeat)")
     c.add_argument("--targets", nargs="+", action="extend", required=True,
-                   help="NAME=IMAGES_DIR:mri|pet unlabelled target scans to pseudo-label (several allowed)")
+                   help="NAME=IMAGES_DIR:SET[:MODALITY] unlabelled target scans to pseudo-label (several allowed); "
+                        "SET mri|pet: the organ set kept; MODALITY mri|pet: the scans' (default: SET)")
     c.add_argument("--weights", type=Path, required=True, help="folder of the model folders (inputs and output)")
     c.add_argument("--best", required=True, help="best model (its weights start the training)")
     c.add_argument("--second", required=True, help="second-best model (Dice filter, vote)")
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if summary.failed else 0
         if args.command == "filter":
             cfg = FilterConfig(predictions=args.predictions, stats=args.stats, target_set=args.modality,
-                               out=args.out, top_k=args.top_k, dice_threshold=args.dice_threshold,
+                               out=args.out, scan_modality=args.scan_modality, top_k=args.top_k, dice_threshold=args.dice_threshold,
                                n_sigma=args.n_sigma, min_voxels=args.min_voxels, images=args.images,
                                no_majority_label=args.no_majority_label, overwrite=args.overwrite,
                                compression=args.compression, progress=not args.no_progress)

@@ -63,22 +63,34 @@ class PredictFailed(CycleError):
 
 @dataclass(frozen=True)
 class TargetSet:
-    """Unlabelled scans of one target set: `NAME=IMAGES_DIR:mri|pet`."""
+    """Unlabelled scans of one target set: `NAME=IMAGES_DIR:SET[:MODALITY]`. SET (mri | pet) is the organ set the
+    pseudo-labels keep and the filter's statistics; MODALITY (mri | pet) is what the scans are, i.e. the engine's
+    path and the records the filter reads; it defaults to the set's own (e.g. `chaos=DIR:pet:mri`: MRI scans
+    whose pseudo-labels keep only the four PET organs)."""
 
     name: str
     images: Path
-    target_set: str  # "mri" | "pet" (organ set, filter statistics and engine modality)
+    target_set: str  # "mri" | "pet" (organ set, filter statistics)
+    modality: str = ""  # "mri" | "pet": the scans' modality ("" -> target_set)
+
+    def __post_init__(self) -> None:
+        if not self.modality:
+            object.__setattr__(self, "modality", self.target_set)
 
     @classmethod
     def parse(cls, text: str) -> "TargetSet":
         if "=" not in text or ":" not in text.split("=", 1)[1]:
-            raise CycleError(f"--targets {text!r}: expected NAME=IMAGES_DIR:mri|pet")
+            raise CycleError(f"--targets {text!r}: expected NAME=IMAGES_DIR:mri|pet[:mri|pet]")
         name, rest = text.split("=", 1)
         folder, kind = rest.rsplit(":", 1)
-        if kind not in TARGET_SETS:
-            raise CycleError(f"--targets {text!r}: the set after ':' must be one of {TARGET_SETS}")
+        modality = kind
+        head = folder.rsplit(":", 1)
+        if len(head) == 2 and head[1] in TARGET_SETS and head[0]:   # NAME=DIR:SET:MODALITY
+            folder, kind = head
+        if kind not in TARGET_SETS or modality not in TARGET_SETS:
+            raise CycleError(f"--targets {text!r}: the set (and modality) after ':' must be one of {TARGET_SETS}")
         _check_name(name, "--targets")
-        return cls(name=name, images=Path(folder), target_set=kind)
+        return cls(name=name, images=Path(folder), target_set=kind, modality=modality)
 
 
 def _check_name(name: str, what: str) -> None:
@@ -296,7 +308,8 @@ class Cycle:
         return {
             "cycle": self.number,
             "ct": src(cfg.ct), "synthetic": {s.name: src(s) for s in cfg.synthetic},
-            "targets": {t.name: {"images": str(Path(t.images).resolve()), "set": t.target_set} for t in cfg.targets},
+            "targets": {t.name: {"images": str(Path(t.images).resolve()), "set": t.target_set,
+                                 "modality": t.modality} for t in cfg.targets},
             "models": {"best": model(self.models["best"]), "second": model(self.models["second"]),
                        "extra": [model(p) for p in self.extras]},
             "stats": {"path": str(Path(cfg.stats).resolve()), "sha256": file_sha256(cfg.stats)},
@@ -407,7 +420,7 @@ class Cycle:
         spacing = None if cfg.native_spacing else self.stats.median_spacing_xyz_mm
         pc = PredictConfig(images=Path(t.images), weights_dir=self.weights,
                            models=tuple(str(p) for p in [self.models["best"], self.models["second"], *self.extras]),
-                           out=self.pred_dir(t), target_spacing_xyz_mm=spacing, modality=t.target_set,
+                           out=self.pred_dir(t), target_spacing_xyz_mm=spacing, modality=t.modality,
                            device=cfg.device, threads=cfg.threads, progress=cfg.progress)
         summary = run_predict(pc)
         if summary.failed:
@@ -428,7 +441,7 @@ class Cycle:
         if out.exists():  # an unfinished earlier attempt: the folder belongs to this cycle, redo it
             shutil.rmtree(out)
         fc = FilterConfig(predictions=self.pred_dir(t), stats=Path(cfg.stats), target_set=t.target_set, out=out,
-                          top_k=cfg.top_k, dice_threshold=cfg.dice_threshold, n_sigma=cfg.n_sigma,
+                          scan_modality=t.modality, top_k=cfg.top_k, dice_threshold=cfg.dice_threshold, n_sigma=cfg.n_sigma,
                           no_majority_label=cfg.no_majority_label, progress=cfg.progress)
         row, _, manifest = run_filter(fc)
         from .filtering import format_table4

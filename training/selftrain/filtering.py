@@ -47,8 +47,9 @@ class FilterError(ValueError):
 class FilterConfig:
     predictions: Path
     stats: Path
-    target_set: str  # "mri" | "pet"
+    target_set: str  # "mri" | "pet": the organ set and its statistics
     out: Path
+    scan_modality: str | None = None  # "mri" | "pet": the scans' modality in the records (None: the set's own)
     top_k: int | None = None  # None: keep every case above the threshold
     dice_threshold: float | None = None  # None: the set's default (0.9 MRI, 0.82 PET)
     n_sigma: float = 3.0
@@ -61,6 +62,8 @@ class FilterConfig:
 
     def __post_init__(self) -> None:
         L.organ_set(self.target_set)
+        if self.scan_modality is not None and self.scan_modality not in SET_MODALITY:
+            raise FilterError(f"--scan-modality {self.scan_modality!r}: must be one of {sorted(SET_MODALITY)}")
         if self.top_k is not None and self.top_k < 1:
             raise FilterError(f"--top-k {self.top_k}: must be at least 1")
         if self.dice_threshold is not None and not 0.0 <= self.dice_threshold <= 1.0:
@@ -69,6 +72,11 @@ class FilterConfig:
             raise FilterError(f"--n-sigma {self.n_sigma}: must be positive")
         if not 0 <= self.no_majority_label <= 255 or self.no_majority_label in L.organ_set(self.target_set):
             raise FilterError(f"--no-majority-label {self.no_majority_label}: must be 0..255 and not an organ label")
+
+    @property
+    def modality(self) -> str:
+        """The records' modality ("MRI" / "PET") this filter reads."""
+        return SET_MODALITY[self.scan_modality or self.target_set]
 
     @property
     def threshold(self) -> float:
@@ -185,14 +193,13 @@ class CaseFiles:
     record: dict = field(default_factory=dict)
 
 
-def load_records(pred: Path, target_set: str, images: Path | None) -> tuple[list[CaseFiles], list[dict], int]:
-    """Cases of `target_set` in the predictions folder, the model list they share, and how many other-modality
-    records were ignored."""
+def load_records(pred: Path, modality: str, images: Path | None) -> tuple[list[CaseFiles], list[dict], int]:
+    """Cases of `modality` ("MRI" / "PET") in the predictions folder, the model list they share, and how many
+    other-modality records were ignored."""
     rec_dir = Path(pred) / "records"
     if not rec_dir.is_dir():
         raise FilterError(f"{pred}: not a predictions folder of `python -m training.selftrain predict` "
                           "(no records/ sub-folder)")
-    modality = SET_MODALITY[target_set]
     cases: list[CaseFiles] = []
     models: list[dict] | None = None
     first_case = ""
@@ -290,7 +297,7 @@ def run_filter(cfg: FilterConfig) -> tuple[Table4Row, list[CaseResult], dict]:
     stats_all = load_stats(cfg.stats)
     set_stats = stats_all.for_set(cfg.target_set, cfg.stats)
     organs = set_stats.organs
-    cases, models, ignored = load_records(cfg.predictions, cfg.target_set, cfg.images)
+    cases, models, ignored = load_records(cfg.predictions, cfg.modality, cfg.images)
     old_files = _prepare_out(cfg)
     out = Path(cfg.out)
 
@@ -337,8 +344,8 @@ def run_filter(cfg: FilterConfig) -> tuple[Table4Row, list[CaseResult], dict]:
 
     manifest = {
         "format": MANIFEST_FORMAT,
-        "target_set": cfg.target_set, "modality": SET_MODALITY[cfg.target_set],
-        "channel_names": {"0": SET_MODALITY[cfg.target_set]},
+        "target_set": cfg.target_set, "modality": cfg.modality,
+        "channel_names": {"0": cfg.modality},
         "label_numbering": "FLARE",
         "labels": {"background": 0, **{L.ORGAN_NAMES[o]: o for o in organs}},
         "annotated_organs": list(organs),

@@ -225,8 +225,9 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
                 "--ct", f"{work / 'ct/images'},{work / 'ct/labels'}",
                 "--synthetic", f"synattn={syn / 'images'},{syn / 'labels'}",
                 # the CHAOS targets are scored on liver, kidneys and spleen only: the filter's 4-organ set ('pet'
-                # set: organs 1, 2, 3, 13, unannotated voxels -> nnU-Net's ignore label) is the matching one
-                "--targets", f"chaos={work / 'data/target_images'}:pet",
+                # set: organs 1, 2, 3, 13, unannotated voxels -> nnU-Net's ignore label) is the matching one; the
+                # scans are MRI (the engine's MRI path, the MRI models' own modality)
+                "--targets", f"chaos={work / 'data/target_images'}:pet:mri",
                 "--weights", str(work / "models"), "--best", "r2", "--second", "r2b",
                 "--stats", str(work / "stats.json"), "--out-model", "r3", "--spec", str(work / "inputs/spec.json"),
                 "--trainer", "nnUNetTrainerC2F_selftrain", "--lr", str(profile.selftrain_lr),
