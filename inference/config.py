@@ -240,11 +240,13 @@ FLARE_LATERAL_PAIRS: tuple[tuple[int, int], ...] = ((2, 13), (7, 8))
 class PostprocessConfig:
     """Clean-up of the final labels: `lateral_pairs` (right, left) organs relabelled by the side of the body they lie
     on (see postprocess.assign_laterality; empty = off, the default of older cards), then the per-organ largest
-    connected component (organs listed; empty tuple = none)."""
+    connected component (organs listed; empty tuple = none), for the organs of `caudal_to` (organ, reference) the
+    largest one below the reference organ (see postprocess.keep_largest_component; empty = off)."""
 
     largest_component_organs: tuple[int, ...] = tuple(range(1, 14))
     connectivity: int = 26
     lateral_pairs: tuple[tuple[int, int], ...] = ()
+    caudal_to: tuple[tuple[int, int], ...] = ()   # (organ, reference): see postprocess.keep_largest_component
 
     def __post_init__(self) -> None:
         if self.connectivity not in (6, 18, 26):
@@ -258,6 +260,22 @@ class PostprocessConfig:
         if any(not 0 < v < 256 for v in flat) or len(set(flat)) != len(flat):
             raise ModelCardError(f"postprocess.lateral_pairs: labels must be distinct and in 1..255, got {pairs}")
         object.__setattr__(self, "lateral_pairs", pairs)
+        try:
+            caudal = tuple((int(o), int(ref)) for o, ref in self.caudal_to)
+        except (TypeError, ValueError):
+            raise ModelCardError(f"postprocess.caudal_to must be [organ, reference] label pairs, got "
+                                 f"{self.caudal_to!r}") from None
+        organs = [o for o, _ in caudal]
+        refs = {ref for _, ref in caudal}
+        if (any(not 0 < v < 256 for pair in caudal for v in pair) or len(set(organs)) != len(organs)
+                or refs & set(organs) or any(o == ref for o, ref in caudal)):
+            raise ModelCardError(f"postprocess.caudal_to: labels in 1..255, each organ once, no organ that is also "
+                                 f"a reference, got {caudal}")
+        if not set(organs) <= set(self.largest_component_organs):
+            missing = sorted(set(organs) - set(self.largest_component_organs))
+            raise ModelCardError(f"postprocess.caudal_to: organs {missing} are not in largest_component_organs (the "
+                                 "rule picks which component to keep)")
+        object.__setattr__(self, "caudal_to", caudal)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PostprocessConfig":
@@ -265,6 +283,7 @@ class PostprocessConfig:
             largest_component_organs=tuple(int(v) for v in d.get("largest_component_organs", range(1, 14))),
             connectivity=int(d.get("connectivity", 26)),
             lateral_pairs=d.get("lateral_pairs", ()),  # validated (tuple of int pairs) by __post_init__
+            caudal_to=d.get("caudal_to", ()),
         )
 
 

@@ -202,7 +202,8 @@ class Segmenter:
         if post.lateral_pairs:
             postprocess.assign_laterality(fine_labels, post.lateral_pairs,
                                           _midline_x(canon.shape[2], box, fine_labels.shape[2]), post.connectivity)
-        postprocess.keep_largest_component(fine_labels, post.largest_component_organs, post.connectivity)
+        postprocess.keep_largest_component(fine_labels, post.largest_component_organs, post.connectivity,
+                                           post.caudal_to)
         if modality == "PET":
             fine_labels = postprocess.to_pet_labels(fine_labels)
         labels = np.zeros(loaded.array.shape, dtype=np.uint8)

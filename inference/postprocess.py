@@ -9,8 +9,14 @@ import numpy as np
 PET_FROM_MRI = {1: 1, 2: 2, 3: 3, 13: 4}
 
 
-def keep_largest_component(labels: np.ndarray, organs, connectivity: int = 26) -> np.ndarray:
+def keep_largest_component(labels: np.ndarray, organs, connectivity: int = 26, caudal_to=()) -> np.ndarray:
     """Keep, for each organ in `organs`, only its largest connected component (in place; returns `labels`).
+
+    `caudal_to`: (organ, reference) pairs: that organ keeps instead its largest component whose centroid lies
+    below (caudal to, a smaller z index) the centroid of the reference organ's kept component, and its largest
+    component when none does or the reference is absent (the rule picks among pieces, it never removes an organ).
+    On FDG PET a right kidney's largest piece can be the hot heart above the liver dome; `(2, 1)` keeps the piece
+    below the liver. `labels` must be on the canonical grid (array axis 0 = z grows toward the head).
 
     Components are found once on the multi-label map (they never cross labels); organs not listed are untouched.
     The engine runs this on the ROI at network resolution, before the nearest-neighbour step to the input grid:
@@ -27,16 +33,46 @@ def keep_largest_component(labels: np.ndarray, organs, connectivity: int = 26) -
     sizes = np.bincount(cc.ravel(), minlength=n + 1)
     comp_label = np.zeros(n + 1, dtype=np.int64)
     comp_label[cc] = labels  # every voxel of a component carries the same organ label
-    drop = np.zeros(n + 1, dtype=bool)
-    for organ in organs:
+    rules = {int(o): int(ref) for o, ref in caudal_to if int(o) in organs}
+    z_mean = None
+    if rules:
+        z_index = np.broadcast_to(np.arange(labels.shape[0])[:, None, None], labels.shape)
+        z_mean = np.bincount(cc.ravel(), weights=z_index.ravel(), minlength=n + 1) / np.maximum(sizes, 1)
+    keep: dict[int, int] = {}
+
+    def choose(organ: int) -> None:
         comps = np.flatnonzero(comp_label == organ)
         comps = comps[comps > 0]
-        if len(comps) > 1:
-            keep = comps[np.argmax(sizes[comps])]
-            drop[comps[comps != keep]] = True
+        if len(comps) == 0:
+            return
+        pick = comps[np.argmax(sizes[comps])]
+        ref = rules.get(organ)
+        if ref is not None:   # references are never rule organs themselves (PostprocessConfig): kept already
+            ref_z = z_mean[keep[ref]] if ref in keep else _centroid_z(labels, ref)
+            below = comps[z_mean[comps] < ref_z] if ref_z is not None else comps[:0]
+            if len(below):
+                pick = below[np.argmax(sizes[below])]
+        keep[organ] = int(pick)
+
+    for organ in sorted(organs - set(rules)) + list(rules):
+        choose(organ)
+    drop = np.zeros(n + 1, dtype=bool)
+    listed = np.isin(comp_label, list(organs))
+    listed[0] = False
+    drop[listed] = True
+    drop[list(keep.values())] = False
     if drop.any():
         labels[drop[cc]] = 0
     return labels
+
+
+def _centroid_z(labels: np.ndarray, organ: int) -> float | None:
+    """Mean z index of an organ that is not cleaned up here (None when absent)."""
+    z = np.nonzero((labels == organ).any(axis=(1, 2)))[0]
+    if len(z) == 0:
+        return None
+    counts = (labels[z] == organ).sum(axis=(1, 2))
+    return float((z * counts).sum() / counts.sum())
 
 
 def assign_laterality(labels: np.ndarray, pairs, midline_x: float, connectivity: int = 26) -> np.ndarray:
