@@ -234,6 +234,8 @@ class RoiConfig:
 
 # FLARE's left/right organ pairs as (right, left) labels: kidneys, adrenal glands
 FLARE_LATERAL_PAIRS: tuple[tuple[int, int], ...] = ((2, 13), (7, 8))
+# (organ, reference): each kidney keeps its largest piece below the liver (right) / spleen (left): FLARE labels
+FLARE_CAUDAL_TO: tuple[tuple[int, int], ...] = ((2, 1), (13, 3))
 
 
 @dataclass(frozen=True)

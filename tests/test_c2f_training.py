@@ -149,6 +149,7 @@ def test_export_card_provenance_and_engine_run(trained, tmp_path):
     assert card.fine.spacing_mm == spec.fine.spacing_mm and card.coarse.patch_size == spec.coarse.patch_size
     assert card.roi.margin_mm == spec.margin_mm and card.fine.tta.axes == (0, 1)
     assert card.roi.max_extent_mm == (350.0, 350.0, 400.0)  # the export's default plausibility cap
+    assert card.postprocess.lateral_pairs == ((2, 13), (7, 8)) and card.postprocess.caudal_to == ((2, 1), (13, 3))
     prov = card.provenance
     assert prov["nnunetv2"] == "2.6.0" and len(prov["git_commit"]) in (40, 7) or prov["git_commit"] == "unknown"
     assert prov["training"]["coarse"]["epochs_completed"] == 2

@@ -24,7 +24,7 @@ def test_protocol_case_lists_are_disjoint():
 
 def test_profiles_load_and_reject_unknown_keys(tmp_path):
     names = sorted(f.stem for f in PROFILE_DIR.glob("*.json"))
-    assert {"gpu", "gpu_9min", "gpu_pet", "smoke", "cpu_pet"} <= set(names)
+    assert {"gpu", "gpu_9min", "gpu_10min", "gpu_pet", "gpu_r", "smoke", "cpu_pet"} <= set(names)
     for name in names:
         p = load_profile(name)
         assert isinstance(p.fine, StageRun) and p.name == name

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from inference.config import FLARE_LATERAL_PAIRS, TTA, PostprocessConfig, RoiConfig, StageConfig, sha256_of
+from inference.config import FLARE_CAUDAL_TO, FLARE_LATERAL_PAIRS, TTA, PostprocessConfig, RoiConfig, StageConfig, sha256_of
 from inference.network import build_network
 from training.export import export_model
 
@@ -129,4 +129,5 @@ def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, na
                         description=description or "coarse-to-fine nnU-Net v2 PlainConvUNets (training.c2f)",
                         modalities=tuple(modalities), stages={"coarse": (c_net, c_cfg), "fine": (f_net, f_cfg)},
                         provenance=provenance, onnx=onnx,
-                        roi=roi, postprocess=postprocess or PostprocessConfig(lateral_pairs=FLARE_LATERAL_PAIRS))
+                        roi=roi, postprocess=postprocess or PostprocessConfig(lateral_pairs=FLARE_LATERAL_PAIRS,
+                                                                               caudal_to=FLARE_CAUDAL_TO))
