@@ -293,3 +293,58 @@ def test_row1_end_to_end_on_real_data_tiny(tmp_path):
     assert main(["run", "--work", str(work), "--profile", "smoke", "--rows", "1", "--device", "cpu",
                  "--no-progress", "--data", str(REAL)]) == 0
     assert main(["run", "--work", str(work), "--profile", "nope", "--rows", "1", "--data", str(REAL)]) == 2
+
+
+def test_ship_copies_the_chosen_backends_and_records_the_benchmark_in_the_card(tmp_path):
+    """`ship` on a work folder with a stub-network model: weights copied byte for byte (sha256 in the card), the
+    row's test scores (MRI row) or PET check with positions (PET row) in the provenance, unscored rows refused."""
+    import hashlib
+
+    from helpers import stub_card_model
+    from inference.config import load_model_folder
+    from training.uda_bench.report import ship
+
+    work = tmp_path / "w"
+    for row in ("2", "PR"):
+        stub_card_model(work / "models" / f"r{row}", f"row {row} stub")
+    (work / "inputs").mkdir(parents=True)
+    (work / "inputs/profile.json").write_text(json.dumps({"name": "gpu_test"}))
+    (work / "scores").mkdir()
+    # MRI row: DSC 0.1 * organ index + 0.01 * case index, NSD half of it -> means known by hand
+    lines = ["case,organ,dsc,nsd"]
+    for i, case in enumerate(TEST_CASES):
+        for k, organ in enumerate((1, 2, 3, 13)):
+            d = 0.1 * (k + 1) + 0.01 * i
+            lines.append(f"{case},{organ},{d:.4f},{d / 2:.4f}")
+    (work / "scores/r2.csv").write_text("\n".join(lines) + "\n")
+    out = ship(work, "2", tmp_path / "weights/m2", "m2", backends=("torch",), machine="test machine", note="hello")
+    card = load_model_folder(out, verify=True).card
+    bench = card.provenance["uda_benchmark"]
+    assert card.name == "m2" and card.description.endswith(" hello") and bench["note"] == "hello"
+    assert bench["row"] == "2" and bench["profile"] == "gpu_test" and bench["machine"] == "test machine"
+    assert bench["test_dsc"]["liver"] == pytest.approx(0.115)          # (0.10 + 0.11 + 0.12 + 0.13) / 4
+    assert bench["test_nsd"]["left kidney"] == pytest.approx(0.2075)   # (0.40 + ... + 0.43) / 4 / 2
+    assert bench["mean_dsc"] == pytest.approx(0.265)
+    for f in ("coarse.pt", "fine.pt"):
+        src = (work / "models/r2" / f).read_bytes()
+        assert (out / f).read_bytes() == src and card.sha256[f] == hashlib.sha256(src).hexdigest()
+    assert not list(out.glob("*.onnx")) and not list(out.glob("*.part*"))
+    # PET row: the plausibility CSV, with the placement column
+    rows = ["case,label,organ,volume_ml,low_ml,high_ml,plausible,placed"]
+    for case in PET_CASES:
+        for organ, name, vol, placed in ((1, "liver", 1800.0, 1), (2, "right kidney", 150.0, 0),
+                                         (3, "spleen", 200.0, 1), (4, "left kidney", 160.0, 1)):
+            rows.append(f"{case},{organ},{name},{vol},1,5000,1,{placed}")
+    (work / "scores/rPR_pet.csv").write_text("\n".join(rows) + "\n")
+    bench = load_model_folder(ship(work, "PR", tmp_path / "weights/mp", "mp", backends=("torch",)),
+                              verify=True).card.provenance["uda_benchmark"]
+    assert bench["volumes_ml"][PET_CASES[0]]["liver"] == 1800.0 and bench["all_plausible"] is True
+    assert bench["placed"][PET_CASES[1]]["right kidney"] is False and bench["all_placed"] is False
+    # a CSV from before the placement column: volumes only, no placement claimed
+    (work / "scores/rPR_pet.csv").write_text("\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")
+    bench = load_model_folder(ship(work, "PR", tmp_path / "weights/mq", "mq", backends=("torch",)),
+                              verify=True).card.provenance["uda_benchmark"]
+    assert "placed" not in bench and bench["all_plausible"] is True
+    with pytest.raises(FileNotFoundError, match="not scored"):
+        stub_card_model(work / "models/r4", "row 4 stub")
+        ship(work, "4", tmp_path / "weights/m4", "m4", backends=("torch",))
