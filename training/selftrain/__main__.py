@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if summary.failed else 0
         if args.command == "filter":
             cfg = FilterConfig(predictions=args.predictions, stats=args.stats, target_set=args.modality,
-                               out=args.out, scan_modality=args.scan_modality, top_k=args.top_k, dice_threshold=args.dice_threshold,
-                               n_sigma=args.n_sigma, min_voxels=args.min_voxels, images=args.images,
+                               out=args.out, scan_modality=args.scan_modality, top_k=args.top_k,
+                               dice_threshold=args.dice_threshold, n_sigma=args.n_sigma, min_voxels=args.min_voxels,
+                               images=args.images,
                                no_majority_label=args.no_majority_label, overwrite=args.overwrite,
                                compression=args.compression, progress=not args.no_progress)
             row, _, manifest = run_filter(cfg)

@@ -441,8 +441,8 @@ class Cycle:
         if out.exists():  # an unfinished earlier attempt: the folder belongs to this cycle, redo it
             shutil.rmtree(out)
         fc = FilterConfig(predictions=self.pred_dir(t), stats=Path(cfg.stats), target_set=t.target_set, out=out,
-                          scan_modality=t.modality, top_k=cfg.top_k, dice_threshold=cfg.dice_threshold, n_sigma=cfg.n_sigma,
-                          no_majority_label=cfg.no_majority_label, progress=cfg.progress)
+                          scan_modality=t.modality, top_k=cfg.top_k, dice_threshold=cfg.dice_threshold,
+                          n_sigma=cfg.n_sigma, no_majority_label=cfg.no_majority_label, progress=cfg.progress)
         row, _, manifest = run_filter(fc)
         from .filtering import format_table4
 
