@@ -340,6 +340,7 @@ def test_ship_copies_the_chosen_backends_and_records_the_benchmark_in_the_card(t
                               verify=True).card.provenance["uda_benchmark"]
     assert bench["volumes_ml"][PET_CASES[0]]["liver"] == 1800.0 and bench["all_plausible"] is True
     assert bench["placed"][PET_CASES[1]]["right kidney"] is False and bench["all_placed"] is False
+    assert bench["check"].endswith("(pet_placement)")
     # a CSV from before the placement column: volumes only, no placement claimed
     (work / "scores/rPR_pet.csv").write_text("\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")
     bench = load_model_folder(ship(work, "PR", tmp_path / "weights/mq", "mq", backends=("torch",)),

@@ -385,7 +385,8 @@ def ship(work: Path, row: str, out: Path, name: str, backends: tuple[str, ...] =
                      all_plausible=all(good for _, good, _ in chk.values()))
         if all(placed is not None for _, _, placed in chk.values()):   # CSVs since the placement column
             bench.update(placed={c: {PET_ORGAN_NAMES[o]: chk[(c, o)][2] for o in PET_ORGAN_NAMES} for c in PET_CASES},
-                         all_placed=all(placed for _, _, placed in chk.values()))
+                         all_placed=all(placed for _, _, placed in chk.values()),
+                         check=bench["check"] + "; positions relative to each other (pet_placement)")
     prov["uda_benchmark"] = {**bench, "note": note}
     card = replace(model.card, name=name, coarse=stages["coarse"], fine=stages["fine"], sha256=sha, provenance=prov,
                    description=model.card.description + (f" {note}" if note else ""))

@@ -203,14 +203,14 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
     if "PR" in want:
         steps.append(Step("pet_render", ("body",),
                           func=lambda: render_pet(work, profile.render_seed, profile.pet_render_variants,
-                                                            profile.workers)))
+                                                  profile.workers)))
         pr = work / "pet_render"
         steps += _c2f_row("PR", work, [f"petrender={pr / 'images'},{pr / 'labels'}"], ("pet_render",), profile, device,
                           modalities=("PET",))
     if "R" in want:
         steps.append(Step("synth_render", ("body",),
                           func=lambda: render_synth(work, profile.render_seed, profile.synth_render_variants,
-                                                              profile.workers)))
+                                                    profile.workers)))
         sr = work / "synth_render"
         steps += _c2f_row("R", work, [f"synth={sr / 'images'},{sr / 'labels'}"], ("synth_render",), profile, device)
     if "4" in want:
