@@ -349,3 +349,23 @@ def test_ship_copies_the_chosen_backends_and_records_the_benchmark_in_the_card(t
     with pytest.raises(FileNotFoundError, match="not scored"):
         stub_card_model(work / "models/r4", "row 4 stub")
         ship(work, "4", tmp_path / "weights/m4", "m4", backends=("torch",))
+
+
+def test_report_table4_comes_from_the_cycles_filter_output(tmp_path):
+    from dataclasses import asdict
+
+    from training.selftrain.filtering import Table4Row
+    from training.uda_bench.report import table4_section
+
+    assert table4_section(tmp_path, scored=False) == ""        # the filter has not run
+    folder = tmp_path / "rows/3/pseudo/chaos"
+    folder.mkdir(parents=True)
+    row = Table4Row(target_set="pet", total=4, class_number=1, relative_volume=0, top_k_dice=0, above_threshold=0,
+                    dice_threshold=0.75, top_k=None)
+    (folder / "table4.json").write_text(json.dumps(asdict(row)))
+    text = table4_section(tmp_path, scored=False)
+    assert "| pet | 4 | 1 | 0 | 0 |" in text and "Row (3) was not trained" in text
+    kept = replace(row, relative_volume=1, top_k_dice=1, above_threshold=1)
+    (folder / "table4.json").write_text(json.dumps(asdict(kept)))
+    text = table4_section(tmp_path, scored=True)
+    assert "| pet | 4 | 1 | 1 | 1 |" in text and "not trained" not in text

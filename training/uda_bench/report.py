@@ -300,6 +300,22 @@ def pet_overlay(work: Path, row: str, path: Path) -> None:
     _save(fig, path, dpi=80)
 
 
+def table4_section(work: Path, scored: bool) -> str:
+    """The self-training filter's counts (the paper's Table 4) of row 3's cycle, one row per target set, from
+    WORK/rows/3/pseudo/<target>/table4.json; when row 3 is not scored and no scan survived, says so ("" when the
+    filter has not run)."""
+    from training.selftrain.filtering import format_table4, load_table4
+
+    rows = [load_table4(f) for f in sorted((work / "rows/3/pseudo").glob("*/table4.json"))]
+    if not rows:
+        return ""
+    text = "\n## Self-training filter (Table 4)\n\n" + format_table4(rows) + "\n"
+    if not scored and not any(r.top_k_dice for r in rows):
+        text += ("\nRow (3) was not trained: no target scan passed the filter (each column counts the scans "
+                 "left after that rule), so self-training had no pseudo-label to learn from.\n")
+    return text
+
+
 def write_report(work: Path, out: Path, rows: list[str], machine: str) -> Path:
     """results.md + scores.csv + boxplot.png + overlays.png (+ table4.md, cyclegan quality) in OUT."""
     out.mkdir(parents=True, exist_ok=True)
@@ -327,9 +343,9 @@ def write_report(work: Path, out: Path, rows: list[str], machine: str) -> Path:
                          + f"\nWhere the organs were put: `pet_overlay_r{r}.png`.\n")
             if (work / "data/pet_images").is_dir():
                 pet_overlay(work, r, out / f"pet_overlay_r{r}.png")
-    t4 = work / "rows/3/table4.md"
-    if t4.is_file():
-        parts.append("\n## Self-training filter (Table 4)\n\n" + t4.read_text())
+    t4 = table4_section(work, scored="3" in table)
+    if t4:
+        parts.append(t4)
     for kind in ("attn", "plain", "pet"):
         q = work / "cyclegan" / kind / "quality.json"
         if q.is_file():
