@@ -6,8 +6,13 @@
 # scans, the two TotalSegmentator CT crops and the two FDG PET scans, the PET ones as int16 = round(SUV x 100)
 # (a linear rescale + 0.01 SUV quantisation: the C2F z-score and the CycleGAN percentile window do not see the
 # scale, and 0.01 SUV is far below PET noise); labels and the source body masks (the renderer's only input from
-# the source scans) as they are. Usage: bash benchmarks/device/prepare_uda_gpu.sh
+# the source scans) as they are. Usage: bash benchmarks/device/prepare_uda_gpu.sh [--no-pet]
+# --no-pet leaves the two FDG PET scans out (6.7 MB packed) for calls without a PET row (P, PR). At the end it
+# prints what would travel (.devrun + tracked and untracked files, weights/ excluded: move it aside before the
+# call) against the device's 64 MiB and fails when it is over.
 set -euo pipefail
+PET=1
+[ "${1:-}" = "--no-pet" ] && PET=0
 cd "$(dirname "$0")/../.."
 R=$(cd ../shared/data/real && pwd)
 PY=.venv/bin/python
@@ -21,7 +26,7 @@ $PY -m pip wheel -q --no-deps -w /tmp/devrun_whl nnunetv2==2.6.0 dynamic-network
 for f in /tmp/devrun_whl/*.whl; do unzip -q -o "$f" -d /tmp/devrun_site; done
 find /tmp/devrun_site -type d \( -name tests -o -name __pycache__ \) -prune -exec rm -rf {} +
 tar cf - -C /tmp/devrun_site . | xz -T0 -6 > .devrun/site.tar.xz
-$PY - "$R" /tmp/devrun_img <<'PYEOF'
+$PY - "$R" /tmp/devrun_img "$PET" <<'PYEOF'
 import sys
 from pathlib import Path
 
@@ -31,7 +36,8 @@ import SimpleITK as sitk
 real, out = Path(sys.argv[1]), Path(sys.argv[2])
 files = [real / "mr_chaos_t2/images" / f"chaos_t2_{c}_0000.nii.gz" for c in (19, 20, 22, 31, 33, 34, 37, 38)]
 files += [real / "totalseg_examples/images" / f"{c}_0000.nii.gz" for c in ("ts_ct_dicom", "ts_ct_sm")]
-files += sorted((real / "pet_fdg/images").glob("*_0000.nii.gz"))
+if sys.argv[3] == "1":
+    files += sorted((real / "pet_fdg/images").glob("*_0000.nii.gz"))
 for f in files:
     dst = out / f.relative_to(real).with_suffix("")          # .nii (raw; xz packs it better than gzip)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -56,4 +62,7 @@ cp /tmp/devrun_work/ct/body/*.nii.gz .devrun/body/
 cp benchmarks/device/setup.sh .devrun/setup.sh
 cp benchmarks/device/uda_gpu.sh .devrun/go.sh
 cp benchmarks/device/coarse_probe.sh .devrun/probe.sh
-du -sh .devrun; echo "tracked + untracked files that travel too: $(git ls-files -co --exclude-standard | xargs du -cb | tail -1)"
+DEV=$(du -sb .devrun | cut -f1)
+TREE=$(git ls-files -co --exclude-standard | grep -v '^weights/' | tr '\n' '\0' | du -cb --files0-from=- | tail -1 | cut -f1)
+echo ".devrun $DEV bytes + working tree without weights/ $TREE bytes = $((DEV + TREE)) of 67108864 (64 MiB)"
+[ $((DEV + TREE)) -le 67108864 ] || { echo "over the device's upload limit: leave the PET scans out (--no-pet)"; exit 1; }
