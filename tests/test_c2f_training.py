@@ -211,12 +211,18 @@ def test_parity_engine_vs_nnunet_predictor_on_the_same_roi_crop(trained, tmp_pat
     theirs = predictor.predict_single_npy_array(data, props)
     assert theirs.shape == engine.shape
 
-    organs = sorted((set(np.unique(engine).tolist()) | set(np.unique(theirs).tolist())) - {0})
+    # organs of at least 100 voxels are compared by Dice: floating-point sums in a different order flip a few
+    # argmax ties (Dice 0.9994 seen), which would move the Dice of a 20-voxel stray prediction below any bar;
+    # every voxel still counts in the overall agreement
+    sizes = {o: int(max((engine == o).sum(), (theirs == o).sum())) for o in range(1, 14)}
+    organs = sorted(o for o, n in sizes.items() if n >= 100)
     dice = {o: _dice(engine, theirs, o) for o in organs}
-    print("parity Dice per organ:", {o: round(d, 5) for o, d in dice.items()},
-          "voxel agreement:", float((engine == theirs).mean()))
-    assert len(organs) >= 2, f"the fine model predicts too little to compare: {organs}"
+    agreement = float((engine == theirs).mean())
+    print("parity Dice per organ:", {o: round(d, 5) for o, d in dice.items()}, "voxels:", sizes,
+          "voxel agreement:", agreement)
+    assert len(organs) >= 2, f"the fine model predicts too little to compare: {sizes}"
     assert all(d >= 0.99 for d in dice.values()), dice
+    assert agreement >= 0.999, agreement
 
     # control: the same comparison on a crop one voxel off (a preprocessing mismatch) must fail the threshold
     shifted = roi.Box(tuple(a + 1 for a in box.start), tuple(b + 1 for b in box.stop))
