@@ -270,7 +270,7 @@ class PostprocessConfig:
         organs = [o for o, _ in caudal]
         refs = {ref for _, ref in caudal}
         if (any(not 0 < v < 256 for pair in caudal for v in pair) or len(set(organs)) != len(organs)
-                or refs & set(organs) or any(o == ref for o, ref in caudal)):
+                or refs & set(organs)):   # also catches an organ that is its own reference
             raise ModelCardError(f"postprocess.caudal_to: labels in 1..255, each organ once, no organ that is also "
                                  f"a reference, got {caudal}")
         if not set(organs) <= set(self.largest_component_organs):
