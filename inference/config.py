@@ -139,9 +139,13 @@ class TTA:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One network stage (coarse or fine)."""
+    """One network stage (coarse or fine).
 
-    spacing_mm: tuple[float, float, float]
+    `spacing_mm` (z, y, x): the grid the network runs on; None on an axis keeps the input's own spacing there (an
+    in-plane stage, patch size 1 along z and (1, 3, 3) kernels, runs on the scan's own slices like nnU-Net's 2d
+    configuration, with no interpolation between slices)."""
+
+    spacing_mm: tuple[float | None, float | None, float | None]
     patch_size: tuple[int, int, int]
     normalization: Normalization
     architecture: Architecture
@@ -151,8 +155,10 @@ class StageConfig:
     files: dict[str, str] = field(default_factory=dict)  # backend -> file name inside the model folder
 
     def __post_init__(self) -> None:
-        if len(self.spacing_mm) != 3 or min(self.spacing_mm) <= 0:
-            raise ModelCardError(f"spacing_mm must be three positive numbers, got {self.spacing_mm}")
+        if len(self.spacing_mm) != 3 or any(v is not None and not v > 0 for v in self.spacing_mm) or all(
+                v is None for v in self.spacing_mm):
+            raise ModelCardError(f"spacing_mm must be three positive numbers (null: keep the input's spacing on that "
+                                 f"axis, not on all three), got {self.spacing_mm}")
         if len(self.patch_size) != 3 or min(self.patch_size) <= 0:
             raise ModelCardError(f"patch_size must be three positive integers, got {self.patch_size}")
         ts = self.architecture.total_stride
@@ -175,7 +181,7 @@ class StageConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageConfig":
         return cls(
-            spacing_mm=tuple(float(v) for v in d["spacing_mm"]),  # type: ignore[arg-type]
+            spacing_mm=tuple(None if v is None else float(v) for v in d["spacing_mm"]),  # type: ignore[arg-type]
             patch_size=tuple(int(v) for v in d["patch_size"]),  # type: ignore[arg-type]
             normalization=Normalization.from_dict(d.get("normalization", {})),
             architecture=Architecture.from_dict(d["architecture"]),

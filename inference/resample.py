@@ -11,8 +11,10 @@ import numpy as np
 
 
 def shape_at_spacing(shape, spacing_mm, target_spacing_mm) -> tuple[int, int, int]:
-    """Number of voxels covering the same extent at `target_spacing_mm` (at least 1 per axis)."""
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing_mm, target_spacing_mm))  # type: ignore
+    """Number of voxels covering the same extent at `target_spacing_mm` (at least 1 per axis); a target of None
+    keeps the axis as it is (no resampling along it)."""
+    return tuple(int(n) if t is None else max(1, int(round(n * s / t)))  # type: ignore
+                 for n, s, t in zip(shape, spacing_mm, target_spacing_mm))
 
 
 def _linear_axis(arr: np.ndarray, axis: int, n_out: int) -> np.ndarray:

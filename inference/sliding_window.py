@@ -19,14 +19,15 @@ PredictFn = Callable[[np.ndarray], np.ndarray]  # (1, 1, *patch) float32 -> (C, 
 
 
 def compute_steps(image_size, patch_size, step_size: float) -> list[list[int]]:
-    """Window start positions per axis (nnU-Net's compute_steps_for_sliding_window)."""
+    """Window start positions per axis (nnU-Net's compute_steps_for_sliding_window; a step is at least one voxel,
+    which changes nothing for patches of 2 or more voxels at step sizes >= 0.5)."""
     if not 0 < step_size <= 1:
         raise ValueError("step_size must be in (0, 1]")
     steps = []
     for n, p in zip(image_size, patch_size):
         if n < p:
             raise ValueError(f"image size {n} is smaller than the patch {p}: pad first")
-        target = p * step_size
+        target = max(1.0, p * step_size)  # a step under one voxel would only repeat windows (a patch of 1 slice)
         num = int(np.ceil((n - p) / target)) + 1
         if num > 1:
             actual = (n - p) / (num - 1)

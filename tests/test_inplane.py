@@ -1,0 +1,183 @@
+"""In-plane (2D) C2F training: recipes, patches, the 2D -> card mapping, and a tiny real-data run end to end."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from inference import resample
+from inference.config import ModelCardError, StageConfig
+from inference.network import build_network
+from inference.sliding_window import compute_steps
+from training.inplane import augment, protocol
+from training.inplane.data import SliceBank, Volume, load_volume
+from training.inplane.export import card_stage, to_card_state
+from training.inplane.loop import build_net2d, dice_ce_loss, dice_per_label
+from training.inplane.recipe import Appearance, Spatial, StageRecipe, load_profile
+
+from helpers import REAL
+
+
+def test_builtin_profile_has_the_issue_rows_and_in_plane_stages():
+    prof = load_profile("cpu")
+    assert set(prof.rows) >= {"1", "A", "4"}
+    assert prof.rows["A"].appearance.strong and not prof.rows["1"].appearance.strong
+    assert prof.rows["4"].source == "chaos_target"
+    assert prof.fine.spacing_mm[0] is None and prof.coarse.spacing_mm[0] is None
+    # each row trains within the CPU profile's 90 minutes (shared coarse + one fine stage)
+    assert prof.coarse.time_budget_s + prof.fine.time_budget_s <= 90 * 60
+
+
+def test_profile_extends_merges_and_rejects_bad_files(tmp_path):
+    child = tmp_path / "child.json"
+    child.write_text(json.dumps({"extends": "cpu", "fine": {"time_budget_s": 7}, "rows": {"A": {"appearance":
+                                                                                                  {"p_bias": 0.0}}}}))
+    prof = load_profile(str(child))
+    base = load_profile("cpu")
+    assert prof.fine.time_budget_s == 7 and prof.fine.patch == base.fine.patch
+    assert prof.rows["A"].appearance.p_bias == 0.0 and prof.rows["A"].appearance.strong
+    (tmp_path / "bad.json").write_text(json.dumps({"extends": "cpu", "fine": {"patchsize": [64, 64]}}))
+    with pytest.raises(ValueError, match="patchsize"):
+        load_profile(str(tmp_path / "bad.json"))
+    (tmp_path / "a.json").write_text(json.dumps({"extends": "b"}))
+    (tmp_path / "b.json").write_text(json.dumps({"extends": "a"}))
+    with pytest.raises(ValueError, match="loops"):
+        load_profile(str(tmp_path / "a.json"))
+    with pytest.raises(ValueError, match="multiples"):
+        StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(100, 100), features=(4, 8, 16, 32, 64))
+
+
+def test_card_spacing_none_keeps_the_axis_and_one_slice_patches_step_one_slice():
+    assert resample.shape_at_spacing((31, 256, 256), (7.7, 1.25, 1.25), (None, 2.5, 2.5)) == (31, 128, 128)
+    st = card_stage(StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(16, 16), features=(4, 8)), (0, 1))
+    assert st.spacing_mm[0] is None
+    with pytest.raises(ModelCardError, match="spacing_mm"):
+        replace(st, spacing_mm=(None, None, None))
+    with pytest.raises(ModelCardError, match="spacing_mm"):
+        replace(st, spacing_mm=(None, 0.0, 2.0))
+    assert StageConfig.from_dict(json.loads(json.dumps(asdict(st)))) == st   # null survives the card's JSON
+    # a patch of one slice visits each slice once (a step of 0.5 slice would repeat every window)
+    assert compute_steps((5, 16, 16), (1, 16, 16), 0.5)[0] == [0, 1, 2, 3, 4]
+    assert compute_steps((64, 64, 64), (32, 32, 32), 0.5)[0] == [0, 16, 32]  # unchanged for real patches
+
+
+def test_card_network_on_one_slice_equals_the_2d_network():
+    torch.manual_seed(0)
+    recipe = StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(32, 32), features=(4, 8, 16))
+    net2d = build_net2d(recipe.features, 5).eval()
+    for p in net2d.parameters():  # non-trivial norm affine parameters too
+        p.data.normal_(0, 0.3)
+    cfg = card_stage(recipe, (0, 1, 2, 3, 13))
+    net3d = build_network(cfg.architecture, cfg.num_classes).eval()
+    net3d.load_state_dict(to_card_state(net2d.state_dict()), strict=True)
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        ref = net2d(x)
+        got = torch.cat([net3d(x[i:i + 1, :, None])[:, :, 0] for i in range(3)])
+    assert got.shape == ref.shape == (3, 5, 32, 32)
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert cfg.patch_size == (1, 32, 32) and cfg.tta.axes == ()
+
+
+def _volume(shape=(3, 40, 50)) -> Volume:
+    img = np.linspace(0, 1, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    labels = np.zeros(shape, np.uint8)
+    labels[:, 10:20, 15:30] = 1
+    regions = labels.copy()
+    return Volume("v", img.astype(np.float16), labels, regions, (5.0, 2.0, 2.0), ((10, 20), (15, 30)), (0, 1))
+
+
+def test_identity_patch_grid_reproduces_the_slice():
+    vol = _volume()
+    h, w = vol.image.shape[1:]
+    grid = augment.patch_grid(((h - 1) / 2, (w - 1) / 2), (h, w), 0.0, (1.0, 1.0), (h, w))
+    img = torch.from_numpy(vol.image[1].astype(np.float32))[None, None]
+    out = F.grid_sample(img, grid, mode="bilinear", align_corners=False)[0, 0]
+    assert torch.allclose(out, img[0, 0], atol=1e-6)
+    # a quarter turn about the centre: output (i, j) is offset d = (i - 2.5, j - 2.5) and samples the slice at
+    # centre + R(90 deg) d = (2.5 - (j - 2.5), 2.5 + (i - 2.5)) = (5 - j, i)
+    sq = torch.arange(36.0).view(1, 1, 6, 6)
+    g = augment.patch_grid((2.5, 2.5), (6, 6), np.pi / 2, (1.0, 1.0), (6, 6))
+    rot = F.grid_sample(sq, g, mode="nearest", align_corners=False)[0, 0]
+    i, j = np.meshgrid(np.arange(6), np.arange(6), indexing="ij")
+    assert torch.equal(rot, sq[0, 0][torch.from_numpy(5 - j), torch.from_numpy(i)])
+
+
+def test_curve_with_linear_knots_is_the_identity_and_finish_pads_with_zero():
+    x = torch.rand(1, 20, 20)
+    assert torch.allclose(augment._curve(x, torch.linspace(0, 1, 6)), x, atol=1e-6)
+    inside = torch.zeros(20, 20, dtype=torch.bool)
+    inside[5:15, 5:15] = True
+    y = augment.finish(x * 3 + 7, inside)
+    assert torch.all(y[:, ~inside] == 0)
+    assert abs(float(y[:, inside].mean())) < 1e-5 and abs(float(y[:, inside].std()) - 1) < 1e-4
+
+
+def test_batches_keep_labels_with_their_pixels_and_mask_outside_the_roi():
+    vol = _volume()
+    bank = SliceBank([vol])
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    spatial = Spatial(rotation_deg=0.0, zoom=(1.0, 1.0), stretch=0.0, p_foreground=1.0, p_roi_mask=1.0,
+                      roi_margin_mm=(4.0, 4.0))
+    x, y = augment.make_batch(bank, spatial, Appearance(strong=True), (32, 32), 4, rng, gen, roi_mask=True)
+    assert x.shape == (4, 1, 32, 32) and y.shape == (4, 32, 32)
+    assert all((y[i] == 1).sum() == 150 for i in range(4))  # the whole 10x15 organ, never resized
+    assert torch.isfinite(x).all()
+    assert all(int((x[i, 0] == 0).sum()) >= 32 * 32 - (10 + 4) * (15 + 4) for i in range(4))  # pad outside the ROI
+
+
+def test_loss_and_dice_have_their_analytic_values():
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:5, 2:5] = 1
+    logits = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    loss = dice_ce_loss(logits, target)
+    # class 2 is absent and never predicted: its Dice is 1 through the smoothing term, so the loss is ~0
+    assert float(loss) < 1e-3
+    a = np.zeros((4, 4), np.uint8)
+    a[:2] = 1
+    b = np.zeros((4, 4), np.uint8)
+    b[1:3] = 1
+    assert dice_per_label(a, b, [1])[1] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_tiny_training_on_real_ct_exports_a_model_the_engine_runs(tmp_path):
+    """Two real BTCV scans, a few seconds of a tiny network, export, and the engine on a real CHAOS MRI: the
+    output has the input's geometry and only the card's labels (no accuracy is expected at this length)."""
+    case = protocol.btcv_case("btcv_0001", REAL)
+    if not case.image.is_file():
+        pytest.skip(f"{case.image} not present")
+    from training.inplane.export import export_row
+    from training.inplane.loop import train_stage
+    from inference.pipeline import segment_image
+
+    prof_file = tmp_path / "tiny.json"
+    prof_file.write_text(json.dumps({
+        "extends": "cpu", "name": "tiny",
+        "coarse": {"features": [4, 8, 16], "patch": [64, 64], "batch": 2, "iterations": 3, "time_budget_s": None},
+        "fine": {"features": [4, 8, 16], "patch": [64, 64], "batch": 2, "iterations": 3, "time_budget_s": None}}))
+    prof = load_profile(str(prof_file))
+    work = tmp_path / "work"
+    cases = [protocol.btcv_case(c, REAL) for c in ("btcv_0001", "btcv_0002")]
+    for stage, recipe, out in (("coarse", prof.coarse, work / "coarse"), ("fine", prof.fine,
+                                                                          work / "rows" / "A" / "fine")):
+        vols = [load_volume(c, recipe.spacing_mm, protocol.BTCV_LABELS) for c in cases]
+        assert vols[0].regions.max() == len(protocol.BTCV_LABELS)   # the body outside the organs is a region
+        train_stage(out, SliceBank(vols), recipe, prof.spatial, prof.rows["A"].appearance, protocol.BTCV_LABELS,
+                    progress=False)
+        assert json.loads((out / "summary.json").read_text())["iterations"] == 3
+    model = export_row(work, str(prof_file), "A", tmp_path / "weights" / "tiny_inplane", name="tiny_inplane")
+    card = json.loads((model / "model.json").read_text())
+    assert card["fine"]["spacing_mm"][0] is None and card["fine"]["patch_size"][0] == 1
+    image = REAL / "mr_chaos_t2" / "images" / "chaos_t2_33_0000.nii.gz"
+    out = segment_image(image, tmp_path / "weights", device="cpu", backend="onnx")
+    ref = sitk.ReadImage(str(image))
+    assert out.GetSize() == ref.GetSize() and out.GetSpacing() == ref.GetSpacing()
+    assert out.GetDirection() == ref.GetDirection() and out.GetPixelID() == sitk.sitkUInt8
+    assert set(np.unique(sitk.GetArrayViewFromImage(out))) <= set(protocol.BTCV_LABELS)

@@ -1,0 +1,128 @@
+"""Labelled volumes -> in-memory slices on a stage's grid, prepared with the engine's own functions.
+
+Each case is read (inference.io), put in the engine's canonical orientation, resampled in-plane to the stage
+spacing (the engine's linear resampling; labels by its nearest-neighbour rule; z untouched, as the in-plane stage
+runs on the scan's own slices) and scaled to [0, 1] between the engine normalisation's percentiles of the whole
+image. Beside each image: the label map as network channels, a region map for the appearance randomisation
+(channel of the organ; body outside the organs; air), and the in-plane box of all organs (the ROI the engine cuts
+around them). A few hundred MB for the 30 BTCV scans at 2 mm.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from inference import normalization, orientation, resample
+from inference.config import Normalization
+from inference.io import read_image
+
+from .protocol import Case
+
+NORMALIZATION = Normalization(scheme="zscore", percentiles=(0.5, 99.5))
+
+
+@dataclass
+class Volume:
+    """One case on a stage's grid: image in [0, 1] (float16), channel labels, regions (uint8), z, y, x."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    regions: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    organ_box: tuple[tuple[int, int], tuple[int, int]] | None  # in-plane (y0, y1), (x0, x1) of all organs, or None
+    label_ids: tuple[int, ...]
+
+
+def _read_canonical(path: Path) -> tuple[np.ndarray, tuple[float, float, float], orientation.Orientation]:
+    loaded = read_image(path)
+    image = loaded.image
+    orient = orientation.orientation_from_direction(image.GetDirection())
+    spacing = orient.spacing(tuple(reversed(image.GetSpacing())))
+    # a copy: loaded.array may be a view into the SimpleITK image, freed with `loaded`
+    return np.array(orient.apply(loaded.array)), spacing, orient
+
+
+def body_mask(image01: np.ndarray) -> np.ndarray:
+    """The body on each slice: brighter than the darkest 2 % of the window, holes filled, largest piece."""
+    out = np.zeros(image01.shape, dtype=bool)
+    for z in range(image01.shape[0]):
+        m = ndimage.binary_fill_holes(image01[z] > 0.02)
+        lab, n = ndimage.label(m)
+        if n:
+            sizes = np.bincount(lab.ravel())[1:]
+            out[z] = lab == (int(np.argmax(sizes)) + 1)
+    return out
+
+
+def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...]) -> Volume:
+    """`case` on the grid of `spacing_mm` (z None: the scan's own slices), prepared as the engine prepares it."""
+    arr, spacing, orient = _read_canonical(case.image)
+    lab, lab_spacing, lab_orient = _read_canonical(case.label)
+    if lab.shape != arr.shape or lab_orient != orient:
+        raise ValueError(f"{case.label}: label map of shape {lab.shape} does not match its image {arr.shape}")
+    params = normalization.resolve(NORMALIZATION, normalization.stats_sample(arr))
+    shape = resample.shape_at_spacing(arr.shape, spacing, spacing_mm)
+    img = resample.resample_linear(arr, shape)
+    img = (np.clip(img, params.low, params.high) - params.low) / max(params.high - params.low, 1e-6)
+    lut = np.zeros(256, dtype=np.uint8)
+    for ch, lid in enumerate(label_ids):
+        lut[lid] = ch
+    labels = lut[resample.labels_to_shape(lab.astype(np.uint8), shape)]
+    regions = labels.copy()
+    regions[(regions == 0) & body_mask(img)] = len(label_ids)  # body outside the organs; 0 stays air
+    out_spacing = tuple(s if t is None else t * 1.0 for s, t in zip(spacing, spacing_mm))
+    box = None
+    if labels.any():
+        _, ys, xs = np.nonzero(labels)
+        box = ((int(ys.min()), int(ys.max()) + 1), (int(xs.min()), int(xs.max()) + 1))
+    return Volume(case.name, img.astype(np.float16), labels, regions, out_spacing, box, tuple(label_ids))
+
+
+class SliceBank:
+    """Every slice of every volume, for sampling training patches: slices that hold an organ are indexed per
+    organ channel, so a patch can be centred on a rare organ as often as on the liver."""
+
+    def __init__(self, volumes: list[Volume]):
+        if not volumes:
+            raise ValueError("no training volumes")
+        self.volumes = volumes
+        self.num_classes = len(volumes[0].label_ids)
+        self.slices = [(v, z) for v, vol in enumerate(volumes) for z in range(vol.image.shape[0])]
+        self.by_class: dict[int, list[int]] = {}
+        for i, (v, z) in enumerate(self.slices):
+            for ch in np.unique(volumes[v].labels[z]):
+                if ch:
+                    self.by_class.setdefault(int(ch), []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def pick(self, rng: np.random.Generator, foreground: bool) -> tuple[Volume, int, tuple[float, float]]:
+        """A slice and a patch centre (y, x in pixels): on a random voxel of a random organ, or anywhere in the
+        body (the image centre when a slice has no body)."""
+        if foreground and self.by_class:
+            ch = list(self.by_class)[rng.integers(len(self.by_class))]
+            v, z = self.slices[self.by_class[ch][rng.integers(len(self.by_class[ch]))]]
+            vol = self.volumes[v]
+            ys, xs = np.nonzero(vol.labels[z] == ch)
+        else:
+            v, z = self.slices[rng.integers(len(self.slices))]
+            vol = self.volumes[v]
+            ys, xs = np.nonzero(vol.regions[z])
+        if len(ys) == 0:
+            return vol, z, ((vol.image.shape[1] - 1) / 2, (vol.image.shape[2] - 1) / 2)
+        k = rng.integers(len(ys))
+        return vol, z, (float(ys[k]), float(xs[k]))
+
+
+def load_volumes(cases: list[Case], spacing_mm, label_ids, progress: bool = True) -> list[Volume]:
+    from tqdm import tqdm
+
+    out = []
+    for case in tqdm(cases, desc=f"load at {list(spacing_mm)} mm", disable=not progress, unit="case"):
+        out.append(load_volume(case, spacing_mm, label_ids))
+    return out

@@ -1,0 +1,76 @@
+"""Trained 2D stages -> the engine's weights format: a card whose stages run on the scan's own slices.
+
+A 2D PlainConvUNet and the card's 3D PlainConvUNet with (1, 3, 3) kernels, (1, 2, 2) strides and a patch of one
+slice compute the same function: every 2D kernel becomes a 3D kernel of depth 1, and InstanceNorm3d over a
+(1, H, W) patch is InstanceNorm2d over (H, W). `to_card_state` is that mapping (tested against the 2D network).
+The card's spacing is None along z (no resampling between slices) and the fine stage has no mirror TTA: the
+networks are trained without mirroring (x would swap the kidneys' sides, y turns the body front to back, z is
+meaningless for a network that sees one slice), so a mirrored pass would show them images they never saw.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from inference.config import (FLARE_CAUDAL_TO, Architecture, Normalization, PostprocessConfig, RoiConfig,
+                              StageConfig)
+
+from .data import NORMALIZATION
+from .loop import build_net2d
+from .recipe import StageRecipe, load_profile
+
+
+def to_card_state(state2d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """2D weights -> the (1, 3, 3)-kernel 3D network's: every 4D tensor (conv, transposed conv, 1x1 head) gets a
+    depth axis of size 1; norm parameters and biases are unchanged."""
+    return {k: (v.unsqueeze(2) if v.ndim == 4 else v).clone() for k, v in state2d.items()}
+
+
+def card_stage(recipe: StageRecipe, label_ids) -> StageConfig:
+    n = len(recipe.features)
+    arch = Architecture(
+        input_channels=1, n_stages=n, features_per_stage=tuple(recipe.features),
+        kernel_sizes=((1, 3, 3),) * n, strides=((1, 1, 1),) + ((1, 2, 2),) * (n - 1),
+        n_conv_per_stage=(2,) * n, n_conv_per_stage_decoder=(2,) * (n - 1), conv_bias=True,
+        norm="InstanceNorm3d", norm_eps=1e-5, norm_affine=True, nonlin="LeakyReLU", nonlin_negative_slope=1e-2)
+    norm = Normalization(scheme=NORMALIZATION.scheme, percentiles=NORMALIZATION.percentiles)
+    return StageConfig(spacing_mm=tuple(recipe.spacing_mm), patch_size=(1,) + tuple(recipe.patch),
+                       normalization=norm, architecture=arch, label_ids=tuple(label_ids), step_size=0.5)
+
+
+def _engine_net(stage_dir: Path, recipe: StageRecipe, cfg: StageConfig):
+    from inference.network import build_network
+
+    net2d = build_net2d(recipe.features, cfg.num_classes)
+    net2d.load_state_dict(torch.load(stage_dir / "final.pt", map_location="cpu", weights_only=True))
+    net = build_network(cfg.architecture, cfg.num_classes)
+    net.load_state_dict(to_card_state(net2d.state_dict()), strict=True)
+    return net
+
+
+def export_row(work: Path, profile: str, row: str, out: Path, name: str, machine: str = "") -> Path:
+    """weights/<name>: the shared coarse stage + row `row`'s fine stage of the work folder `work`."""
+    from training.export import export_model
+
+    prof = load_profile(profile)
+    stages, prov = {}, {"profile": prof.to_dict(), "row": row, "machine": machine}
+    for stage, stage_dir, recipe in (("coarse", work / "coarse", prof.coarse),
+                                     ("fine", work / "rows" / row / "fine", prof.fine)):
+        if not (stage_dir / "final.pt").is_file():
+            raise FileNotFoundError(f"{stage_dir}: no final.pt (train the {stage} stage first)")
+        summary = json.loads((stage_dir / "summary.json").read_text())
+        cfg = card_stage(recipe, summary["label_ids"])
+        stages[stage] = (_engine_net(stage_dir, recipe, cfg), cfg)
+        prov[stage] = {k: summary[k] for k in ("iterations", "trained_s", "seconds_per_iteration", "volumes",
+                                               "torch", "device", "threads")}
+    organs = tuple(sorted(set(stages["fine"][1].label_ids[1:])))
+    caudal = tuple(p for p in FLARE_CAUDAL_TO if set(p) <= set(organs))
+    title = prof.rows[row].title
+    return export_model(
+        out, name=name, modalities=("MRI",), stages=stages, provenance=prov,
+        description=f"in-plane C2F, benchmark row {title}, profile {prof.name}; trained on labelled CT "
+                    f"(BTCV) only unless the row says otherwise; outputs FLARE labels {list(organs)}",
+        roi=RoiConfig(margin_mm=(20.0, 20.0, 20.0), max_extent_mm=(350.0, 350.0, 400.0)),
+        postprocess=PostprocessConfig(largest_component_organs=organs, caudal_to=caudal))

@@ -1,0 +1,189 @@
+"""Training of one 2D stage: AdamW, cosine learning rate over the run's progress, Dice + cross-entropy.
+
+Progress is max(iterations done / iterations, seconds trained / time budget): a run that a budget cuts short still
+ends with a decayed learning rate. Resumable: a checkpoint (network, optimiser, progress, random states) is written
+every `checkpoint_every_s` under a temporary name and renamed; `train_stage` picks it up and goes on. Every
+`eval_every_s` the current network is scored on the evaluation volumes (Dice per organ on the stage grid) and a row
+goes to curve.csv, the learning curve committed with the results.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from torch import nn
+
+from .augment import make_batch
+from .data import SliceBank, Volume
+from .recipe import Appearance, Spatial, StageRecipe
+
+
+def build_net2d(features, num_classes: int) -> PlainConvUNet:
+    """dynamic-network-architectures' PlainConvUNet in 2D (its module tree is the engine's network's, so the weights
+    map one to one onto the card's (1, 3, 3)-kernel 3D net: export.to_card_state)."""
+    n = len(features)
+    return PlainConvUNet(
+        input_channels=1, n_stages=n, features_per_stage=list(features), conv_op=nn.Conv2d,
+        kernel_sizes=[[3, 3]] * n, strides=[[1, 1]] + [[2, 2]] * (n - 1), n_conv_per_stage=[2] * n,
+        num_classes=num_classes, n_conv_per_stage_decoder=[2] * (n - 1), conv_bias=True,
+        norm_op=nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+        nonlin=nn.LeakyReLU, nonlin_kwargs={"negative_slope": 1e-2, "inplace": True}, deep_supervision=False)
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy + (1 - soft Dice over the batch, mean over the organ channels), as nnU-Net's batch Dice."""
+    ce = F.cross_entropy(logits, target)
+    prob = logits.softmax(1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
+    inter = (prob * onehot).sum((0, 2, 3))
+    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    dice = (2 * inter + 1e-5) / (denom + 1e-5)
+    return ce + (1 - dice.mean())
+
+
+@torch.no_grad()
+def predict_volume(net: nn.Module, vol: Volume, device: str = "cpu") -> np.ndarray:
+    """Channel labels of every slice of `vol` (whole slices, zero-padded to the network stride; the volume is
+    z-scored over its voxels as the engine does)."""
+    net.eval()
+    img = vol.image.astype(np.float32)
+    img = (img - img.mean()) / max(float(img.std()), 1e-3)
+    h, w = img.shape[1:]
+    ph, pw = (-h) % 16, (-w) % 16
+    out = np.zeros(vol.labels.shape, dtype=np.uint8)
+    for z0 in range(0, img.shape[0], 8):
+        x = torch.from_numpy(np.pad(img[z0:z0 + 8], ((0, 0), (0, ph), (0, pw))))[:, None].to(device)
+        out[z0:z0 + 8] = net(x).argmax(1)[:, :h, :w].cpu().numpy()
+    net.train()
+    return out
+
+
+def dice_per_label(pred: np.ndarray, ref: np.ndarray, channels) -> dict[int, float]:
+    out = {}
+    for ch in channels:
+        p, r = pred == ch, ref == ch
+        s = int(p.sum()) + int(r.sum())
+        out[ch] = 1.0 if s == 0 else 2.0 * int((p & r).sum()) / s
+    return out
+
+
+def evaluate(net, net_label_ids, volumes: list[Volume], scored_labels, device: str) -> dict[int, float]:
+    """Mean Dice over `volumes` per FLARE label of `scored_labels` (on the stage grid, no clean-up); the network's
+    channels and each volume's channels are compared as FLARE labels."""
+    per = {lab: [] for lab in scored_labels}
+    to_flare = np.asarray(net_label_ids, dtype=np.uint8)
+    for vol in volumes:
+        pred = to_flare[predict_volume(net, vol, device)]
+        ref = np.asarray(vol.label_ids, dtype=np.uint8)[vol.labels]
+        for lab, d in dice_per_label(pred, ref, scored_labels).items():
+            per[lab].append(d)
+    return {lab: float(np.mean(v)) for lab, v in per.items()}
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_stage(out: Path, bank: SliceBank, recipe: StageRecipe, spatial: Spatial, appearance: Appearance,
+                label_ids: tuple[int, ...], eval_volumes: list[Volume] = (), scored_labels=(), seed: int = 0,
+                device: str = "cpu", progress: bool = True) -> nn.Module:
+    """Train (or resume) one stage into `out` (checkpoint.pt, curve.csv, final.pt, summary.json) with
+    `recipe.threads` torch threads (the caller's count is restored afterwards)."""
+    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        return _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scored_labels, seed, device,
+                      progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scored_labels, seed, device, progress):
+    from tqdm import tqdm
+
+    net = build_net2d(recipe.features, len(label_ids)).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    it, trained_s, losses = 0, 0.0, []
+    ckpt = out / "checkpoint.pt"
+    if (out / "final.pt").is_file():
+        net.load_state_dict(torch.load(out / "final.pt", map_location=device, weights_only=True))
+        return net
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        it, trained_s = state["iteration"], state["trained_s"]
+        rng.bit_generator.state = state["rng"]
+        gen.set_state(state["gen"])
+    curve = out / "curve.csv"
+    new_curve = not curve.is_file()
+    budget = recipe.time_budget_s or math.inf
+
+    def progress_of(i: int, s: float) -> float:
+        return max(i / recipe.iterations, s / budget)
+
+    def checkpoint() -> None:
+        _save(ckpt, {"net": net.state_dict(), "opt": opt.state_dict(), "iteration": it, "trained_s": trained_s,
+                     "rng": rng.bit_generator.state, "gen": gen.get_state()})
+
+    with open(curve, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new_curve:
+            writer.writerow(["iteration", "seconds", "lr", "loss"] + [f"dice_{lab}" for lab in scored_labels])
+        bar = tqdm(total=100, desc=f"train {out.name}", unit="%", disable=not progress,
+                   initial=int(100 * progress_of(it, trained_s)))
+        last_eval = last_ckpt = trained_s
+        net.train()
+        while progress_of(it, trained_s) < 1:
+            t0 = time.perf_counter()
+            lr = recipe.lr * 0.5 * (1 + math.cos(math.pi * progress_of(it, trained_s)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = make_batch(bank, spatial, appearance, recipe.patch, recipe.batch, rng, gen, recipe.roi_mask,
+                              device)
+            loss = dice_ce_loss(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
+            opt.step()
+            losses.append(float(loss.detach()))
+            it += 1
+            trained_s += time.perf_counter() - t0
+            bar.update(int(100 * progress_of(it, trained_s)) - bar.n)
+            done = progress_of(it, trained_s) >= 1
+            if eval_volumes and (trained_s - last_eval >= recipe.eval_every_s or done):
+                scores = evaluate(net, label_ids, eval_volumes, scored_labels, device)
+                writer.writerow([it, round(trained_s, 1), f"{lr:.3g}", round(float(np.mean(losses[-50:])), 4)]
+                                + [round(scores[lab], 4) for lab in scored_labels])
+                fh.flush()
+                bar.set_postfix(dice=round(float(np.mean(list(scores.values()))), 3))
+                last_eval = trained_s
+            elif not eval_volumes and (trained_s - last_eval >= recipe.eval_every_s or done):
+                writer.writerow([it, round(trained_s, 1), f"{lr:.3g}", round(float(np.mean(losses[-50:])), 4)])
+                fh.flush()
+                last_eval = trained_s
+            if trained_s - last_ckpt >= recipe.checkpoint_every_s:
+                checkpoint()
+                last_ckpt = trained_s
+        bar.close()
+    checkpoint()
+    _save(out / "final.pt", net.state_dict())
+    summary = {"iterations": it, "trained_s": round(trained_s, 1), "seconds_per_iteration": round(trained_s / max(it, 1), 3),
+               "recipe": asdict(recipe), "appearance": asdict(appearance), "spatial": asdict(spatial),
+               "label_ids": list(label_ids), "slices": len(bank), "volumes": [v.name for v in bank.volumes],
+               "torch": torch.__version__, "device": device, "threads": recipe.threads}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return net

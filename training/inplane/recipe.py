@@ -1,0 +1,168 @@
+"""Typed recipes of the in-plane (2D) C2F training: one stage, one appearance policy, one row.
+
+A profile is JSON; `"extends": "cpu"` starts from another profile of this folder and overrides only the keys given
+(nested dictionaries merge key by key), so a profile file shows what differs. Spatial values are (y, x) for the
+2D patch and (z, y, x) for spacings, with None on z: the stage runs on the scan's own slices.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PROFILE_DIR = Path(__file__).with_name("profiles")
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """Intensity augmentation of a training patch (images scaled to [0, 1] per case before it).
+
+    `strong` False: nnU-Net-like mild changes (contrast, gamma, noise, blur). `strong` True adds the appearance
+    randomisation of row (A): a random piecewise-linear intensity curve over the whole patch (`curve_knots`
+    control points, not monotone: any tissue may become brighter or darker than any other), then a random scale
+    and shift per labelled region (each organ, the body outside the organs, the air: SLAug's local
+    location-scale idea), then a multiplicative bias field."""
+
+    strong: bool = False
+    p_curve: float = 0.9
+    curve_knots: int = 6
+    p_region: float = 0.8
+    region_scale: tuple[float, float] = (0.6, 1.4)
+    region_shift: float = 0.2
+    p_bias: float = 0.5
+    bias_std: float = 0.3
+    p_gamma: float = 0.3
+    gamma: tuple[float, float] = (0.7, 1.5)
+    p_noise: float = 0.3
+    noise_std: tuple[float, float] = (0.0, 0.08)
+    p_blur: float = 0.2
+    blur_sigma_px: tuple[float, float] = (0.5, 1.2)
+    p_contrast: float = 0.3
+    contrast: tuple[float, float] = (0.75, 1.25)
+
+
+@dataclass(frozen=True)
+class Spatial:
+    """Random in-plane affine of every patch: rotation (degrees), isotropic zoom, and extra per-axis stretch."""
+
+    rotation_deg: float = 15.0
+    zoom: tuple[float, float] = (0.8, 1.25)
+    stretch: float = 0.1
+    p_foreground: float = 0.5      # patch centred on a random voxel of a random organ present in the slice
+    p_roi_mask: float = 0.5        # everything outside a jittered organ box + margin set to 0 (the engine's pad)
+    roi_margin_mm: tuple[float, float] = (10.0, 40.0)
+
+
+@dataclass(frozen=True)
+class StageRecipe:
+    """One 2D network: its grid, patch, width, and how long it trains."""
+
+    spacing_mm: tuple[float | None, float, float]
+    patch: tuple[int, int]
+    features: tuple[int, ...]
+    batch: int = 8
+    iterations: int = 100_000          # upper bound; `time_budget_s` usually ends the run first
+    time_budget_s: float | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    eval_every_s: float = 300.0
+    checkpoint_every_s: float = 120.0
+    threads: int = 1
+    roi_mask: bool = True              # fine stages: train on engine-like ROI crops too (Spatial.p_roi_mask)
+
+    def __post_init__(self) -> None:
+        if len(self.spacing_mm) != 3 or self.spacing_mm[0] is not None or min(self.spacing_mm[1:]) <= 0:
+            raise ValueError(f"spacing_mm must be [null, y, x] with positive y, x, got {self.spacing_mm}")
+        stride = 2 ** (len(self.features) - 1)
+        if len(self.patch) != 2 or any(p % stride for p in self.patch):
+            raise ValueError(f"patch {self.patch} must be two multiples of the network stride {stride}")
+        if self.batch < 1 or self.iterations < 1 or self.lr <= 0:
+            raise ValueError("batch, iterations and lr must be positive")
+
+
+@dataclass(frozen=True)
+class Row:
+    """A benchmark row: which labelled cases train it and with what appearance policy."""
+
+    name: str
+    title: str
+    source: str                        # "btcv" (labelled CT) or "chaos_target" (upper bound: target labels)
+    appearance: Appearance = Appearance()
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    coarse: StageRecipe
+    fine: StageRecipe
+    spatial: Spatial = Spatial()
+    rows: dict[str, Row] = field(default_factory=dict)
+    seed: int = 0
+    coarse_row: str = "A"              # the row whose appearance policy trains the one shared coarse stage
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _build(cls, d: dict[str, Any], where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
+    out = {}
+    for k, v in d.items():
+        out[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+    return cls(**out)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise ValueError(f"{path}: 'extends' loops back ({' -> '.join(p.name for p in seen)})")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    parent = d.pop("extends", None)
+    if parent is None:
+        return d
+    return _merge(_raw(_profile_path(parent, path.parent), seen + (path,)), d)
+
+
+def _profile_path(name_or_path: str, folder: Path = PROFILE_DIR) -> Path:
+    p = Path(name_or_path)
+    if not p.suffix:  # a name: beside the profile that extends it, else a built-in one
+        p = folder / f"{name_or_path}.json"
+        if not p.is_file():
+            p = PROFILE_DIR / f"{name_or_path}.json"
+    if not p.is_file():
+        names = sorted(x.stem for x in PROFILE_DIR.glob("*.json"))
+        raise FileNotFoundError(f"{p}: no such profile (built-in: {names})")
+    return p
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A profile by name (training/inplane/profiles/<name>.json) or path, `extends` resolved."""
+    path = _profile_path(name_or_path)
+    d = _raw(path)
+    where = str(path)
+    try:
+        rows = {}
+        for key, r in d.get("rows", {}).items():
+            r = dict(r)
+            r["appearance"] = _build(Appearance, r.get("appearance", {}), f"{where} rows.{key}.appearance")
+            rows[key] = _build(Row, {"name": key, **r}, f"{where} rows.{key}")
+        return Profile(name=d.get("name", path.stem),
+                       coarse=_build(StageRecipe, d["coarse"], f"{where} coarse"),
+                       fine=_build(StageRecipe, d["fine"], f"{where} fine"),
+                       spatial=_build(Spatial, d.get("spatial", {}), f"{where} spatial"),
+                       rows=rows, seed=int(d.get("seed", 0)), coarse_row=str(d.get("coarse_row", "A")))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{where}: not a valid profile ({exc})") from None
