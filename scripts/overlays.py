@@ -10,6 +10,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from inference.labels import organ_names  # noqa: E402
+from inference.modality import modality_of  # noqa: E402
+
+CMAP = plt.get_cmap("tab20")
+
+
+def legend_entries(labels, modality: str) -> list[tuple[int, str, tuple]]:
+    """(label, organ name, RGBA colour of the overlay) for each label present, in label order."""
+    names = organ_names(modality)
+    return [(v, names.get(v, f"label {v}"), CMAP(v % 20)) for v in sorted(int(x) for x in labels if x)]
 
 
 def overlay(image_path: Path, mask_path: Path, png_path: Path) -> None:
@@ -23,10 +35,15 @@ def overlay(image_path: Path, mask_path: Path, png_path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.5))
     for ax, (im, ms, aspect) in zip(axes, views):
         ax.imshow(im, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, origin="lower" if im is not views[0][0] else "upper")
-        ax.imshow(np.ma.masked_equal(ms, 0), cmap="tab20", vmin=0, vmax=20, alpha=0.45, aspect=aspect,
-                  interpolation="nearest", origin="lower" if im is not views[0][0] else "upper")
+        rgba = CMAP(ms.astype(np.intp) % 20)      # integer labels index the colour table directly
+        rgba[..., 3] = np.where(ms > 0, 0.45, 0.0)
+        ax.imshow(rgba, aspect=aspect, interpolation="nearest", origin="lower" if im is not views[0][0] else "upper")
         ax.axis("off")
-    fig.suptitle(f"{mask_path.name}: labels {sorted(int(v) for v in np.unique(m) if v)}")
+    entries = legend_entries(np.unique(m), modality_of(image_path))
+    fig.suptitle(f"{mask_path.name} ({modality_of(image_path)})")
+    if entries:
+        fig.legend(handles=[Patch(facecolor=c, alpha=0.8, label=f"{v} {name}") for v, name, c in entries],
+                   loc="lower center", ncol=min(7, len(entries)), fontsize=8, frameon=False)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = png_path.with_name(f".{png_path.stem}.partial.png")
     fig.savefig(tmp, dpi=80, bbox_inches="tight")

@@ -50,6 +50,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from .report import row_summary, score
+
+    csv_path = score(args.model, args.out, args.data, args.threads)
+    e = row_summary(csv_path)
+    print(f"{args.model.name}: mean DSC {100 * e['mean'][0]:.1f} %, NSD {100 * e['mean'][1]:.1f} % "
+          + " ".join(f"{o}:{100 * e[o][0]:.1f}" for o in protocol.SCORED_ORGANS) + f" ({csv_path})")
+    return 0
+
+
 def cmd_curves(args) -> int:
     from .report import plot_curves
 
@@ -78,6 +88,12 @@ def main(argv=None) -> int:
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--name", default=None)
     e.set_defaults(func=cmd_export)
+    s = sub.add_parser("score", help="the engine on the CHAOS test scans + FLARE DSC/NSD (eval score)")
+    s.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--data", type=Path, default=protocol.REAL_DATA)
+    s.set_defaults(func=cmd_score)
     c = sub.add_parser("curves", help="learning curves (PNG) of every trained stage")
     c.add_argument("--work", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)

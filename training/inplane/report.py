@@ -1,0 +1,128 @@
+"""Scores and learning curves of the in-plane rows.
+
+`score` runs the engine on the CHAOS test scans as the submission runs it (`python -m inference`, a fresh process,
+images in, label files out) and scores the masks with `python -m eval score` (FLARE DSC / NSD) on liver, kidneys
+and spleen; `table` writes the per-organ markdown table; `plot_curves` draws every stage's curve.csv.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training.uda_bench.report import ORGAN_NAMES, read_scores
+from training.uda_bench.runner import run_logged
+
+from . import protocol
+
+PY = sys.executable
+
+
+def _test_folders(root: Path, data: Path) -> tuple[Path, Path]:
+    """Folders of symbolic links to the test images and labels (the engine and the scorer read whole folders)."""
+    images, labels = root / "test_images", root / "test_labels"
+    for folder in (images, labels):
+        folder.mkdir(parents=True, exist_ok=True)
+    for case in protocol.test_cases(data):
+        for src, dst in ((case.image, images / case.image.name), (case.label, labels / case.label.name)):
+            if not src.is_file():
+                raise FileNotFoundError(f"{src}: test scan missing")
+            if not dst.exists():
+                os.symlink(src.resolve(), dst)
+    return images, labels
+
+
+def score(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int | None = None,
+          backend: str = "onnx") -> Path:
+    """Predict the test scans with `model` (a weights/<name> folder) and score them; returns scores.csv in `out`."""
+    images, labels = _test_folders(out, data)
+    pred = out / "pred"
+    argv = [PY, "-m", "inference", str(images), str(pred), "--weights", str(model.parent), "--model", model.name,
+            "--device", "cpu", "--backend", backend, "--log-dir", str(out / "pred_qc")]
+    if threads:
+        argv += ["--threads", str(threads)]
+    t0 = time.monotonic()
+    run_logged(argv, out / "predict.log")
+    seconds = time.monotonic() - t0
+    csv_path = out / "scores.csv"
+    run_logged([PY, "-m", "eval", "score", str(pred), str(labels), "--csv", str(csv_path), "--organs",
+                ",".join(str(o) for o in protocol.SCORED_ORGANS), "--strict-geometry", "--no-plots"],
+               out / "score.log")
+    (out / "predict.json").write_text(json.dumps({"predict_seconds_4_scans": round(seconds, 1),
+                                                  "backend": backend, "threads": threads}) + "\n")
+    return csv_path
+
+
+def row_summary(csv_path: Path) -> dict:
+    """{organ: (mean DSC, mean NSD)} over the test scans, plus 'mean'."""
+    sc = read_scores(csv_path)
+    entry = {}
+    for organ in protocol.SCORED_ORGANS:
+        vals = [sc[(c, organ)] for c in protocol.TEST_CASES if (c, organ) in sc]
+        entry[organ] = (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
+    entry["mean"] = tuple(float(np.mean([entry[o][i] for o in protocol.SCORED_ORGANS])) for i in (0, 1))
+    return entry
+
+
+def table(rows: dict[str, tuple[str, Path]]) -> str:
+    """Markdown: one line per row {key: (title, scores.csv)}, cells DSC / NSD in %."""
+    head = "| row | " + " | ".join(ORGAN_NAMES[o] for o in protocol.SCORED_ORGANS) + " | mean DSC | mean NSD |"
+    lines = [head, "|" + "---|" * (len(protocol.SCORED_ORGANS) + 3)]
+    for title, path in rows.values():
+        e = row_summary(path)
+        cells = [f"{100 * e[o][0]:.1f} / {100 * e[o][1]:.1f}" for o in protocol.SCORED_ORGANS]
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | **{100 * e['mean'][0]:.1f}** | "
+                     f"{100 * e['mean'][1]:.1f} |")
+    return "\n".join(lines) + ("\n\nCells: DSC / NSD (%), mean over CHAOS T2 " + ", ".join(protocol.TEST_CASES)
+                               + " (NSD tolerance as the FLARE scorer).\n")
+
+
+def _read_curve(path: Path) -> dict[str, np.ndarray]:
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: np.array([float(r[k]) for r in rows]) for k in (rows[0] if rows else {})}
+
+
+def plot_curves(work: Path, out: Path) -> list[Path]:
+    """One PNG per trained stage of `work` (loss and, when recorded, test Dice per organ against minutes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for curve in sorted(work.glob("**/curve.csv")):
+        c = _read_curve(curve)
+        if not c:
+            continue
+        name = "_".join(curve.parent.relative_to(work).parts)
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+        minutes = c["seconds"] / 60
+        ax[0].plot(minutes, c["loss"], color="k")
+        ax[0].set(xlabel="training minutes", ylabel="Dice + CE loss (last 50 it.)", title=f"{name}: loss")
+        dice = [k for k in c if k.startswith("dice_")]
+        for k in dice:
+            organ = int(k.split("_")[1])
+            ax[1].plot(minutes, c[k], label=ORGAN_NAMES.get(organ, k))
+        if dice:
+            ax[1].plot(minutes, np.mean([c[k] for k in dice], axis=0), color="k", lw=2, label="mean")
+            ax[1].legend(fontsize=7)
+        ax[1].set(xlabel="training minutes", ylabel="DSC on the stage grid", ylim=(0, 1),
+                  title="CHAOS test scans (reported, never used to choose)")
+        for a in ax:
+            a.grid(alpha=0.3)
+        top = ax[0].secondary_xaxis("top", functions=(lambda m, s=c: np.interp(m, s["seconds"] / 60, s["iteration"]),
+                                                      lambda i, s=c: np.interp(i, s["iteration"], s["seconds"] / 60)))
+        top.set_xlabel("iterations")
+        fig.tight_layout()
+        path = out / f"curve_{name}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
