@@ -16,7 +16,7 @@ from inference.config import ModelCardError, StageConfig
 from inference.network import build_network
 from inference.sliding_window import compute_steps
 from training.inplane import augment, protocol
-from training.inplane.data import SliceBank, Volume, load_volume
+from training.inplane.data import SliceBank, Volume
 from training.inplane.export import card_stage, to_card_state
 from training.inplane.loop import build_net2d, dice_ce_loss, dice_per_label
 from training.inplane.recipe import Appearance, Spatial, StageRecipe, load_profile
@@ -147,37 +147,43 @@ def test_loss_and_dice_have_their_analytic_values():
 
 
 @pytest.mark.slow
-def test_tiny_training_on_real_ct_exports_a_model_the_engine_runs(tmp_path):
-    """Two real BTCV scans, a few seconds of a tiny network, export, and the engine on a real CHAOS MRI: the
-    output has the input's geometry and only the card's labels (no accuracy is expected at this length)."""
+def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhere(tmp_path):
+    """One row of the benchmark on real data with tiny networks (3 iterations each, on the 30 BTCV scans): the
+    runner trains, exports, runs the engine on the CHAOS test scans and scores them; the exported masks have the
+    input's geometry; publish + seed give a new work folder that needs no training (no accuracy is expected)."""
     case = protocol.btcv_case("btcv_0001", REAL)
     if not case.image.is_file():
         pytest.skip(f"{case.image} not present")
-    from training.inplane.export import export_row
-    from training.inplane.loop import train_stage
     from inference.pipeline import segment_image
+    from training.inplane import bench
+    from training.inplane.report import row_summary
 
     prof_file = tmp_path / "tiny.json"
     prof_file.write_text(json.dumps({
         "extends": "cpu", "name": "tiny",
         "coarse": {"features": [4, 8, 16], "patch": [64, 64], "batch": 2, "iterations": 3, "time_budget_s": None},
         "fine": {"features": [4, 8, 16], "patch": [64, 64], "batch": 2, "iterations": 3, "time_budget_s": None}}))
-    prof = load_profile(str(prof_file))
     work = tmp_path / "work"
-    cases = [protocol.btcv_case(c, REAL) for c in ("btcv_0001", "btcv_0002")]
-    for stage, recipe, out in (("coarse", prof.coarse, work / "coarse"), ("fine", prof.fine,
-                                                                          work / "rows" / "A" / "fine")):
-        vols = [load_volume(c, recipe.spacing_mm, protocol.BTCV_LABELS) for c in cases]
-        assert vols[0].regions.max() == len(protocol.BTCV_LABELS)   # the body outside the organs is a region
-        train_stage(out, SliceBank(vols), recipe, prof.spatial, prof.rows["A"].appearance, protocol.BTCV_LABELS,
-                    progress=False)
-        assert json.loads((out / "summary.json").read_text())["iterations"] == 3
-    model = export_row(work, str(prof_file), "A", tmp_path / "weights" / "tiny_inplane", name="tiny_inplane")
+    csv_path = bench.run_row(work, str(prof_file), "A", REAL, curve_on_test=False)
+    summary = row_summary(csv_path)
+    assert set(summary) == {1, 2, 3, 13, "mean"} and 0 <= summary["mean"][0] <= 1
+    for stage in ("coarse", "rows/A/fine"):
+        assert json.loads((work / stage / "summary.json").read_text())["iterations"] == 3
+    model = work / "models" / "rA"
     card = json.loads((model / "model.json").read_text())
     assert card["fine"]["spacing_mm"][0] is None and card["fine"]["patch_size"][0] == 1
+    assert card["fine"]["label_ids"] == list(protocol.BTCV_LABELS)
     image = REAL / "mr_chaos_t2" / "images" / "chaos_t2_33_0000.nii.gz"
-    out = segment_image(image, tmp_path / "weights", device="cpu", backend="onnx")
+    out = segment_image(image, model.parent, model="rA", device="cpu", backend="onnx")
     ref = sitk.ReadImage(str(image))
     assert out.GetSize() == ref.GetSize() and out.GetSpacing() == ref.GetSpacing()
     assert out.GetDirection() == ref.GetDirection() and out.GetPixelID() == sitk.sitkUInt8
     assert set(np.unique(sitk.GetArrayViewFromImage(out))) <= set(protocol.BTCV_LABELS)
+
+    table = bench.publish(work, str(prof_file), tmp_path / "results").read_text()
+    assert "(A) source CT" in table and (tmp_path / "results" / "stages" / "coarse" / "final.pt").is_file()
+    work2 = tmp_path / "work2"
+    assert len(bench.seed_work(tmp_path / "results", work2)) == 2
+    assert bench.train_one(work2, str(prof_file), "A", "fine", REAL) == work2 / "rows" / "A" / "fine"
+    assert json.loads((work2 / "rows/A/fine/summary.json").read_text()) == json.loads(
+        (work / "rows/A/fine/summary.json").read_text())

@@ -1,0 +1,126 @@
+"""The benchmark's row runner: one row per command, every step resumable, results that travel between machines.
+
+`run_row` trains the shared coarse stage (once per work folder), the row's fine stage, exports the row's model to
+WORK/models/r<row> and scores it on the test scans (WORK/scores/r<row>/). Each step is skipped when its output
+exists; a training stopped half-way resumes from its checkpoint. `publish` copies what a reader and a later run
+need into a results folder (committed): the table, the learning curves (PNG + CSV), every stage's summary and final
+weights (a few MB), the scores. `seed_work` puts published stages back into a new work folder, so a run on
+another machine continues where the last one stopped instead of training again.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from pathlib import Path
+
+from . import protocol
+from .recipe import load_profile
+
+STAGE_FILES = ("final.pt", "summary.json", "curve.csv")
+
+
+def stage_dirs(work: Path, row: str) -> dict[str, Path]:
+    return {"coarse": work / "coarse", "fine": work / "rows" / row / "fine"}
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, {platform.system()}".strip()
+
+
+def train_one(work: Path, profile: str, row: str, stage: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
+              threads: int | None = None, curve_on_test: bool = True) -> Path:
+    """Train (or resume, or find trained) `stage` of `row`: the coarse stage is shared by the rows and trained
+    with the appearance policy of the profile's `coarse_row`. Returns the stage folder."""
+    from dataclasses import replace
+
+    from .data import SliceBank, load_volumes
+    from .loop import train_stage
+
+    prof = load_profile(profile)
+    if row not in prof.rows:
+        raise ValueError(f"profile {prof.name} has no row {row!r} (rows: {sorted(prof.rows)})")
+    out = stage_dirs(work, row)[stage]
+    if (out / "final.pt").is_file():
+        return out
+    recipe = prof.coarse if stage == "coarse" else prof.fine
+    if threads:
+        recipe = replace(recipe, threads=threads)
+    r = prof.rows[prof.coarse_row if stage == "coarse" else row]
+    cases, label_ids = protocol.source_cases(r.source, data)
+    missing = [str(c.image) for c in cases if not c.image.is_file() or not c.label.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} training case(s) missing, e.g. {missing[0]}")
+    vols = load_volumes(cases, recipe.spacing_mm, label_ids)
+    evals = load_volumes(protocol.test_cases(data), recipe.spacing_mm, protocol.CHAOS_LABELS) \
+        if curve_on_test else []
+    train_stage(out, SliceBank(vols), recipe, prof.spatial, r.appearance, label_ids, evals,
+                protocol.SCORED_ORGANS if evals else (), seed=prof.seed, device=device)
+    return out
+
+
+def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
+            threads: int | None = None, curve_on_test: bool = True) -> Path:
+    """Train what is missing for `row`, export and score it; returns the scores CSV."""
+    from .export import export_row
+    from .report import score
+
+    for stage in ("coarse", "fine"):
+        train_one(work, profile, row, stage, data, device, threads, curve_on_test)
+    model = work / "models" / f"r{row}"
+    if not (model / "model.json").is_file():
+        export_row(work, profile, row, model, name=f"r{row}", machine=machine())
+    csv_path = work / "scores" / f"r{row}" / "scores.csv"
+    if not csv_path.is_file():
+        score(model, csv_path.parent, data, threads)
+    return csv_path
+
+
+def publish(work: Path, profile: str, out: Path) -> Path:
+    """Copy the results of every scored row of `work` into `out` and write out/README.md's table."""
+    from .report import plot_curves, table
+
+    prof = load_profile(profile)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for row, r in prof.rows.items():
+        csv_path = work / "scores" / f"r{row}" / "scores.csv"
+        if csv_path.is_file():
+            dst = out / "scores" / f"r{row}"
+            dst.mkdir(parents=True, exist_ok=True)
+            for f in ("scores.csv", "predict.json"):
+                if (csv_path.parent / f).is_file():
+                    shutil.copyfile(csv_path.parent / f, dst / f)
+            rows[row] = (r.title, dst / "scores.csv")
+    for stage_dir in [work / "coarse"] + sorted((work / "rows").glob("*/fine")):
+        if not (stage_dir / "final.pt").is_file():
+            continue
+        dst = out / "stages" / stage_dir.relative_to(work)
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in STAGE_FILES:
+            if (stage_dir / f).is_file():
+                shutil.copyfile(stage_dir / f, dst / f)
+    plot_curves(out / "stages", out / "curves")
+    md = table(rows) if rows else "No row scored yet.\n"
+    (out / "table.md").write_text(md)
+    (out / "machine.json").write_text(json.dumps({"machine": machine(), "profile": prof.name}, indent=2) + "\n")
+    return out / "table.md"
+
+
+def seed_work(results: Path, work: Path) -> list[Path]:
+    """Copy published stages (final weights, summary, curve) into `work` where it has none; returns the stages
+    copied."""
+    copied = []
+    for final in sorted((results / "stages").glob("**/final.pt")):
+        rel = final.parent.relative_to(results / "stages")
+        dst = work / rel
+        if (dst / "final.pt").is_file():
+            continue
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in STAGE_FILES:
+            if (final.parent / f).is_file():
+                shutil.copyfile(final.parent / f, dst / f)
+        copied.append(dst)
+    return copied
