@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter(EngineOptions(weights_dir=args.weights, device=args.device, backend=args.backend,
                                         model=args.model, threads=args.threads, tta=not args.no_tta))
     failures = len(misnamed)
+    model_failures = 0
     for path in images:
         t0 = time.perf_counter()
         rec = CaseRecord(case=case_name(path) or path.name)
@@ -116,8 +117,11 @@ def run(args: argparse.Namespace) -> int:
             _say(f"FAILED {path.name}: {exc}")
             continue
         except (ModelCardError, BackendError) as exc:
-            _say(f"error: {exc}")
-            return 2
+            # no usable model for this case (e.g. none serves its modality): the case fails, the others still run
+            failures += 1
+            model_failures += 1
+            _say(f"FAILED {path.name}: no usable model: {exc}")
+            continue
         except Exception as exc:  # any other failure stays with its case; the others still run
             failures += 1
             _say(f"FAILED {path.name}: {type(exc).__name__}: {exc}")
@@ -130,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
              f"{rec.seconds['total']:.1f} s{notes}")
     if failures:
         _say(f"{failures} of {len(images) + len(misnamed)} case(s) failed")
+    if model_failures == len(images):  # no case could be served at all: the weights are unusable
+        _say(f"error: {args.weights}: no usable model for any case")
+        return 2
     return 1 if failures else 0
 
 

@@ -186,3 +186,18 @@ def test_tampered_or_missing_weights_refused(tmp_path, capsys):
     code, text = _run(tmp_path / "in", tmp_path / "out", w, capsys)
     assert code == 2 and "fine.onnx" in text and "missing" in text
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_case_no_model_serves_fails_alone_and_the_others_run(tmp_path, capsys):
+    """A PET case with an MRI-only model is FAILED with its reason; the MRI cases before and after it are
+    written (the loop does not stop at the first case it cannot serve)."""
+    from helpers import make_random_model
+
+    w = tmp_path / "w"
+    make_random_model(w / "m", modalities=("MRI",))
+    (tmp_path / "in").mkdir()
+    for name in ("a_0000.nii.gz", "b_fdg_0000.nii.gz", "c_0000.nii.gz"):
+        _good(tmp_path / "in" / name)
+    code, text = _run(tmp_path / "in", tmp_path / "out", w, capsys)
+    assert code == 1 and "FAILED b_fdg_0000.nii.gz" in text and "PET" in text
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.nii.gz", "c.nii.gz"]

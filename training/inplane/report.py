@@ -117,9 +117,11 @@ def plot_curves(work: Path, out: Path) -> list[Path]:
                   title="CHAOS test scans (reported, never used to choose)")
         for a in ax:
             a.grid(alpha=0.3)
-        top = ax[0].secondary_xaxis("top", functions=(lambda m, s=c: np.interp(m, s["seconds"] / 60, s["iteration"]),
-                                                      lambda i, s=c: np.interp(i, s["iteration"], s["seconds"] / 60)))
-        top.set_xlabel("iterations")
+        if len(minutes) >= 2:   # the iteration axis needs two points to map minutes to iterations
+            top = ax[0].secondary_xaxis("top", functions=(
+                lambda m, s=c: np.interp(m, s["seconds"] / 60, s["iteration"]),
+                lambda i, s=c: np.interp(i, s["iteration"], s["seconds"] / 60)))
+            top.set_xlabel("iterations")
         fig.tight_layout()
         path = out / f"curve_{name}.png"
         fig.savefig(path, dpi=80)
