@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             t = time.perf_counter()
             loaded = read_image(path)
             rec.notes = list(loaded.notes)
+            if loaded.constant:
+                _say(f"warning: {path.name}: constant image, nothing to segment: an all-background mask is written")
             rec.seconds["read"] = round(time.perf_counter() - t, 4)
             labels = segmenter.segment(loaded, modality_of(path), rec)
             t = time.perf_counter()

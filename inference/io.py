@@ -27,6 +27,7 @@ class LoadedImage:
     image: sitk.Image  # 3D, scalar
     array: np.ndarray  # numpy view (z, y, x) of `image`'s voxels (float images: non-finite voxels replaced)
     notes: list[str] = field(default_factory=list)
+    constant: bool = False  # every voxel has one value: nothing to segment, the mask is all background
 
 
 def read_image(path: Path) -> LoadedImage:
@@ -91,12 +92,13 @@ def read_image(path: Path) -> LoadedImage:
         notes.append(f"{n_bad} NaN/Inf voxels set to the image minimum {fill:g}")
         del bad
     lo, hi = array.min(), array.max()
-    if lo == hi:
-        raise InputError(f"constant image (every voxel is {float(lo):g}): nothing to segment")
+    constant = bool(lo == hi)
+    if constant:   # a valid scan with nothing in it: an all-background mask scores correctly, a missing one fails
+        notes.append(f"constant image (every voxel is {float(lo):g}): all-background mask written")
     ratio = max(spacing) / min(spacing)
     if ratio > MAX_ANISOTROPY:
         notes.append(f"anisotropic spacing {tuple(round(s, 3) for s in spacing)} (ratio {ratio:.0f})")
-    return LoadedImage(image=image, array=array, notes=notes)
+    return LoadedImage(image=image, array=array, notes=notes, constant=constant)
 
 
 def write_image_atomic(image: sitk.Image, path: Path, compression_level: int = 1) -> None:

@@ -103,6 +103,9 @@ class Segmenter:
         stage's ROI; the coarse stage is then skipped. For diagnostics (e.g. an oracle ROI from reference labels,
         benchmarks/oracle_roi.py) and callers who know the region; the CLI never sets it."""
         rec = record if record is not None else CaseRecord()
+        if loaded.constant:  # nothing to segment: all background, no network run (read_image noted why)
+            rec.modality, rec.input_size_xyz = modality, tuple(loaded.image.GetSize())
+            return np.zeros(loaded.array.shape, dtype=np.uint8)
         t = time.perf_counter()
         folder, nets, backend, device = self._model_for(modality)
         card = folder.card

@@ -47,9 +47,6 @@ def _bad_files(d):
     def all_nan(p):
         write_image(np.full((8, 16, 16), np.nan, np.float32), p)
 
-    def constant(p):
-        write_image(np.full((8, 16, 16), 7, np.int16), p)
-
     def empty(p):
         p.write_bytes(b"")
 
@@ -61,7 +58,6 @@ def _bad_files(d):
         "series_0000.nii.gz": (four_d, "4D"),
         "slice_0000.nii.gz": (single_slice, "2D"),
         "nan_0000.nii.gz": (all_nan, "NaN"),
-        "constant_0000.nii.gz": (constant, "constant image"),
         "empty_0000.nii.gz": (empty, "empty file"),
     }
 
@@ -201,3 +197,26 @@ def test_case_no_model_serves_fails_alone_and_the_others_run(tmp_path, capsys):
     code, text = _run(tmp_path / "in", tmp_path / "out", w, capsys)
     assert code == 1 and "FAILED b_fdg_0000.nii.gz" in text and "PET" in text
     assert sorted(os.listdir(tmp_path / "out")) == ["a.nii.gz", "c.nii.gz"]
+
+
+def test_constant_image_gets_an_all_background_mask_and_a_warning(tmp_path, random_model, capsys):
+    """A constant image is a valid scan with nothing in it: the organizers count a missing output as a failed
+    case, so it gets an all-background mask with its geometry, a warning line and a QC note (exit 0)."""
+    import json
+
+    import SimpleITK as sitk
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    write_image(np.full((8, 16, 16), 7, np.int16), inp / "constant_0000.nii.gz", spacing=(0.8, 0.9, 3.0))
+    _good(inp / "good_0000.nii.gz")
+    code, text = _run(inp, out, random_model, capsys)
+    assert code == 0, text
+    assert any(line.startswith("warning: constant_0000.nii.gz") and "all-background" in line
+               for line in text.splitlines())
+    mask = sitk.ReadImage(str(out / "constant.nii.gz"))
+    ref = sitk.ReadImage(str(inp / "constant_0000.nii.gz"))
+    assert mask.GetSize() == ref.GetSize() and mask.GetSpacing() == ref.GetSpacing()
+    assert mask.GetPixelID() == sitk.sitkUInt8 and not sitk.GetArrayViewFromImage(mask).any()
+    qc = json.loads((tmp_path / "out_qc" / "constant.json").read_text())
+    assert any("constant image" in n for n in qc["notes"])
