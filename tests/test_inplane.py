@@ -187,3 +187,7 @@ def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhe
     assert bench.train_one(work2, str(prof_file), "A", "fine", REAL) == work2 / "rows" / "A" / "fine"
     assert json.loads((work2 / "rows/A/fine/summary.json").read_text()) == json.loads(
         (work / "rows/A/fine/summary.json").read_text())
+    shipped = bench.ship(work, str(prof_file), "A", tmp_path / "weights_ship" / "tiny_ship", "tiny_ship")
+    card = json.loads((shipped / "model.json").read_text())
+    assert card["provenance"]["benchmark"]["mean_dsc"] == round(summary["mean"][0], 4)
+    assert sorted(p.name for p in shipped.iterdir()) == ["coarse.onnx", "fine.onnx", "model.json"]

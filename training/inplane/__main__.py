@@ -1,4 +1,4 @@
-"""python -m training.inplane run|train|export|score|publish|seed ... (see training/inplane/README.md)."""
+"""python -m training.inplane run|train|export|score|publish|ship|seed ... (see training/inplane/README.md)."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,12 @@ def cmd_publish(args) -> int:
     return 0
 
 
+def cmd_ship(args) -> int:
+    out = bench.ship(args.work, args.profile, args.row, args.out, args.name or args.out.name, args.note)
+    print(f"shipped {out}")
+    return 0
+
+
 def cmd_seed(args) -> int:
     for d in bench.seed_work(args.results, args.work):
         print(f"seeded {d}")
@@ -95,6 +101,13 @@ def main(argv=None) -> int:
     _common(pb)
     pb.add_argument("--out", type=Path, required=True)
     pb.set_defaults(func=cmd_publish)
+    sh = sub.add_parser("ship", help="a scored row -> weights/<name> (ONNX, card with the benchmark scores)")
+    _common(sh)
+    sh.add_argument("--row", required=True)
+    sh.add_argument("--out", type=Path, required=True)
+    sh.add_argument("--name", default=None)
+    sh.add_argument("--note", default="")
+    sh.set_defaults(func=cmd_ship)
     sd = sub.add_parser("seed", help="published stages -> a new work folder (continue on another machine)")
     _common(sd, profile=False)
     sd.add_argument("--results", type=Path, required=True)

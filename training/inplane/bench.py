@@ -124,3 +124,41 @@ def seed_work(results: Path, work: Path) -> list[Path]:
                 shutil.copyfile(final.parent / f, dst / f)
         copied.append(dst)
     return copied
+
+
+def ship(work: Path, profile: str, row: str, out: Path, name: str, note: str = "") -> Path:
+    """Copy row `row`'s scored model into `out` (e.g. weights/<name>) with ONNX weights only (the container's
+    runtime) and a card recording the benchmark row, per-organ test DSC / NSD, machine and training length.
+    Weights first, card last."""
+    from dataclasses import replace
+
+    from inference.config import load_model_folder, write_card
+    from training.export import copy_weight_file
+
+    from .report import ORGAN_NAMES, row_summary
+
+    src = work / "models" / f"r{row}"
+    csv_path = work / "scores" / f"r{row}" / "scores.csv"
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path}: row {row} is not scored; ship scored rows only")
+    model = load_model_folder(src, verify=True)
+    out.mkdir(parents=True, exist_ok=True)
+    stages, sha = {}, {}
+    for stage_name in ("coarse", "fine"):
+        cfg = getattr(model.card, stage_name)
+        files = {"onnx": cfg.files["onnx"]}
+        sha[files["onnx"]] = copy_weight_file(src / files["onnx"], out / files["onnx"])
+        stages[stage_name] = replace(cfg, files=files)
+    e = row_summary(csv_path)
+    prov = dict(model.card.provenance)
+    prov["benchmark"] = {
+        "protocol": "BTCV CT -> CHAOS T2 (training/inplane/protocol.py)", "row": row,
+        "row_title": load_profile(profile).rows[row].title, "test_cases": list(protocol.TEST_CASES),
+        "test_dsc": {ORGAN_NAMES[o]: round(e[o][0], 4) for o in protocol.SCORED_ORGANS},
+        "test_nsd": {ORGAN_NAMES[o]: round(e[o][1], 4) for o in protocol.SCORED_ORGANS},
+        "mean_dsc": round(e["mean"][0], 4), "mean_nsd": round(e["mean"][1], 4),
+        "scored_with": "python -m inference (ONNX Runtime, CPU) + python -m eval score", "note": note}
+    card = replace(model.card, name=name, coarse=stages["coarse"], fine=stages["fine"], sha256=sha, provenance=prov)
+    write_card(card, out)
+    load_model_folder(out, verify=True)
+    return out
