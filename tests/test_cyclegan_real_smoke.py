@@ -8,11 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from training.cyclegan.__main__ import main
-
-torch.set_num_threads(1)
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 CT_IMAGE = REAL / "totalseg_examples" / "images" / "ts_ct_sm_0000.nii.gz"
@@ -25,7 +22,7 @@ pytestmark = [pytest.mark.slow,
                                  reason=f"real data not found under {REAL}")]
 
 
-def test_real_ct_to_mri_smoke(tmp_path):
+def test_real_ct_to_mri_smoke(tmp_path, one_torch_thread):   # one thread for this test only
     for sub in ("ct_img", "ct_lab", "mr_img", "mr_lab"):
         (tmp_path / sub).mkdir()
     (tmp_path / "ct_img" / CT_IMAGE.name).symlink_to(CT_IMAGE)        # links, no copies of the data

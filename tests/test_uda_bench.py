@@ -346,8 +346,8 @@ def test_ship_copies_the_chosen_backends_and_records_the_benchmark_in_the_card(t
     bench = load_model_folder(ship(work, "PR", tmp_path / "weights/mq", "mq", backends=("torch",)),
                               verify=True).card.provenance["uda_benchmark"]
     assert "placed" not in bench and bench["all_plausible"] is True
+    stub_card_model(work / "models/r4", "row 4 stub")   # set-up outside the raises block: only ship may raise
     with pytest.raises(FileNotFoundError, match="not scored"):
-        stub_card_model(work / "models/r4", "row 4 stub")
         ship(work, "4", tmp_path / "weights/m4", "m4", backends=("torch",))
 
 
