@@ -6,7 +6,7 @@
 #   PIP_EXTRA    extra pip options, e.g. "--no-index --find-links http://127.0.0.1:8765/" (with docker build --network host)
 #   ORT_PACKAGES ONNX Runtime: the default is onnxruntime-gpu with the CUDA 13 + cuDNN 9 libraries from PyPI that
 #                its CUDA provider loads (the [cuda,cudnn] extras minus cuFFT, which only FFT operators dlopen);
-#                "onnxruntime==1.32.0" gives a CPU-only image
+#                "onnxruntime==1.31.1" gives a CPU-only image
 #   PACKAGES     the engine's other requirements (pyproject.toml's, pinned; scripts/container/wheels.sh reads them here)
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 

@@ -8,7 +8,7 @@
 #   --wheels   install Python packages only from this wheelhouse (scripts/container/wheels.sh): it is served on
 #              127.0.0.1 for the build (docker build --network host), so no wheel lands in any image layer
 #   --weights  the weights folder to ship (default: the repository's weights/)
-#   --ort      ORT_PACKAGES build argument (e.g. onnxruntime==1.32.0 for a CPU-only image)
+#   --ort      ORT_PACKAGES build argument (e.g. onnxruntime==1.31.1 for a CPU-only image)
 # Prints the build time and the image size. Uses $DOCKER (default docker) and $DOCKER_HOST.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
