@@ -191,3 +191,30 @@ def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhe
     card = json.loads((shipped / "model.json").read_text())
     assert card["provenance"]["benchmark"]["mean_dsc"] == round(summary["mean"][0], 4)
     assert sorted(p.name for p in shipped.iterdir()) == ["coarse.onnx", "fine.onnx", "model.json"]
+
+
+@pytest.mark.slow
+def test_pack_round_trip_matches_the_volumes_it_was_made_from(tmp_path, monkeypatch):
+    """A pack of two BTCV scans and one CHAOS target scan (on both grids of the profile) loads back with the same
+    labels, organ boxes and regions, and images within the uint8 step."""
+    if not protocol.btcv_case("btcv_0001", REAL).image.is_file():
+        pytest.skip("needs ../shared/data/real")
+    from training.inplane.data import load_volume
+    from training.inplane.pack import load_packed, pack
+
+    monkeypatch.setattr(protocol, "BTCV_CASES", ("btcv_0001", "btcv_0002"))
+    monkeypatch.setattr(protocol, "TARGET_CASES", ("chaos_t2_01",))
+    path = pack(tmp_path / "p.npz", "cpu", REAL)
+    prof = load_profile("cpu")
+    for recipe in (prof.coarse, prof.fine):
+        cases = [protocol.btcv_case("btcv_0002", REAL)]
+        got = load_packed(path, recipe.spacing_mm, cases)[0]
+        ref = load_volume(cases[0], recipe.spacing_mm, protocol.BTCV_LABELS)
+        assert np.array_equal(got.labels, ref.labels) and np.array_equal(got.regions, ref.regions)
+        assert got.organ_box == ref.organ_box and got.label_ids == ref.label_ids
+        assert got.spacing_mm == pytest.approx(ref.spacing_mm)
+        assert np.abs(got.image.astype(np.float32) - ref.image.astype(np.float32)).max() <= 0.5 / 255 + 1e-3
+    chaos = load_packed(path, prof.fine.spacing_mm, protocol.test_cases(REAL))
+    assert [v.label_ids for v in chaos] == [protocol.CHAOS_LABELS] * 4
+    with pytest.raises(ValueError, match="not in the pack"):
+        load_packed(path, prof.fine.spacing_mm, [protocol.btcv_case("btcv_0003", REAL)])

@@ -1,4 +1,4 @@
-"""python -m training.inplane run|train|export|score|publish|ship|seed ... (see training/inplane/README.md)."""
+"""python -m training.inplane run|train|export|score|publish|ship|pack|seed ... (see training/inplane/README.md)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ def cmd_run(args) -> int:
 
 def cmd_train(args) -> int:
     out = bench.train_one(args.work, args.profile, args.row, args.stage, args.data, args.device, args.threads,
-                          args.curve_on_test)
+                          args.curve_on_test, args.packed)
     print(f"trained {out}")
     return 0
 
@@ -55,6 +55,14 @@ def cmd_ship(args) -> int:
     return 0
 
 
+def cmd_pack(args) -> int:
+    from .pack import pack
+
+    out = pack(args.out, args.profile, args.data)
+    print(f"packed {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_seed(args) -> int:
     for d in bench.seed_work(args.results, args.work):
         print(f"seeded {d}")
@@ -80,6 +88,7 @@ def main(argv=None) -> int:
         c.add_argument("--row", required=True, help="a row of the profile (1, A, 4, ...)")
         if name == "train":
             c.add_argument("--stage", choices=("coarse", "fine"), required=True)
+            c.add_argument("--packed", type=Path, default=None, help="read the volumes from this pack (npz)")
         c.add_argument("--device", default="cpu", help="cpu or cuda")
         c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the profile's)")
         c.add_argument("--no-curve-on-test", dest="curve_on_test", action="store_false",
@@ -108,6 +117,10 @@ def main(argv=None) -> int:
     sh.add_argument("--name", default=None)
     sh.add_argument("--note", default="")
     sh.set_defaults(func=cmd_ship)
+    pk = sub.add_parser("pack", help="a compact preprocessed copy of the volumes (for a machine without the data)")
+    _common(pk, work=False, data=True)
+    pk.add_argument("--out", type=Path, required=True)
+    pk.set_defaults(func=cmd_pack)
     sd = sub.add_parser("seed", help="published stages -> a new work folder (continue on another machine)")
     _common(sd, profile=False)
     sd.add_argument("--results", type=Path, required=True)

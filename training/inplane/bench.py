@@ -31,9 +31,10 @@ def machine() -> str:
 
 
 def train_one(work: Path, profile: str, row: str, stage: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
-              threads: int | None = None, curve_on_test: bool = True) -> Path:
+              threads: int | None = None, curve_on_test: bool = True, packed: Path | None = None) -> Path:
     """Train (or resume, or find trained) `stage` of `row`: the coarse stage is shared by the rows and trained
-    with the appearance policy of the profile's `coarse_row`. Returns the stage folder."""
+    with the appearance policy of the profile's `coarse_row`. Volumes come from the NIfTI files under `data`, or
+    from a pack (training.inplane.pack) when `packed` is given. Returns the stage folder."""
     from dataclasses import replace
 
     from .data import SliceBank, load_volumes
@@ -50,12 +51,18 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
         recipe = replace(recipe, threads=threads)
     r = prof.rows[prof.coarse_row if stage == "coarse" else row]
     cases, label_ids = protocol.source_cases(r.source, data)
-    missing = [str(c.image) for c in cases if not c.image.is_file() or not c.label.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} training case(s) missing, e.g. {missing[0]}")
-    vols = load_volumes(cases, recipe.spacing_mm, label_ids)
-    evals = load_volumes(protocol.test_cases(data), recipe.spacing_mm, protocol.CHAOS_LABELS) \
-        if curve_on_test else []
+    if packed is not None:
+        from .pack import load_packed
+
+        vols = load_packed(packed, recipe.spacing_mm, cases)
+        evals = load_packed(packed, recipe.spacing_mm, protocol.test_cases(data)) if curve_on_test else []
+    else:
+        missing = [str(c.image) for c in cases if not c.image.is_file() or not c.label.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} training case(s) missing, e.g. {missing[0]}")
+        vols = load_volumes(cases, recipe.spacing_mm, label_ids)
+        evals = load_volumes(protocol.test_cases(data), recipe.spacing_mm, protocol.CHAOS_LABELS) \
+            if curve_on_test else []
     train_stage(out, SliceBank(vols), recipe, prof.spatial, r.appearance, label_ids, evals,
                 protocol.SCORED_ORGANS if evals else (), seed=prof.seed, device=device)
     return out
