@@ -61,6 +61,25 @@ class CaseRecord:
     seconds: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CaseContext:
+    """One image on the engine's canonical grid: what every stage of a case reads."""
+
+    loaded: LoadedImage
+    modality: str
+    orient: orientation.Orientation
+    canon: np.ndarray                      # the image in canonical voxel order (a view where possible)
+    spacing: tuple[float, float, float]    # canonical (z, y, x) mm
+    sample: np.ndarray                     # the whole image's intensity statistics sample
+
+    @classmethod
+    def of(cls, loaded: LoadedImage, modality: str) -> "CaseContext":
+        image = loaded.image
+        orient = orientation.orientation_from_direction(image.GetDirection())
+        return cls(loaded, modality, orient, orient.apply(loaded.array),
+                   orient.spacing(tuple(reversed(image.GetSpacing()))), normalization.stats_sample(loaded.array))
+
+
 class Segmenter:
     """Holds the loaded networks (one process, weights loaded once) and segments images."""
 
@@ -115,11 +134,9 @@ class Segmenter:
         image = loaded.image
         rec.input_size_xyz = tuple(image.GetSize())
         rec.input_spacing_xyz = tuple(round(s, 5) for s in image.GetSpacing())
-        orient = orientation.orientation_from_direction(image.GetDirection())
-        rec.orientation = orient.describe() or "canonical"
-        canon = orient.apply(loaded.array)
-        spacing = orient.spacing(tuple(reversed(image.GetSpacing())))
-        sample = normalization.stats_sample(loaded.array)
+        case = CaseContext.of(loaded, modality)
+        rec.orientation = case.orient.describe() or "canonical"
+        canon, spacing = case.canon, case.spacing
 
         if roi_box is not None:
             box = roi.expand_box(roi_box, (0.0, 0.0, 0.0), spacing, canon.shape)  # no margin: clipped to the image
@@ -127,12 +144,11 @@ class Segmenter:
                 raise ValueError(f"roi_box {roi_box} is empty on the canonical grid {canon.shape}")
             rec.notes.append("ROI given by the caller: coarse stage skipped")
             rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
-            return self._fine_into_output(loaded, modality, box, canon, spacing, sample, orient, nets, card, rec,
-                                          coarse_params=None)
+            return self._fine_into_output(case, box, nets, card, rec, coarse_params=None)
 
         # COARSE: the whole image at the coarse spacing
         t = time.perf_counter()
-        coarse_labels, coarse_params = self._run_stage(card.coarse, nets["coarse"], canon, spacing, sample)
+        coarse_labels, coarse_params = self._run_stage(card.coarse, nets["coarse"], canon, spacing, case.sample)
         rec.coarse_shape_zyx = coarse_labels.shape
         rec.seconds["coarse"] = round(time.perf_counter() - t, 4)
 
@@ -141,12 +157,9 @@ class Segmenter:
         t = time.perf_counter()
         if modality == "PET":  # only the PET organs decide the region
             coarse_labels[~np.isin(coarse_labels, list(postprocess.PET_FROM_MRI))] = 0
-        post = card.postprocess
-        if post.lateral_pairs:  # else the largest-component step would keep one of two "left kidneys"
-            midline = _midline_x(canon.shape[2], roi.Box.whole(canon.shape), coarse_labels.shape[2])
-            postprocess.assign_laterality(coarse_labels, post.lateral_pairs, midline, post.connectivity)
-        if card.roi.largest_component_per_organ:
-            postprocess.keep_largest_component(coarse_labels, np.unique(coarse_labels[coarse_labels > 0]))
+        # stray coarse blobs go before the union of boxes is taken (every organ, 26-connected, no anatomy rule)
+        organs = np.unique(coarse_labels[coarse_labels > 0]) if card.roi.largest_component_per_organ else ()
+        _clean_up(coarse_labels, card.postprocess, canon.shape[2], roi.Box.whole(canon.shape), organs)
         box = roi.foreground_box(coarse_labels)
         cap_mm = card.roi.max_extent_mm
         if box is not None and cap_mm is not None:
@@ -167,13 +180,13 @@ class Segmenter:
             box = roi.expand_box(box, card.roi.margin_mm, spacing, canon.shape)
         rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
         rec.seconds["roi"] = round(time.perf_counter() - t, 4)
-        return self._fine_into_output(loaded, modality, box, canon, spacing, sample, orient, nets, card, rec,
-                                      coarse_params)
+        return self._fine_into_output(case, box, nets, card, rec, coarse_params)
 
-    def _fine_into_output(self, loaded, modality, box, canon, spacing, sample, orient, nets, card, rec,
+    def _fine_into_output(self, case: CaseContext, box: roi.Box, nets, card, rec: CaseRecord,
                           coarse_params) -> np.ndarray:
         # FINE: the ROI at the fine spacing; again on a grown ROI while organs touch a face that is not the image
         # border (card.roi.regrow_mm), bounded by the extent cap + margins when the card has one
+        canon, spacing, sample, orient = case.canon, case.spacing, case.sample, case.orient
         t = time.perf_counter()
         fine_labels, fine_params = self._run_stage(card.fine, nets["fine"], roi.crop(canon, box), spacing, sample)
         cfg = card.roi
@@ -202,14 +215,11 @@ class Segmenter:
         # slab by slab, so neither a full-size copy nor a reorientation of the result is ever made
         t = time.perf_counter()
         post = card.postprocess
-        if post.lateral_pairs:
-            postprocess.assign_laterality(fine_labels, post.lateral_pairs,
-                                          _midline_x(canon.shape[2], box, fine_labels.shape[2]), post.connectivity)
-        postprocess.keep_largest_component(fine_labels, post.largest_component_organs, post.connectivity,
-                                           post.caudal_to)
-        if modality == "PET":
+        _clean_up(fine_labels, post, canon.shape[2], box, post.largest_component_organs, post.connectivity,
+                  post.caudal_to)
+        if case.modality == "PET":
             fine_labels = postprocess.to_pet_labels(fine_labels)
-        labels = np.zeros(loaded.array.shape, dtype=np.uint8)
+        labels = np.zeros(case.loaded.array.shape, dtype=np.uint8)
         roi_view = orient.apply(labels)[box.slices]
         resample.labels_to_shape(fine_labels, box.shape, out=roi_view)
         counts = postprocess.label_counts(roi_view)
@@ -228,6 +238,19 @@ class Segmenter:
         lut = np.zeros(256, dtype=np.uint8)
         lut[: stage.num_classes] = stage.label_ids
         return lut[channels], params
+
+
+def _clean_up(labels: np.ndarray, post, image_width: int, box: roi.Box, organs, connectivity: int = 26,
+              caudal_to=()) -> None:
+    """The clean-up of one stage's labels (in place; `labels` span `box` of a canonical image `image_width` voxels
+    wide): right/left organs relabelled by body side when the card lists pairs (else the largest-component step
+    would keep one of two "left kidneys"), then each of `organs` kept to its largest component (`caudal_to`:
+    postprocess.keep_largest_component)."""
+    if post.lateral_pairs:
+        postprocess.assign_laterality(labels, post.lateral_pairs, _midline_x(image_width, box, labels.shape[2]),
+                                      post.connectivity)
+    if len(organs):
+        postprocess.keep_largest_component(labels, organs, connectivity, caudal_to)
 
 
 def _midline_x(image_width: int, box: roi.Box, grid_width: int) -> float:
