@@ -2,7 +2,7 @@
 
 For each labelled scan, the engine runs twice with one model: as shipped (coarse stage -> ROI -> fine), and with the
 ROI taken from the reference labels (union box of the scored organs + the card's margin; coarse stage skipped,
-`Segmenter.segment(..., roi_box=...)`). Both are scored with `eval/` (DSC, NSD) on the scored organs. The gap between
+`GivenRoiSegmenter` below). Both are scored with `eval/` (DSC, NSD) on the scored organs. The gap between
 the two rows is what the coarse stage costs; the oracle row is what the UDA training of the fine stage reached.
 A diagnostic only: the oracle reads the test labels, so its numbers are never a benchmark result.
 
@@ -30,6 +30,24 @@ from inference.io import read_image  # noqa: E402
 from inference.pipeline import CaseRecord, EngineOptions, Segmenter  # noqa: E402
 
 
+class GivenRoiSegmenter(Segmenter):
+    """The engine with the fine stage's region given by the caller (a box on the CANONICAL grid, see
+    inference/orientation.py) instead of the coarse stage's ROI; the coarse stage is skipped. `roi_box` None: the
+    engine as shipped. A diagnostic: the shipped engine has no such input."""
+
+    roi_box: roi.Box | None = None
+
+    def _region(self, case, nets, card, rec):
+        if self.roi_box is None:
+            return super()._region(case, nets, card, rec)
+        shape = case.canon.shape
+        box = roi.expand_box(self.roi_box, (0.0, 0.0, 0.0), case.spacing, shape)  # no margin: clipped to the image
+        if any(b <= a for a, b in zip(box.start, box.stop)):
+            raise ValueError(f"roi_box {self.roi_box} is empty on the canonical grid {shape}")
+        rec.notes.append("ROI given by the caller: coarse stage skipped")
+        return box, None
+
+
 def oracle_box(reference_zyx: np.ndarray, organs, spacing_zyx, margin_mm, orient) -> roi.Box:
     """Union box of `organs` in the reference labels, on the canonical grid, grown by `margin_mm`."""
     canon = orient.apply(np.isin(reference_zyx, list(organs)))
@@ -41,8 +59,8 @@ def oracle_box(reference_zyx: np.ndarray, organs, spacing_zyx, margin_mm, orient
 
 def evaluate(weights: Path, model: str, images: Path, labels: Path, cases: list[str], organ_ids: list[int],
              tta: bool = True, threads: int | None = None) -> list[dict]:
-    seg = Segmenter(EngineOptions(weights_dir=weights, model=model, device="cpu", backend="onnx", threads=threads,
-                                  tta=tta))
+    seg = GivenRoiSegmenter(EngineOptions(weights_dir=weights, model=model, device="cpu", backend="onnx",
+                                          threads=threads, tta=tta))
     organs = organs_for("mri", only_labels=organ_ids)
     rows = []
     for case in cases:
@@ -52,10 +70,11 @@ def evaluate(weights: Path, model: str, images: Path, labels: Path, cases: list[
         orient = orientation.orientation_from_direction(loaded.image.GetDirection())
         card = seg._model_for("MRI")[0].card
         box = oracle_box(ref, organ_ids, tuple(reversed(loaded.image.GetSpacing())), card.roi.margin_mm, orient)
-        for mode, kwargs in (("engine", {}), ("oracle_roi", {"roi_box": box})):
+        for mode, given in (("engine", None), ("oracle_roi", box)):
             rec = CaseRecord(case=case)
             t = time.perf_counter()
-            pred = seg.segment(loaded, "MRI", rec, **kwargs)
+            seg.roi_box = given
+            pred = seg.segment(loaded, "MRI", rec)
             seconds = time.perf_counter() - t
             scores = score_case(ref.transpose(2, 1, 0), pred.transpose(2, 1, 0), ref_img.GetSpacing(), organs)
             for s in scores:

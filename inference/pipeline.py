@@ -114,13 +114,8 @@ class Segmenter:
             self._models[modality] = (folder, stages, backend, device)
         return self._models[modality]
 
-    def segment(self, loaded: LoadedImage, modality: str, record: CaseRecord | None = None,
-                roi_box: roi.Box | None = None) -> np.ndarray:
-        """Label map (uint8, numpy z, y, x in the INPUT's voxel order) for a checked image.
-
-        `roi_box`: a box on the CANONICAL grid (see orientation.py) to run the fine stage on instead of the coarse
-        stage's ROI; the coarse stage is then skipped. For diagnostics (e.g. an oracle ROI from reference labels,
-        benchmarks/oracle_roi.py) and callers who know the region; the CLI never sets it."""
+    def segment(self, loaded: LoadedImage, modality: str, record: CaseRecord | None = None) -> np.ndarray:
+        """Label map (uint8, numpy z, y, x in the INPUT's voxel order) for a checked image."""
         rec = record if record is not None else CaseRecord()
         if loaded.constant:  # nothing to segment: all background, no network run (read_image noted why)
             rec.modality, rec.input_size_xyz = modality, tuple(loaded.image.GetSize())
@@ -136,26 +131,23 @@ class Segmenter:
         rec.input_spacing_xyz = tuple(round(s, 5) for s in image.GetSpacing())
         case = CaseContext.of(loaded, modality)
         rec.orientation = case.orient.describe() or "canonical"
+        box, coarse_params = self._region(case, nets, card, rec)
+        rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
+        return self._fine_into_output(case, box, nets, card, rec, coarse_params)
+
+    def _region(self, case: CaseContext, nets, card, rec: CaseRecord) -> tuple[roi.Box, object]:
+        """The fine stage's region on the canonical grid and the coarse stage's normalisation: COARSE on the whole
+        image at the coarse spacing, then the union of the organs' boxes (within card.roi.max_extent_mm when set)
+        + margin; the whole image when no organ is found. (A diagnostic subclass may give another region, e.g.
+        benchmarks/oracle_roi.py's box around the reference labels.)"""
         canon, spacing = case.canon, case.spacing
-
-        if roi_box is not None:
-            box = roi.expand_box(roi_box, (0.0, 0.0, 0.0), spacing, canon.shape)  # no margin: clipped to the image
-            if any(b <= a for a, b in zip(box.start, box.stop)):
-                raise ValueError(f"roi_box {roi_box} is empty on the canonical grid {canon.shape}")
-            rec.notes.append("ROI given by the caller: coarse stage skipped")
-            rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
-            return self._fine_into_output(case, box, nets, card, rec, coarse_params=None)
-
-        # COARSE: the whole image at the coarse spacing
         t = time.perf_counter()
         coarse_labels, coarse_params = self._run_stage(card.coarse, nets["coarse"], canon, spacing, case.sample)
         rec.coarse_shape_zyx = coarse_labels.shape
         rec.seconds["coarse"] = round(time.perf_counter() - t, 4)
 
-        # ROI: union of the organs' boxes (within card.roi.max_extent_mm when set) + margin, mapped to the
-        # canonical grid; whole image if nothing found
         t = time.perf_counter()
-        if modality == "PET":  # only the PET organs decide the region
+        if case.modality == "PET":  # only the PET organs decide the region
             coarse_labels[~np.isin(coarse_labels, list(postprocess.PET_FROM_MRI))] = 0
         # stray coarse blobs go before the union of boxes is taken (every organ, 26-connected, no anatomy rule)
         organs = np.unique(coarse_labels[coarse_labels > 0]) if card.roi.largest_component_per_organ else ()
@@ -178,9 +170,8 @@ class Segmenter:
         else:
             box = roi.scale_box(box, coarse_labels.shape, canon.shape)
             box = roi.expand_box(box, card.roi.margin_mm, spacing, canon.shape)
-        rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
         rec.seconds["roi"] = round(time.perf_counter() - t, 4)
-        return self._fine_into_output(case, box, nets, card, rec, coarse_params)
+        return box, coarse_params
 
     def _fine_into_output(self, case: CaseContext, box: roi.Box, nets, card, rec: CaseRecord,
                           coarse_params) -> np.ndarray:

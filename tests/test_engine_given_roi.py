@@ -1,5 +1,5 @@
-"""Segmenter.segment(roi_box=...): the fine stage on a caller's canonical box, coarse stage skipped (the oracle-ROI
-diagnostic of benchmarks/oracle_roi.py uses it); and that diagnostic's oracle box."""
+"""benchmarks/oracle_roi.GivenRoiSegmenter: the fine stage on a caller's canonical box, coarse stage skipped (the
+oracle-ROI diagnostic), through the engine's `_region` step; and that diagnostic's oracle box."""
 from __future__ import annotations
 
 import sys
@@ -10,19 +10,19 @@ import pytest
 
 from inference import orientation, roi
 from inference.io import LoadedImage
-from inference.pipeline import CaseRecord, EngineOptions, Segmenter
+from inference.pipeline import CaseRecord, EngineOptions
 
 from helpers import blob_image, make_random_model, write_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.oracle_roi import oracle_box  # noqa: E402
+from benchmarks.oracle_roi import GivenRoiSegmenter, oracle_box  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory):
     weights = tmp_path_factory.mktemp("w")
     make_random_model(weights / "random_given_roi", seed=5, bias_foreground=2.0)
-    return Segmenter(EngineOptions(weights_dir=weights, device="cpu", backend="onnx", threads=1))
+    return GivenRoiSegmenter(EngineOptions(weights_dir=weights, device="cpu", backend="onnx", threads=1))
 
 
 def _loaded(tmp_path, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
@@ -33,11 +33,13 @@ def _loaded(tmp_path, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
 
 def test_given_box_skips_the_coarse_stage_and_labels_only_inside_it(segmenter, tmp_path):
     loaded = _loaded(tmp_path)
+    segmenter.roi_box = None
     whole = segmenter.segment(loaded, "MRI", CaseRecord())
     assert whole.any()  # the biased random net labels organs everywhere it looks
     box = roi.Box((5, 10, 12), (20, 30, 40))
     rec = CaseRecord()
-    out = segmenter.segment(loaded, "MRI", rec, roi_box=box)
+    segmenter.roi_box = box
+    out = segmenter.segment(loaded, "MRI", rec)
     assert out.shape == loaded.array.shape and out.dtype == np.uint8
     outside = out.copy()
     outside[box.slices] = 0
@@ -50,10 +52,12 @@ def test_given_box_skips_the_coarse_stage_and_labels_only_inside_it(segmenter, t
 def test_given_box_is_clipped_to_the_image_and_an_empty_one_refused(segmenter, tmp_path):
     loaded = _loaded(tmp_path)
     rec = CaseRecord()
-    segmenter.segment(loaded, "MRI", rec, roi_box=roi.Box((-4, 0, 30), (100, 12, 90)))
+    segmenter.roi_box = roi.Box((-4, 0, 30), (100, 12, 90))
+    segmenter.segment(loaded, "MRI", rec)
     assert rec.roi_box_zyx == {"start": [0, 0, 30], "stop": [30, 12, 50]}
     with pytest.raises(ValueError, match="empty"):
-        segmenter.segment(loaded, "MRI", CaseRecord(), roi_box=roi.Box((3, 3, 60), (9, 9, 70)))
+        segmenter.roi_box = roi.Box((3, 3, 60), (9, 9, 70))
+        segmenter.segment(loaded, "MRI", CaseRecord())
 
 
 def test_oracle_box_is_the_reference_organs_box_plus_margin_on_the_canonical_grid():

@@ -1,6 +1,7 @@
 """ROI regrowth (card roi.regrow_mm): organs touching an inner face of the ROI grow it and the fine stage reruns."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ from inference.pipeline import CaseRecord, EngineOptions, Segmenter
 
 from helpers import stub_card_model, write_image
 from test_engine_roi_cap import ValueBackend, _block
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.oracle_roi import GivenRoiSegmenter  # noqa: E402
 
 
 def test_touched_faces_lists_low_and_high_faces_per_axis():
@@ -66,10 +70,11 @@ def test_engine_regrows_a_roi_that_cuts_an_organ_until_it_holds_it(tmp_path, mon
     cut = roi.Box((6, 10, 10), (16, 22, 22))       # the caller's (or a poor coarse stage's) box: inside the liver
     results = {}
     for regrow in (0.0, 8.0):
-        seg = Segmenter(EngineOptions(weights_dir=_stub_model(tmp_path / f"g{regrow}" / "m", regrow), device="cpu",
-                                      backend="torch", tta=False))
+        seg = GivenRoiSegmenter(EngineOptions(weights_dir=_stub_model(tmp_path / f"g{regrow}" / "m", regrow),
+                                              device="cpu", backend="torch", tta=False))
+        seg.roi_box = cut
         rec = CaseRecord()
-        results[regrow] = (seg.segment(read_image(tmp_path / "l_0000.nii.gz"), "MRI", rec, roi_box=cut), rec)
+        results[regrow] = (seg.segment(read_image(tmp_path / "l_0000.nii.gz"), "MRI", rec), rec)
     off, rec_off = results[0.0]
     assert rec_off.roi_regrow_rounds == 0 and (off == 1).sum() == cut.shape[0] * cut.shape[1] * cut.shape[2]
     on, rec_on = results[8.0]
