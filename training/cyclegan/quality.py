@@ -19,14 +19,14 @@ import numpy as np
 
 import SimpleITK as sitk
 
+from inference.labels import FLARE_KEYS
+
 from .data import Case, prepare_case, read_case
 from .model import OrganAttentionCycleGAN
 from .preprocess import PreparedVolume, prepare_image, restore_labels
 from .translate import run_slices, translate_prepared
 
-ORGAN_NAMES = {1: "liver", 2: "right_kidney", 3: "spleen", 4: "pancreas", 5: "aorta", 6: "inferior_vena_cava",
-               7: "right_adrenal_gland", 8: "left_adrenal_gland", 9: "gallbladder", 10: "esophagus",
-               11: "stomach", 12: "duodenum", 13: "left_kidney"}
+ORGAN_NAMES = FLARE_KEYS
 
 
 def organ_name(label: int) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.uda_bench.report import ORGAN_NAMES, read_scores
+from inference.labels import FLARE_ORGANS as ORGAN_NAMES
+from training.uda_bench.report import read_scores
 from training.uda_bench.runner import run_logged
 
 from . import protocol

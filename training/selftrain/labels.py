@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from inference.labels import FLARE_KEYS
 from inference.postprocess import PET_FROM_MRI
 
-ORGAN_NAMES = {
-    1: "liver", 2: "right_kidney", 3: "spleen", 4: "pancreas", 5: "aorta", 6: "inferior_vena_cava",
-    7: "right_adrenal_gland", 8: "left_adrenal_gland", 9: "gallbladder", 10: "esophagus", 11: "stomach",
-    12: "duodenum", 13: "left_kidney",
-}
+ORGAN_NAMES = FLARE_KEYS
 # Target set -> the organs its pseudo-labels carry (FLARE numbering). PET labels carry liver, kidneys, spleen.
 ORGAN_SETS: dict[str, tuple[int, ...]] = {
     "mri": tuple(range(1, 14)),

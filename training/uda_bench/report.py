@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.labels import FLARE_ORGANS, PET_ORGANS
+
 from .protocol import (MRI_ROWS, PET_CASES, PET_PLAUSIBLE_ML, PET_ROWS, ROW_TITLES, ROWS, SCORED_ORGANS,
                        TEST_CASES)
 from .runner import run_logged
 
 PY = sys.executable
-ORGAN_NAMES = {1: "liver", 2: "right kidney", 3: "spleen", 13: "left kidney"}
-PET_ORGAN_NAMES = {1: "liver", 2: "right kidney", 3: "spleen", 4: "left kidney"}
+ORGAN_NAMES = {o: FLARE_ORGANS[o] for o in SCORED_ORGANS}
+PET_ORGAN_NAMES = PET_ORGANS
 
 
 def _predict(work: Path, row: str, images: Path, device: str, backend: str, threads: int | None,
