@@ -195,8 +195,9 @@ def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhe
 
 @pytest.mark.slow
 def test_pack_round_trip_matches_the_volumes_it_was_made_from(tmp_path, monkeypatch):
-    """A pack of two BTCV scans and one CHAOS target scan (on both grids of the profile) loads back with the same
-    labels, organ boxes and regions, and images within the uint8 step."""
+    """A pack of two BTCV scans and one CHAOS target scan loads back on the fine grid with the same labels, organ
+    boxes and regions, images within the uint8 step; on the coarse grid (made from the packed one) with the labels
+    of the engine's own preparation on all but a few boundary voxels."""
     if not protocol.btcv_case("btcv_0001", REAL).image.is_file():
         pytest.skip("needs ../shared/data/real")
     from training.inplane.data import load_volume
@@ -206,15 +207,33 @@ def test_pack_round_trip_matches_the_volumes_it_was_made_from(tmp_path, monkeypa
     monkeypatch.setattr(protocol, "TARGET_CASES", ("chaos_t2_01",))
     path = pack(tmp_path / "p.npz", "cpu", REAL)
     prof = load_profile("cpu")
-    for recipe in (prof.coarse, prof.fine):
-        cases = [protocol.btcv_case("btcv_0002", REAL)]
-        got = load_packed(path, recipe.spacing_mm, cases)[0]
-        ref = load_volume(cases[0], recipe.spacing_mm, protocol.BTCV_LABELS)
-        assert np.array_equal(got.labels, ref.labels) and np.array_equal(got.regions, ref.regions)
-        assert got.organ_box == ref.organ_box and got.label_ids == ref.label_ids
-        assert got.spacing_mm == pytest.approx(ref.spacing_mm)
-        assert np.abs(got.image.astype(np.float32) - ref.image.astype(np.float32)).max() <= 0.5 / 255 + 1e-3
+    cases = [protocol.btcv_case("btcv_0002", REAL)]
+    got = load_packed(path, prof.fine.spacing_mm, cases)[0]
+    ref = load_volume(cases[0], prof.fine.spacing_mm, protocol.BTCV_LABELS)
+    assert np.array_equal(got.labels, ref.labels) and np.array_equal(got.regions, ref.regions)
+    assert got.organ_box == ref.organ_box and got.label_ids == ref.label_ids
+    assert got.spacing_mm == pytest.approx(ref.spacing_mm)
+    assert np.abs(got.image.astype(np.float32) - ref.image.astype(np.float32)).max() <= 0.5 / 255 + 1e-3
+    coarse = load_packed(path, prof.coarse.spacing_mm, cases)[0]
+    cref = load_volume(cases[0], prof.coarse.spacing_mm, protocol.BTCV_LABELS)
+    assert coarse.labels.shape == cref.labels.shape and coarse.spacing_mm == pytest.approx(cref.spacing_mm)
+    assert (coarse.labels == cref.labels).mean() > 0.99
+    assert np.abs(coarse.image.astype(np.float32) - cref.image.astype(np.float32)).mean() < 0.02
     chaos = load_packed(path, prof.fine.spacing_mm, protocol.test_cases(REAL))
     assert [v.label_ids for v in chaos] == [protocol.CHAOS_LABELS] * 4
     with pytest.raises(ValueError, match="not in the pack"):
         load_packed(path, prof.fine.spacing_mm, [protocol.btcv_case("btcv_0003", REAL)])
+
+
+def test_training_from_a_pack_needs_neither_simpleitk_nor_scipy():
+    """A lent GPU machine has torch and numpy but not SimpleITK (its library alone is most of the 64 MiB upload):
+    the training path from a pack must not import it (nor scipy)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import training.inplane.bench, training.inplane.loop, training.inplane.pack; "
+            "bad = [m for m in ('SimpleITK', 'scipy', 'cc3d', 'onnxruntime') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr

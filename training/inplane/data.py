@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from inference import normalization, orientation, resample
 from inference.config import Normalization
-from inference.io import read_image
 
 from .protocol import Case
 
@@ -38,6 +36,8 @@ class Volume:
 
 
 def _read_canonical(path: Path) -> tuple[np.ndarray, tuple[float, float, float], orientation.Orientation]:
+    from inference.io import read_image   # SimpleITK: only where NIfTI files are read (not with a pack)
+
     loaded = read_image(path)
     image = loaded.image
     orient = orientation.orientation_from_direction(image.GetDirection())
@@ -48,6 +48,8 @@ def _read_canonical(path: Path) -> tuple[np.ndarray, tuple[float, float, float],
 
 def body_mask(image01: np.ndarray) -> np.ndarray:
     """The body on each slice: brighter than the darkest 2 % of the window, holes filled, largest piece."""
+    from scipy import ndimage
+
     out = np.zeros(image01.shape, dtype=bool)
     for z in range(image01.shape[0]):
         m = ndimage.binary_fill_holes(image01[z] > 0.02)
