@@ -10,7 +10,7 @@ from training.cyclegan.options import CycleGANOptions
 from training.cyclegan.preprocess import (InPlaneCrop, InPlanePad, InPlaneResample, IntensityWindow, Reorientation,
                                           percentile_window, prepare_arrays, prepare_image, restore_labels,
                                           restore_volume)
-from training.cyclegan.synthetic import phantom
+from synthetic_cyclegan import phantom
 
 torch.set_num_threads(1)
 

@@ -23,7 +23,7 @@ from inference import normalization, resample
 from inference.config import TTA, PostprocessConfig, RoiConfig, StageConfig, load_model_folder
 from inference.network import build_network
 from inference.pipeline import segment_image
-from training.c2f.synthetic import tiny_spec
+from synthetic_c2f import tiny_spec
 from training.export import export_model
 from training.selftrain.__main__ import main
 from training.selftrain.cycle import (CycleError, TargetSet, parse_labelled, train_labels, training_spec)

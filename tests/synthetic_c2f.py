@@ -1,4 +1,4 @@
-"""Tiny synthetic labelled volumes (ellipsoid organs, image painted from the labels) for tests and dry runs."""
+"""Tiny synthetic labelled volumes (ellipsoid organs, image painted from the labels) for the tests (moved here from training/c2f: the package ships no test data generator)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .config import C2FSpec, NetworkSpec, StageSpec
+from training.c2f.config import C2FSpec, NetworkSpec, StageSpec
 
 # organ -> (centre as a fraction of the (z, y, x) extent, semi-axes in mm, intensity)
 ORGANS: dict[int, tuple[tuple[float, float, float], tuple[float, float, float], float]] = {
