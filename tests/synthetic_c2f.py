@@ -1,4 +1,5 @@
-"""Tiny synthetic labelled volumes (ellipsoid organs, image painted from the labels) for the tests (moved here from training/c2f: the package ships no test data generator)."""
+"""Tiny synthetic labelled volumes (ellipsoid organs, image painted from the labels) for the tests (moved here from
+training/c2f: the package ships no test-data generator)."""
 from __future__ import annotations
 
 from pathlib import Path

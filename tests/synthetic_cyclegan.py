@@ -1,4 +1,5 @@
-"""Small synthetic labelled phantoms (CT-like and MRI-like) for the tests of the pipeline (moved here from training/cyclegan).
+"""Small synthetic labelled phantoms (CT-like and MRI-like) for the tests of the pipeline (moved here from
+training/cyclegan).
 
 An elliptic body with a liver (1), right kidney (2), spleen (3) and left kidney (13) per axial slice, written with
 an arbitrary spacing / origin / direction so that geometry handling is exercised.
