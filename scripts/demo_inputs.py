@@ -1,7 +1,8 @@
 """Fill a folder with demo inputs: real T2 MRI (one CHAOS scan, one TotalSegmentator MR crop) and the smaller real
 whole-body FDG PET scan from ../shared/data/real when present (linked, never copied into the repository), else
 synthetic MR-like phantoms. The MRI scans go to the shipped MRI model (CHAOS 34 is one of the benchmark's test
-scans, never trained on), the PET scan to the shipped PET model (all four PET organs, benchmarks/results/uda-h100-run5/)."""
+scans, never trained on), the PET scan to the shipped PET model (all four PET organs,
+benchmarks/results/uda-h100-run5/)."""
 from __future__ import annotations
 
 import os

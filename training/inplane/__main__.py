@@ -95,7 +95,7 @@ def main(argv=None) -> int:
                        help="learning curve without the test-scan Dice (loss only)")
         c.set_defaults(func=func)
     for name, func, help_ in (("export", cmd_export, "a trained row -> a weights folder (card, torch, ONNX)"),
-                              ("ship", cmd_ship, "a scored row -> weights/<name> (ONNX, card with the benchmark scores)")):
+                              ("ship", cmd_ship, "a scored row -> weights/<name> (ONNX, card with its scores)")):
         c = sub.add_parser(name, help=help_)
         _common(c)
         c.add_argument("--row", required=True)

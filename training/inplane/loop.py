@@ -181,7 +181,8 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
         bar.close()
     checkpoint()
     _save(out / "final.pt", net.state_dict())
-    summary = {"iterations": it, "trained_s": round(trained_s, 1), "seconds_per_iteration": round(trained_s / max(it, 1), 3),
+    summary = {"iterations": it, "trained_s": round(trained_s, 1),
+               "seconds_per_iteration": round(trained_s / max(it, 1), 3),
                "recipe": asdict(recipe), "appearance": asdict(appearance), "spatial": asdict(spatial),
                "label_ids": list(label_ids), "slices": len(bank), "volumes": [v.name for v in bank.volumes],
                "torch": torch.__version__, "device": device, "threads": recipe.threads}
