@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from eval.resources import ResourceConfig, measure_folder  # noqa: E402
 from eval.phantoms import synthetic_mr  # noqa: E402
 from inference.config import TTA, Architecture, Normalization, RoiConfig, StageConfig  # noqa: E402
+from training.machine import cpu_name  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 TABLE6_XYZ = [(192, 192, 100), (256, 256, 80), (320, 290, 72), (400, 400, 115), (432, 432, 40), (512, 152, 512),
@@ -92,15 +93,7 @@ def organ_roi_crop(image_path: Path, label_path: Path, margin_mm: float = 20.0) 
 
 
 def machine_description(device: str) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    desc = f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     if device == "cuda":
         try:
             name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,

@@ -25,18 +25,12 @@ def stage_dirs(work: Path, row: str) -> dict[str, Path]:
 
 
 def machine() -> str:
-    """The CPU (model name from /proc/cpuinfo where there is one), its core count and the OS."""
+    """The CPU, its core count and the OS."""
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+    from training.machine import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def train_one(work: Path, profile: str, row: str, stage: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
