@@ -369,3 +369,22 @@ def test_report_table4_comes_from_the_cycles_filter_output(tmp_path):
     (folder / "table4.json").write_text(json.dumps(asdict(kept)))
     text = table4_section(tmp_path, scored=True)
     assert "| pet | 4 | 1 | 1 | 1 |" in text and "not trained" not in text
+
+
+def test_builtin_profiles_are_small_overrides_of_gpu():
+    """Every built-in profile resolves; the override files state only what differs from `gpu` (e.g. gpu_9min: the
+    time budgets and the augmentation workers), and smoke has no time budget at all."""
+    from training.uda_bench.protocol import PROFILE_DIR
+
+    gpu = load_profile("gpu")
+    for path in sorted(PROFILE_DIR.glob("*.json")):
+        prof = load_profile(path.stem)
+        assert prof.name == path.stem
+        if path.stem != "gpu":
+            assert json.loads(path.read_text())["extends"] == "gpu"
+    nine = load_profile("gpu_9min")
+    assert nine.spec == gpu.spec and nine.trainer == gpu.trainer
+    assert (nine.coarse.time_budget_s, nine.fine.time_budget_s, nine.da_workers) == (130, 170, 3)
+    smoke = load_profile("smoke")
+    assert smoke.coarse.time_budget_s is None and smoke.fine.time_budget_s is None
+    assert smoke.cyclegan["time_budget_s"] == 0.0   # the CycleGAN's own default: no budget

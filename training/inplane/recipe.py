@@ -6,10 +6,11 @@ A profile is JSON; `"extends": "cpu"` starts from another profile of this folder
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from training.profiles import find_profile, read_profile
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 
@@ -116,42 +117,10 @@ def _build(cls, d: dict[str, Any], where: str):
     return cls(**out)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path in seen:
-        raise ValueError(f"{path}: 'extends' loops back ({' -> '.join(p.name for p in seen)})")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    parent = d.pop("extends", None)
-    if parent is None:
-        return d
-    return _merge(_raw(_profile_path(parent, path.parent), seen + (path,)), d)
-
-
-def _profile_path(name_or_path: str, folder: Path = PROFILE_DIR) -> Path:
-    p = Path(name_or_path)
-    if not p.suffix:  # a name: beside the profile that extends it, else a built-in one
-        p = folder / f"{name_or_path}.json"
-        if not p.is_file():
-            p = PROFILE_DIR / f"{name_or_path}.json"
-    if not p.is_file():
-        names = sorted(x.stem for x in PROFILE_DIR.glob("*.json"))
-        raise FileNotFoundError(f"{p}: no such profile (built-in: {names})")
-    return p
-
-
 def load_profile(name_or_path: str) -> Profile:
     """A profile by name (training/inplane/profiles/<name>.json) or path, `extends` resolved."""
-    path = _profile_path(name_or_path)
-    d = _raw(path)
+    path = find_profile(name_or_path, PROFILE_DIR, PROFILE_DIR)
+    d = read_profile(path, PROFILE_DIR)
     where = str(path)
     try:
         rows = {}

@@ -18,10 +18,11 @@ no CycleGAN and no target image at all: a baseline for what the appearance trans
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from training.profiles import find_profile, read_profile
 
 SOURCE_CASES = ("chaos_t2_01", "chaos_t2_02", "chaos_t2_05", "chaos_t2_08", "chaos_t2_10", "chaos_t2_15")
 TARGET_CASES = ("chaos_t2_19", "chaos_t2_20", "chaos_t2_22", "chaos_t2_31")
@@ -103,14 +104,9 @@ class Profile:
 
 
 def load_profile(name_or_path: str) -> Profile:
-    """A profile by name (training/uda_bench/profiles/<name>.json) or by path."""
-    p = Path(name_or_path)
-    if not p.suffix:
-        p = PROFILE_DIR / f"{name_or_path}.json"
-    if not p.is_file():
-        names = sorted(x.stem for x in PROFILE_DIR.glob("*.json"))
-        raise FileNotFoundError(f"{p}: no such profile (built-in: {names})")
+    """A profile by name (training/uda_bench/profiles/<name>.json) or by path, its `extends` chain resolved."""
+    p = find_profile(name_or_path, PROFILE_DIR, PROFILE_DIR)
     try:
-        return Profile.from_dict(json.loads(p.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        return Profile.from_dict(read_profile(p, PROFILE_DIR))
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{p}: not a valid profile: {exc}") from None
