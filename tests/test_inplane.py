@@ -237,3 +237,28 @@ def test_training_from_a_pack_needs_neither_simpleitk_nor_scipy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_stopped_training_resumes_from_its_checkpoint_without_repeating_curve_rows(tmp_path):
+    from training.inplane.loop import train_stage
+
+    bank = SliceBank([_volume((4, 40, 50))])
+    recipe = StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(32, 32), features=(4, 8), batch=2, iterations=4,
+                         eval_every_s=0.0, checkpoint_every_s=0.0)
+    out = tmp_path / "stage"
+    train_stage(out, bank, recipe, Spatial(), Appearance(), (0, 1), progress=False)
+    first = (out / "curve.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in first[1:]] == ["1", "2", "3", "4"]
+    # as if stopped after iteration 2: its checkpoint, and curve rows written after it
+    import torch as _torch
+
+    state = _torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["iteration"] == 4
+    (out / "final.pt").unlink()
+    (out / "summary.json").unlink()
+    state["iteration"] = 2
+    _torch.save(state, out / "checkpoint.pt")
+    train_stage(out, bank, replace(recipe, iterations=6), Spatial(), Appearance(), (0, 1), progress=False)
+    rows = [r.split(",")[0] for r in (out / "curve.csv").read_text().splitlines()[1:]]
+    assert rows == ["1", "2", "3", "4", "5", "6"]
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 6 and (out / "final.pt").is_file()

@@ -129,6 +129,14 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
         rng.bit_generator.state = state["rng"]
         gen.set_state(state["gen"])
     curve = out / "curve.csv"
+    if curve.is_file():  # rows written after the checkpoint we resume from are done again: drop them
+        with open(curve, newline="") as fh:
+            rows = list(csv.reader(fh))
+        keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= it]
+        tmp = curve.with_name(curve.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(keep)
+        os.replace(tmp, curve)
     new_curve = not curve.is_file()
     budget = recipe.time_budget_s or math.inf
 
@@ -164,27 +172,26 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
             trained_s += time.perf_counter() - t0
             bar.update(int(100 * progress_of(it, trained_s)) - bar.n)
             done = progress_of(it, trained_s) >= 1
-            if eval_volumes and (trained_s - last_eval >= recipe.eval_every_s or done):
-                scores = evaluate(net, label_ids, eval_volumes, scored_labels, device)
+            if trained_s - last_eval >= recipe.eval_every_s or done:
+                scores = evaluate(net, label_ids, eval_volumes, scored_labels, device) if eval_volumes else {}
                 writer.writerow([it, round(trained_s, 1), f"{lr:.3g}", round(float(np.mean(losses[-50:])), 4)]
-                                + [round(scores[lab], 4) for lab in scored_labels])
+                                + [round(scores[lab], 4) for lab in scored_labels if lab in scores])
                 fh.flush()
-                bar.set_postfix(dice=round(float(np.mean(list(scores.values()))), 3))
-                last_eval = trained_s
-            elif not eval_volumes and (trained_s - last_eval >= recipe.eval_every_s or done):
-                writer.writerow([it, round(trained_s, 1), f"{lr:.3g}", round(float(np.mean(losses[-50:])), 4)])
-                fh.flush()
+                if scores:
+                    bar.set_postfix(dice=round(float(np.mean(list(scores.values()))), 3))
                 last_eval = trained_s
             if trained_s - last_ckpt >= recipe.checkpoint_every_s:
                 checkpoint()
                 last_ckpt = trained_s
         bar.close()
     checkpoint()
-    _save(out / "final.pt", net.state_dict())
     summary = {"iterations": it, "trained_s": round(trained_s, 1),
                "seconds_per_iteration": round(trained_s / max(it, 1), 3),
                "recipe": asdict(recipe), "appearance": asdict(appearance), "spatial": asdict(spatial),
                "label_ids": list(label_ids), "slices": len(bank), "volumes": [v.name for v in bank.volumes],
                "torch": torch.__version__, "device": device, "threads": recipe.threads}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "summary.json")
+    _save(out / "final.pt", net.state_dict())   # last: final.pt marks a finished stage
     return net
