@@ -182,6 +182,9 @@ def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhe
 
     table = bench.publish(work, str(prof_file), tmp_path / "results").read_text()
     assert "(A) source CT" in table and (tmp_path / "results" / "stages" / "coarse" / "final.pt").is_file()
+    bench.publish(work, str(prof_file), tmp_path / "results_no_rows", weights_of=())
+    assert not (tmp_path / "results_no_rows/stages/rows/A/fine/final.pt").exists()
+    assert (tmp_path / "results_no_rows/stages/rows/A/fine/curve.csv").is_file()
     work2 = tmp_path / "work2"
     assert len(bench.seed_work(tmp_path / "results", work2)) == 2
     assert bench.train_one(work2, str(prof_file), "A", "fine", REAL) == work2 / "rows" / "A" / "fine"

@@ -45,7 +45,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    print((bench.publish(args.work, args.profile, args.out)).read_text())
+    rows = tuple(r for r in args.weights_of.split(",") if r)
+    print((bench.publish(args.work, args.profile, args.out, rows)).read_text())
     return 0
 
 
@@ -113,6 +114,8 @@ def main(argv=None) -> int:
     pb = sub.add_parser("publish", help="table, curves, stage weights and scores -> a results folder")
     _common(pb)
     pb.add_argument("--out", type=Path, required=True)
+    pb.add_argument("--weights-of", default="A", help="rows whose fine weights are published (comma-separated; "
+                    "the coarse stage's always are): those that later rows start from")
     pb.set_defaults(func=cmd_publish)
     pk = sub.add_parser("pack", help="a compact preprocessed copy of the volumes (for a machine without the data)")
     _common(pk, work=False, data=True)

@@ -88,8 +88,10 @@ def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA,
     return csv_path
 
 
-def publish(work: Path, profile: str, out: Path) -> Path:
-    """Copy the results of every scored row of `work` into `out` and write out/README.md's table."""
+def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = ("A",)) -> Path:
+    """Copy the results of every scored row of `work` into `out` and write out/table.md: scores, every stage's
+    summary and curve, and the final weights of the coarse stage and of the rows in `weights_of` only (those
+    that later rows start from; a few MB each, and the GPU machine's upload carries the whole tree)."""
     from .report import plot_curves, table
 
     prof = load_profile(profile)
@@ -109,9 +111,12 @@ def publish(work: Path, profile: str, out: Path) -> Path:
             continue
         dst = out / "stages" / stage_dir.relative_to(work)
         dst.mkdir(parents=True, exist_ok=True)
+        keep_weights = stage_dir.name == "coarse" or stage_dir.parent.name in weights_of
         for f in STAGE_FILES:
-            if (stage_dir / f).is_file():
+            if (stage_dir / f).is_file() and (f != "final.pt" or keep_weights):
                 shutil.copyfile(stage_dir / f, dst / f)
+            elif f == "final.pt" and (dst / f).is_file():
+                (dst / f).unlink()   # published before with weights, now without
     plot_curves(out / "stages", out / "curves")
     md = table(rows) if rows else "No row scored yet.\n"
     (out / "table.md").write_text(md)
