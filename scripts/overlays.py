@@ -39,8 +39,9 @@ def overlay(image_path: Path, mask_path: Path, png_path: Path) -> None:
         rgba[..., 3] = np.where(ms > 0, 0.45, 0.0)
         ax.imshow(rgba, aspect=aspect, interpolation="nearest", origin="lower" if im is not views[0][0] else "upper")
         ax.axis("off")
-    entries = legend_entries(np.unique(m), modality_of(image_path))
-    fig.suptitle(f"{mask_path.name} ({modality_of(image_path)})")
+    modality = modality_of(image_path)
+    entries = legend_entries(np.unique(m), modality)
+    fig.suptitle(f"{mask_path.name} ({modality})")
     if entries:
         fig.legend(handles=[Patch(facecolor=c, alpha=0.8, label=f"{v} {name}") for v, name, c in entries],
                    loc="lower center", ncol=min(7, len(entries)), fontsize=8, frameon=False)

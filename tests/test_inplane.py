@@ -166,7 +166,8 @@ def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhe
     work = tmp_path / "work"
     csv_path = bench.run_row(work, str(prof_file), "A", REAL, curve_on_test=False)
     summary = row_summary(csv_path)
-    assert set(summary) == {1, 2, 3, 13, "mean"} and 0 <= summary["mean"][0] <= 1
+    assert set(summary) == {1, 2, 3, 13, "mean", "cases"} and 0 <= summary["mean"][0] <= 1
+    assert set(summary["cases"]) == set(protocol.TEST_CASES)
     for stage in ("coarse", "rows/A/fine"):
         assert json.loads((work / stage / "summary.json").read_text())["iterations"] == 3
     model = work / "models" / "rA"

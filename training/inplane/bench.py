@@ -17,7 +17,8 @@ from pathlib import Path
 from . import protocol
 from .recipe import load_profile
 
-STAGE_FILES = ("final.pt", "summary.json", "curve.csv")
+# final.pt last: its presence marks a finished stage (train_one, seed_work skip such a stage)
+STAGE_FILES = ("summary.json", "curve.csv", "final.pt")
 
 
 def stage_dirs(work: Path, row: str) -> dict[str, Path]:
@@ -54,18 +55,19 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
         recipe = replace(recipe, threads=threads)
     r = prof.rows[prof.coarse_row if stage == "coarse" else row]
     cases, label_ids = protocol.source_cases(r.source, data)
-    if packed is not None:
-        from .pack import load_packed
 
-        vols = load_packed(packed, recipe.spacing_mm, cases)
-        evals = load_packed(packed, recipe.spacing_mm, protocol.test_cases(data)) if curve_on_test else []
-    else:
-        missing = [str(c.image) for c in cases if not c.image.is_file() or not c.label.is_file()]
+    def volumes(cases_, label_ids_):
+        if packed is not None:
+            from .pack import load_packed
+
+            return load_packed(packed, recipe.spacing_mm, cases_)
+        missing = [str(c.image) for c in cases_ if not c.image.is_file() or not c.label.is_file()]
         if missing:
-            raise FileNotFoundError(f"{len(missing)} training case(s) missing, e.g. {missing[0]}")
-        vols = load_volumes(cases, recipe.spacing_mm, label_ids)
-        evals = load_volumes(protocol.test_cases(data), recipe.spacing_mm, protocol.CHAOS_LABELS) \
-            if curve_on_test else []
+            raise FileNotFoundError(f"{len(missing)} case(s) missing, e.g. {missing[0]}")
+        return load_volumes(cases_, recipe.spacing_mm, label_ids_)
+
+    vols = volumes(cases, label_ids)
+    evals = volumes(protocol.test_cases(data), protocol.CHAOS_LABELS) if curve_on_test else []
     train_stage(out, SliceBank(vols), recipe, prof.spatial, r.appearance, label_ids, evals,
                 protocol.SCORED_ORGANS if evals else (), seed=prof.seed, device=device)
     return out
@@ -86,6 +88,13 @@ def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA,
     if not csv_path.is_file():
         score(model, csv_path.parent, data, threads)
     return csv_path
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """Copy under a temporary name, then rename (training.export.copy_weight_file): never a half-copied file."""
+    from training.export import copy_weight_file
+
+    copy_weight_file(src, dst)
 
 
 def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = ("A",)) -> Path:
@@ -114,7 +123,7 @@ def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = (
         keep_weights = stage_dir.name == "coarse" or stage_dir.parent.name in weights_of
         for f in STAGE_FILES:
             if (stage_dir / f).is_file() and (f != "final.pt" or keep_weights):
-                shutil.copyfile(stage_dir / f, dst / f)
+                _copy(stage_dir / f, dst / f)
             elif f == "final.pt" and (dst / f).is_file():
                 (dst / f).unlink()   # published before with weights, now without
     plot_curves(out / "stages", out / "curves")
@@ -136,7 +145,7 @@ def seed_work(results: Path, work: Path) -> list[Path]:
         dst.mkdir(parents=True, exist_ok=True)
         for f in STAGE_FILES:
             if (final.parent / f).is_file():
-                shutil.copyfile(final.parent / f, dst / f)
+                _copy(final.parent / f, dst / f)
         copied.append(dst)
     return copied
 

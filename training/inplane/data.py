@@ -63,7 +63,7 @@ def body_mask(image01: np.ndarray) -> np.ndarray:
 def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...]) -> Volume:
     """`case` on the grid of `spacing_mm` (z None: the scan's own slices), prepared as the engine prepares it."""
     arr, spacing, orient = _read_canonical(case.image)
-    lab, lab_spacing, lab_orient = _read_canonical(case.label)
+    lab, _, lab_orient = _read_canonical(case.label)
     if lab.shape != arr.shape or lab_orient != orient:
         raise ValueError(f"{case.label}: label map of shape {lab.shape} does not match its image {arr.shape}")
     params = normalization.resolve(NORMALIZATION, normalization.stats_sample(arr))
@@ -77,11 +77,16 @@ def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...]) -> Volume:
     regions = labels.copy()
     regions[(regions == 0) & body_mask(img)] = len(label_ids)  # body outside the organs; 0 stays air
     out_spacing = tuple(s if t is None else t * 1.0 for s, t in zip(spacing, spacing_mm))
-    box = None
-    if labels.any():
-        _, ys, xs = np.nonzero(labels)
-        box = ((int(ys.min()), int(ys.max()) + 1), (int(xs.min()), int(xs.max()) + 1))
-    return Volume(case.name, img.astype(np.float16), labels, regions, out_spacing, box, tuple(label_ids))
+    return Volume(case.name, img.astype(np.float16), labels, regions, out_spacing, organ_box(labels),
+                  tuple(label_ids))
+
+
+def organ_box(labels: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The in-plane box (y0, y1), (x0, x1) of every organ voxel of a label volume, or None when there is none."""
+    if not labels.any():
+        return None
+    _, ys, xs = np.nonzero(labels)
+    return (int(ys.min()), int(ys.max()) + 1), (int(xs.min()), int(xs.max()) + 1)
 
 
 class SliceBank:

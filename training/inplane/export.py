@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from inference.config import (FLARE_CAUDAL_TO, Architecture, Normalization, PostprocessConfig, RoiConfig,
+from inference.config import (FLARE_CAUDAL_TO, Architecture, PostprocessConfig, RoiConfig,
                               StageConfig)
 
+from .bench import stage_dirs
 from .data import NORMALIZATION
 from .loop import build_net2d
 from .recipe import StageRecipe, load_profile
@@ -42,9 +43,8 @@ def card_stage(recipe: StageRecipe, label_ids) -> StageConfig:
         kernel_sizes=((1, 3, 3),) * n, strides=((1, 1, 1),) + ((1, 2, 2),) * (n - 1),
         n_conv_per_stage=(2,) * n, n_conv_per_stage_decoder=(2,) * (n - 1), conv_bias=True,
         norm="InstanceNorm3d", norm_eps=1e-5, norm_affine=True, nonlin="LeakyReLU", nonlin_negative_slope=1e-2)
-    norm = Normalization(scheme=NORMALIZATION.scheme, percentiles=NORMALIZATION.percentiles)
     return StageConfig(spacing_mm=tuple(recipe.spacing_mm), patch_size=(1,) + tuple(recipe.patch),
-                       normalization=norm, architecture=arch, label_ids=tuple(label_ids), step_size=0.5)
+                       normalization=NORMALIZATION, architecture=arch, label_ids=tuple(label_ids), step_size=0.5)
 
 
 def _engine_net(stage_dir: Path, recipe: StageRecipe, cfg: StageConfig):
@@ -63,8 +63,8 @@ def export_row(work: Path, profile: str, row: str, out: Path, name: str, machine
 
     prof = load_profile(profile)
     stages, prov = {}, {"profile": prof.to_dict(), "row": row, "machine": machine}
-    for stage, stage_dir, recipe in (("coarse", work / "coarse", prof.coarse),
-                                     ("fine", work / "rows" / row / "fine", prof.fine)):
+    dirs = stage_dirs(work, row)
+    for stage, stage_dir, recipe in (("coarse", dirs["coarse"], prof.coarse), ("fine", dirs["fine"], prof.fine)):
         if not (stage_dir / "final.pt").is_file():
             raise FileNotFoundError(f"{stage_dir}: no final.pt (train the {stage} stage first)")
         summary = json.loads((stage_dir / "summary.json").read_text())

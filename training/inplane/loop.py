@@ -58,7 +58,8 @@ def predict_volume(net: nn.Module, vol: Volume, device: str = "cpu") -> np.ndarr
     img = vol.image.astype(np.float32)
     img = (img - img.mean()) / max(float(img.std()), 1e-3)
     h, w = img.shape[1:]
-    ph, pw = (-h) % 16, (-w) % 16
+    stride = 2 ** (len(net.encoder.stages) - 1)   # the 2D U-Net's total stride (one halving per stage after the first)
+    ph, pw = (-h) % stride, (-w) % stride
     out = np.zeros(vol.labels.shape, dtype=np.uint8)
     for z0 in range(0, img.shape[0], 8):
         x = torch.from_numpy(np.pad(img[z0:z0 + 8], ((0, 0), (0, ph), (0, pw))))[:, None].to(device)

@@ -21,7 +21,7 @@ import numpy as np
 from inference import resample
 
 from . import protocol
-from .data import Volume, load_volumes
+from .data import Volume, load_volumes, organ_box
 from .recipe import load_profile
 
 
@@ -52,13 +52,6 @@ def pack(out: Path, profile: str, data: Path = protocol.REAL_DATA) -> Path:
     return out
 
 
-def _organ_box(labels: np.ndarray):
-    if not labels.any():
-        return None
-    _, ys, xs = np.nonzero(labels)
-    return (int(ys.min()), int(ys.max()) + 1), (int(xs.min()), int(xs.max()) + 1)
-
-
 def load_packed(path: Path, spacing_mm, cases: list[protocol.Case]) -> list[Volume]:
     """The volumes of `cases` on the grid of `spacing_mm` (the packed grid, or a coarser one made from it)."""
     with np.load(path) as z:
@@ -77,6 +70,6 @@ def load_packed(path: Path, spacing_mm, cases: list[protocol.Case]) -> list[Volu
                 labels = resample.labels_to_shape(labels, shape)
                 regions = resample.labels_to_shape(regions, shape)
                 spacing = tuple(s if t is None else float(t) for s, t in zip(spacing, spacing_mm))
-            out.append(Volume(case.name, image.astype(np.float16), labels, regions, spacing, _organ_box(labels),
+            out.append(Volume(case.name, image.astype(np.float16), labels, regions, spacing, organ_box(labels),
                               tuple(m["label_ids"])))
     return out

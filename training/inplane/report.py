@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from inference.labels import FLARE_ORGANS as ORGAN_NAMES
-from training.uda_bench.report import read_scores
+from training.uda_bench.report import markdown_lines, score_summary
 from training.uda_bench.runner import run_logged
 
 from . import protocol
@@ -60,25 +60,13 @@ def score(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int 
 
 
 def row_summary(csv_path: Path) -> dict:
-    """{organ: (mean DSC, mean NSD)} over the test scans, plus 'mean'."""
-    sc = read_scores(csv_path)
-    entry = {}
-    for organ in protocol.SCORED_ORGANS:
-        vals = [sc[(c, organ)] for c in protocol.TEST_CASES if (c, organ) in sc]
-        entry[organ] = (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
-    entry["mean"] = tuple(float(np.mean([entry[o][i] for o in protocol.SCORED_ORGANS])) for i in (0, 1))
-    return entry
+    """{organ: (mean DSC, mean NSD), 'mean': (DSC, NSD), 'cases': {case: mean DSC}} over the test scans."""
+    return score_summary(csv_path, protocol.TEST_CASES, protocol.SCORED_ORGANS)
 
 
 def table(rows: dict[str, tuple[str, Path]]) -> str:
     """Markdown: one line per row {key: (title, scores.csv)}, cells DSC / NSD in %."""
-    head = "| row | " + " | ".join(ORGAN_NAMES[o] for o in protocol.SCORED_ORGANS) + " | mean DSC | mean NSD |"
-    lines = [head, "|" + "---|" * (len(protocol.SCORED_ORGANS) + 3)]
-    for title, path in rows.values():
-        e = row_summary(path)
-        cells = [f"{100 * e[o][0]:.1f} / {100 * e[o][1]:.1f}" for o in protocol.SCORED_ORGANS]
-        lines.append(f"| {title} | " + " | ".join(cells) + f" | **{100 * e['mean'][0]:.1f}** | "
-                     f"{100 * e['mean'][1]:.1f} |")
+    lines = markdown_lines([(title, row_summary(path)) for title, path in rows.values()], protocol.SCORED_ORGANS)
     return "\n".join(lines) + ("\n\nCells: DSC / NSD (%), mean over CHAOS T2 " + ", ".join(protocol.TEST_CASES)
                                + " (NSD tolerance as the FLARE scorer).\n")
 

@@ -179,36 +179,37 @@ def read_scores(csv_path: Path) -> dict[tuple[str, int], tuple[float, float]]:
     return out
 
 
+def score_summary(csv_path: Path, cases=TEST_CASES, organs=SCORED_ORGANS) -> dict:
+    """{organ: (mean dsc, mean nsd), 'mean': (dsc, nsd), 'cases': {case: mean dsc}} of one scores CSV."""
+    sc = read_scores(csv_path)
+    entry: dict = {}
+    for organ in organs:
+        vals = [sc[(c, organ)] for c in cases if (c, organ) in sc]
+        entry[organ] = (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
+    entry["mean"] = (float(np.mean([entry[o][0] for o in organs])), float(np.mean([entry[o][1] for o in organs])))
+    entry["cases"] = {c: float(np.mean([sc[(c, o)][0] for o in organs if (c, o) in sc])) for c in cases}
+    return entry
+
+
 def summary(work: Path, rows: list[str]) -> dict:
-    """{row: {organ: (mean dsc, mean nsd), 'mean': (dsc, nsd), 'cases': {case: mean dsc}}}."""
-    table = {}
-    for row in rows:
-        path = work / "scores" / f"r{row}.csv"
-        if not path.is_file():
-            continue
-        sc = read_scores(path)
-        entry: dict = {}
-        for organ in SCORED_ORGANS:
-            vals = [sc[(c, organ)] for c in TEST_CASES if (c, organ) in sc]
-            entry[organ] = (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
-        entry["mean"] = (float(np.mean([entry[o][0] for o in SCORED_ORGANS])),
-                         float(np.mean([entry[o][1] for o in SCORED_ORGANS])))
-        entry["cases"] = {c: float(np.mean([sc[(c, o)][0] for o in SCORED_ORGANS if (c, o) in sc]))
-                          for c in TEST_CASES}
-        table[row] = entry
-    return table
+    """{row: score_summary of its scores CSV} for the rows that are scored."""
+    return {row: score_summary(work / "scores" / f"r{row}.csv") for row in rows
+            if (work / "scores" / f"r{row}.csv").is_file()}
+
+
+def markdown_lines(titled: list[tuple[str, dict]], organs=SCORED_ORGANS) -> list[str]:
+    """Header and one line per (row title, score_summary entry): DSC / NSD per organ in %, then the means."""
+    head = "| row | " + " | ".join(FLARE_ORGANS[o] for o in organs) + " | mean DSC | mean NSD |"
+    lines = [head, "|" + "---|" * (len(organs) + 3)]
+    for title, e in titled:
+        cells = [f"{100 * e[o][0]:.1f} / {100 * e[o][1]:.1f}" for o in organs]
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | **{100 * e['mean'][0]:.1f}** | "
+                     f"{100 * e['mean'][1]:.1f} |")
+    return lines
 
 
 def markdown_table(table: dict) -> str:
-    head = "| row | " + " | ".join(ORGAN_NAMES[o] for o in SCORED_ORGANS) + " | mean DSC | mean NSD |"
-    lines = [head, "|" + "---|" * (len(SCORED_ORGANS) + 3)]
-    for row in ROWS:
-        if row not in table:
-            continue
-        e = table[row]
-        cells = [f"{100 * e[o][0]:.1f} / {100 * e[o][1]:.1f}" for o in SCORED_ORGANS]
-        lines.append(f"| {ROW_TITLES[row]} | " + " | ".join(cells) + f" | **{100 * e['mean'][0]:.1f}** | "
-                     f"{100 * e['mean'][1]:.1f} |")
+    lines = markdown_lines([(ROW_TITLES[row], table[row]) for row in ROWS if row in table])
     return "\n".join(lines) + "\n\nCells: DSC / NSD (%), mean over the test cases " + ", ".join(TEST_CASES) + ".\n"
 
 
