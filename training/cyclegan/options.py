@@ -20,7 +20,7 @@ TARGET_MODALITIES = ("mri", "pet")
 
 # Options that only say how long or how fast to run: a resumed run may change them freely.
 RUN_LENGTH_FIELDS = frozenset({"epochs", "decay_epochs", "iterations_per_epoch", "num_workers", "save_every",
-                               "grid_cases", "grid_slices", "time_budget_s"})
+                               "grid_cases", "grid_slices", "time_budget_s", "quality_every"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class CycleGANOptions:
     val_fraction: float = 0.1             # CT cases held out for the quality numbers (at least 1 when >= 2 cases)
     grid_cases: int = 2                   # held-out cases drawn in PNG grids
     grid_slices: int = 3                  # slices per grid
+    quality_every: int = 0                # > 0: quality numbers (+ grids) every N epochs -> quality_curve.csv
 
     def __post_init__(self) -> None:
         if self.target_modality not in TARGET_MODALITIES:
@@ -93,6 +94,8 @@ class CycleGANOptions:
             raise ValueError("decay_epochs must be >= 0 (runs shorter than it decay over all their epochs)")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be >= 1")
+        if self.quality_every < 0:
+            raise ValueError("quality_every must be >= 0 (0: quality numbers at the end only)")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must be in [0, 1)")
 

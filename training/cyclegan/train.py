@@ -7,6 +7,8 @@ Output folder:
     loss_log.jsonl                 one line per iteration: epoch, step, lr, losses
     cache/{ct,target}/             preprocessed volumes (.npy), reused across runs with the same preprocessing
     quality.json, grids/*.png      at the end (see quality.py)
+    quality_curve.csv              the quality numbers every `quality_every` epochs and at the end: the learning
+                                   curve (grids of each of those epochs in grids/epoch_<N>/)
 
 A run whose folder already holds `checkpoints/latest.pt` resumes from it; its options must match the
 checkpoint's except the run-length ones (epochs, iterations_per_epoch, ...).
@@ -53,6 +55,33 @@ def _truncate_log(path: Path, last_step: int) -> None:
         tmp = path.with_name(".tmp-" + path.name)
         tmp.write_text("".join(line + "\n" for line in keep))
         os.replace(tmp, path)
+
+
+CURVE_FIELDS = ("epoch", "step", "trained_s", "segmentation_dice", "structure_preservation", "cycle_mae_hu")
+
+
+def append_curve(path: Path, epoch: int, step: int, trained_s: float, quality: dict) -> None:
+    """One row of quality_curve.csv (rows of later epochs, left by an interrupted run, are dropped first)."""
+    import csv
+
+    rows = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < epoch]
+
+    def mean(key: str):
+        v = quality.get(key)
+        return "" if not v or v.get("mean") is None else round(float(v["mean"]), 4)
+
+    rows.append({"epoch": epoch, "step": step, "trained_s": round(trained_s, 1),
+                 "segmentation_dice": mean("segmentation_dice"),
+                 "structure_preservation": mean("structure_preservation"), "cycle_mae_hu": mean("cycle_mae_hu")})
+    tmp = path.with_name(".tmp-" + path.name)
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CURVE_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _seed_everything(seed: int) -> None:
@@ -104,12 +133,16 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
                                    length=opts.iterations_per_epoch * opts.batch_size)
     _seed_everything(opts.seed)
     model = OrganAttentionCycleGAN(opts, device)
-    start_epoch, step = 0, 0
+    start_epoch, step, trained_s = 0, 0, 0.0
     if resume is not None:
         model.load_state_dict(resume["weights"])
         model.load_training_state(resume["training"])
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        trained_s = float(resume.get("trained_s", 0.0))
         del resume
+    held_out = bool(val_cases)
+    eval_cases = val_cases or train_cases
+    curve_path = out_dir / "quality_curve.csv"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
@@ -139,23 +172,31 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
                 bar.set_postfix({k: f"{losses[k]:.3f}" for k in ("G", "D_A", "S") if k in losses})
             log.flush()
             seconds = time.perf_counter() - t0
+            trained_s += seconds
             save_checkpoint(model, latest, epoch=epoch + 1, step=step, target_window=(window.low, window.high),
-                            extra={"epoch_seconds": seconds})
+                            extra={"epoch_seconds": seconds, "trained_s": trained_s})
             if (epoch + 1) % opts.save_every == 0 or epoch + 1 == opts.epochs:
                 save_checkpoint(model, ckpt_dir / f"epoch_{epoch + 1}.pt", epoch=epoch + 1, step=step,
                                 target_window=(window.low, window.high), with_training=False)
             if progress:
                 tqdm.write(f"epoch {epoch + 1}/{opts.epochs}: {len(loader)} iterations in {seconds:.1f} s, lr {lr:.2e}")
+            if opts.quality_every and (epoch + 1) % opts.quality_every == 0 and epoch + 1 < opts.epochs:
+                q = evaluate(model, eval_cases, held_out=held_out, grid_dir=out_dir / "grids" / f"epoch_{epoch + 1}",
+                             batch_size=max(1, opts.batch_size * 2), progress=False)
+                append_curve(curve_path, epoch + 1, step, trained_s, q)
+                if progress:
+                    tqdm.write(f"epoch {epoch + 1}: segmentation Dice on translated held-out CT "
+                               f"{q['segmentation_dice']['mean'] if q['segmentation_dice'] else None}")
             epoch += 1
             epoch_seconds.append(seconds)
             opts = _fit_to_budget(opts, requested, started, epoch_seconds, epoch)
             model.opts = opts
 
-    held_out = bool(val_cases)
-    eval_cases = val_cases or train_cases
     target_eval = find_cases(target_images, target_labels) if target_labels is not None else None
     quality = evaluate(model, eval_cases, held_out=held_out, target_cases=target_eval, grid_dir=out_dir / "grids",
                        batch_size=max(1, opts.batch_size * 2), progress=progress)
-    quality.update({"epochs": opts.epochs, "steps": step, "checkpoint": str(latest)})
+    quality.update({"epochs": opts.epochs, "steps": step, "trained_s": round(trained_s, 1),
+                    "checkpoint": str(latest)})
+    append_curve(curve_path, opts.epochs, step, trained_s, quality)
     write_json(quality, out_dir / "quality.json")
     return quality

@@ -41,7 +41,7 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
     from a pack (training.inplane.pack) when `packed` is given. Returns the stage folder."""
     from dataclasses import replace
 
-    from .data import SliceBank, load_volumes
+    from .data import MixedBank, SliceBank, load_volumes
     from .loop import train_stage
 
     prof = load_profile(profile)
@@ -66,10 +66,27 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
             raise FileNotFoundError(f"{len(missing)} case(s) missing, e.g. {missing[0]}")
         return load_volumes(cases_, recipe.spacing_mm, label_ids_)
 
-    vols = volumes(cases, label_ids)
+    st = r.selftrain if stage == "fine" else None
+    init = stage_dirs(work, st.start)["fine"] / "final.pt" if st is not None else None
+    if st is not None and not init.is_file():
+        raise ValueError(f"row {row} starts from row {st.start}'s fine stage: train it first ({init} missing)")
+    if st is not None and packed is not None:
+        raise ValueError(f"row {row} trains on pseudo-labelled NIfTI files of the work folder, not on a pack")
+    bank = SliceBank(volumes(cases, label_ids))
+    if st is not None:
+        from .pseudo import pseudo_cases, pseudo_label
+
+        pseudo_label(work, prof, row, data, device, threads)
+        targets = pseudo_cases(work, prof, row)
+        if not targets:
+            raise ValueError(f"row {row}: the filter kept no target scan "
+                             f"({work / 'rows' / row / 'pseudo' / 'filtered' / 'table4.md'})")
+        bank = MixedBank(bank, SliceBank(volumes(targets, label_ids)), st.p_target)
+        recipe = replace(recipe, time_budget_s=st.time_budget_s or recipe.time_budget_s, lr=st.lr or recipe.lr)
     evals = volumes(protocol.test_cases(data), protocol.CHAOS_LABELS) if curve_on_test else []
-    train_stage(out, SliceBank(vols), recipe, prof.spatial, r.appearance, label_ids, evals,
-                protocol.SCORED_ORGANS if evals else (), seed=prof.seed, device=device)
+    train_stage(out, bank, recipe, prof.spatial, r.appearance, label_ids, evals,
+                protocol.SCORED_ORGANS if evals else (), seed=prof.seed if r.seed is None else r.seed, device=device,
+                init=init)
     return out
 
 

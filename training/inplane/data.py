@@ -20,6 +20,7 @@ from inference.config import Normalization
 from .protocol import Case
 
 NORMALIZATION = Normalization(scheme="zscore", percentiles=(0.5, 99.5))
+IGNORE = 255   # label value left out of the loss (pseudo-labels: voxels the teachers do not agree on)
 
 
 @dataclass
@@ -73,19 +74,23 @@ def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...]) -> Volume:
     lut = np.zeros(256, dtype=np.uint8)
     for ch, lid in enumerate(label_ids):
         lut[lid] = ch
+    lut[IGNORE] = IGNORE
     labels = lut[resample.labels_to_shape(lab.astype(np.uint8), shape)]
     regions = labels.copy()
-    regions[(regions == 0) & body_mask(img)] = len(label_ids)  # body outside the organs; 0 stays air
+    regions[regions == IGNORE] = 0
+    regions[(regions == 0) & body_mask(img)] = len(label_ids)  # body outside the organs (and ignored); 0: air
     out_spacing = tuple(s if t is None else t * 1.0 for s, t in zip(spacing, spacing_mm))
     return Volume(case.name, img.astype(np.float16), labels, regions, out_spacing, organ_box(labels),
                   tuple(label_ids))
 
 
 def organ_box(labels: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """The in-plane box (y0, y1), (x0, x1) of every organ voxel of a label volume, or None when there is none."""
-    if not labels.any():
+    """The in-plane box (y0, y1), (x0, x1) of every organ voxel of a label volume (IGNORE is no organ), or None
+    when there is none."""
+    organs = (labels > 0) & (labels != IGNORE)
+    if not organs.any():
         return None
-    _, ys, xs = np.nonzero(labels)
+    _, ys, xs = np.nonzero(organs)
     return (int(ys.min()), int(ys.max()) + 1), (int(xs.min()), int(xs.max()) + 1)
 
 
@@ -102,11 +107,15 @@ class SliceBank:
         self.by_class: dict[int, list[int]] = {}
         for i, (v, z) in enumerate(self.slices):
             for ch in np.unique(volumes[v].labels[z]):
-                if ch:
+                if ch and ch != IGNORE:
                     self.by_class.setdefault(int(ch), []).append(i)
 
     def __len__(self) -> int:
         return len(self.slices)
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.volumes]
 
     def pick(self, rng: np.random.Generator, foreground: bool) -> tuple[Volume, int, tuple[float, float]]:
         """A slice and a patch centre (y, x in pixels): on a random voxel of a random organ, or anywhere in the
@@ -124,6 +133,24 @@ class SliceBank:
             return vol, z, ((vol.image.shape[1] - 1) / 2, (vol.image.shape[2] - 1) / 2)
         k = rng.integers(len(ys))
         return vol, z, (float(ys[k]), float(xs[k]))
+
+
+class MixedBank:
+    """Two banks sampled in a fixed proportion: a patch comes from `second` with probability `p_second` (e.g. the
+    pseudo-labelled target scans beside the labelled source), whatever their sizes."""
+
+    def __init__(self, first: SliceBank, second: SliceBank, p_second: float):
+        if first.num_classes != second.num_classes or not 0 <= p_second <= 1:
+            raise ValueError("mixed banks need the same label channels and 0 <= p_second <= 1")
+        self.first, self.second, self.p_second = first, second, p_second
+        self.num_classes = first.num_classes
+        self.names = first.names + second.names
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def pick(self, rng: np.random.Generator, foreground: bool):
+        return (self.second if rng.random() < self.p_second else self.first).pick(rng, foreground)
 
 
 def load_volumes(cases: list[Case], spacing_mm, label_ids, progress: bool = True) -> list[Volume]:

@@ -23,7 +23,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
 from .augment import make_batch
-from .data import SliceBank, Volume
+from .data import IGNORE, SliceBank, Volume
 from .recipe import Appearance, Spatial, StageRecipe
 
 
@@ -40,10 +40,15 @@ def build_net2d(features, num_classes: int) -> PlainConvUNet:
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy + (1 - soft Dice over the batch, mean over the organ channels), as nnU-Net's batch Dice."""
-    ce = F.cross_entropy(logits, target)
-    prob = logits.softmax(1)[:, 1:]
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
+    """Cross-entropy + (1 - soft Dice over the batch, mean over the organ channels), as nnU-Net's batch Dice;
+    pixels labelled IGNORE count in neither term."""
+    valid = (target != IGNORE)
+    if not valid.any():
+        return logits.sum() * 0.0
+    ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+    keep = valid[:, None].to(logits.dtype)
+    prob = logits.softmax(1)[:, 1:] * keep
+    onehot = F.one_hot(target * valid, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
     inter = (prob * onehot).sum((0, 2, 3))
     denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
     dice = (2 * inter + 1e-5) / (denom + 1e-5)
@@ -98,22 +103,25 @@ def _save(path: Path, state: dict) -> None:
 
 def train_stage(out: Path, bank: SliceBank, recipe: StageRecipe, spatial: Spatial, appearance: Appearance,
                 label_ids: tuple[int, ...], eval_volumes: list[Volume] = (), scored_labels=(), seed: int = 0,
-                device: str = "cpu", progress: bool = True) -> nn.Module:
+                device: str = "cpu", progress: bool = True, init: Path | None = None) -> nn.Module:
     """Train (or resume) one stage into `out` (checkpoint.pt, curve.csv, final.pt, summary.json) with
-    `recipe.threads` torch threads (the caller's count is restored afterwards)."""
+    `recipe.threads` torch threads (the caller's count is restored afterwards); `init`: weights (a final.pt of
+    the same network) to start from instead of a random initialisation."""
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
         return _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scored_labels, seed, device,
-                      progress)
+                      progress, init)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scored_labels, seed, device, progress):
+def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scored_labels, seed, device, progress,
+           init):
     from tqdm import tqdm
 
+    torch.manual_seed(seed)   # the network's initial weights
     net = build_net2d(recipe.features, len(label_ids)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
@@ -129,6 +137,8 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
         it, trained_s = state["iteration"], state["trained_s"]
         rng.bit_generator.state = state["rng"]
         gen.set_state(state["gen"])
+    elif init is not None:
+        net.load_state_dict(torch.load(init, map_location=device, weights_only=True))
     curve = out / "curve.csv"
     if curve.is_file():  # rows written after the checkpoint we resume from are done again: drop them
         with open(curve, newline="") as fh:
@@ -189,7 +199,8 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
     summary = {"iterations": it, "trained_s": round(trained_s, 1),
                "seconds_per_iteration": round(trained_s / max(it, 1), 3),
                "recipe": asdict(recipe), "appearance": asdict(appearance), "spatial": asdict(spatial),
-               "label_ids": list(label_ids), "slices": len(bank), "volumes": [v.name for v in bank.volumes],
+               "label_ids": list(label_ids), "slices": len(bank), "volumes": bank.names,
+               "init": str(init) if init else None,
                "torch": torch.__version__, "device": device, "threads": recipe.threads}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))

@@ -83,6 +83,30 @@ class StageRecipe:
 
 
 @dataclass(frozen=True)
+class SelfTraining:
+    """A self-training row: the teacher rows' models pseudo-label the unlabelled target scans, the dual-stage filter
+    (training.selftrain) keeps the plausible ones, and the fine stage trains again on the source + the kept
+    target scans, starting from the `start` row's fine weights. Voxels the teachers disagree on are left out of
+    the loss, and so are the voxels the best teacher gives an organ outside `organ_set`."""
+
+    teachers: tuple[str, ...]          # rows, best first, then second-best (the Dice rule), then more voters
+    start: str                         # row whose fine weights start the training
+    organ_set: str = "mri_large"       # training.selftrain.labels.ORGAN_SETS: the organs the filter checks
+    dice_threshold: float | None = None    # None: the set's default (0.9)
+    n_sigma: float = 3.0
+    top_k: int | None = None
+    p_target: float = 0.5              # share of training patches from the pseudo-labelled target scans
+    time_budget_s: float | None = None     # None: the fine recipe's
+    lr: float | None = None                # None: the fine recipe's
+
+    def __post_init__(self) -> None:
+        if len(self.teachers) < 2:
+            raise ValueError(f"self-training needs at least two teacher rows (best, second), got {self.teachers}")
+        if not 0 < self.p_target <= 1:
+            raise ValueError(f"p_target must be in (0, 1], got {self.p_target}")
+
+
+@dataclass(frozen=True)
 class Row:
     """A benchmark row: which labelled cases train it and with what appearance policy."""
 
@@ -90,6 +114,8 @@ class Row:
     title: str
     source: str                        # "btcv" (labelled CT) or "chaos_target" (upper bound: target labels)
     appearance: Appearance = Appearance()
+    seed: int | None = None            # None: the profile's seed (another seed: another teacher of the same recipe)
+    selftrain: SelfTraining | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,8 @@ def load_profile(name_or_path: str) -> Profile:
         for key, r in d.get("rows", {}).items():
             r = dict(r)
             r["appearance"] = _build(Appearance, r.get("appearance", {}), f"{where} rows.{key}.appearance")
+            if r.get("selftrain") is not None:
+                r["selftrain"] = _build(SelfTraining, r["selftrain"], f"{where} rows.{key}.selftrain")
             rows[key] = _build(Row, {"name": key, **r}, f"{where} rows.{key}")
         return Profile(name=d.get("name", path.stem),
                        coarse=_build(StageRecipe, d["coarse"], f"{where} coarse"),

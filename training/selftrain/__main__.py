@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("filter", help="stage 1 + stage 2 filtering into a training-ready folder")
     f.add_argument("--predictions", type=Path, required=True, help="predictions folder of `predict`")
     f.add_argument("--stats", type=Path, required=True, help="statistics file of `stats`")
-    f.add_argument("--modality", choices=("mri", "pet"), required=True, help="target set to filter")
+    f.add_argument("--modality", choices=("mri", "pet", "mri_large"), required=True,
+                   help="target set to filter (mri_large: 9 large BTCV organs, on MRI scans)")
     f.add_argument("--scan-modality", choices=("mri", "pet"), default=None,
                    help="modality of the scans whose records are read (default: the set's own; e.g. --modality "
                         "pet --scan-modality mri keeps the four PET organs of MRI predictions)")
@@ -135,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             save_stats(stats, args.out)
             _say(f"{stats.n_label_maps} CT label maps; median spacing (x, y, z) "
                  f"{tuple(round(v, 4) for v in stats.median_spacing_xyz_mm)} mm")
-            for name in ("mri", "pet"):
+            from .labels import ORGAN_SETS
+
+            for name in ORGAN_SETS:
                 if name in stats.sets:
                     _say(f"  {name}: statistics over {stats.sets[name].n_cases} complete maps")
                 else:

@@ -35,8 +35,10 @@ from .predict import RECORD_FORMAT
 from .stats import SetStats, file_sha256, load_stats, write_json_atomic
 
 MANIFEST_FORMAT = "flare-uda selftrain pseudo-labels v1"
-DEFAULT_DICE_THRESHOLD = {"mri": 0.9, "pet": 0.82}
-SET_MODALITY = {"mri": "MRI", "pet": "PET"}
+DEFAULT_DICE_THRESHOLD = {"mri": 0.9, "pet": 0.82, "mri_large": 0.9}
+# the scans' modality of each target set, by default (--scan-modality names one of mri / pet)
+SET_MODALITY = {"mri": "MRI", "pet": "PET", "mri_large": "MRI"}
+SCAN_MODALITIES = ("mri", "pet")
 
 
 class FilterError(ValueError):
@@ -47,7 +49,7 @@ class FilterError(ValueError):
 class FilterConfig:
     predictions: Path
     stats: Path
-    target_set: str  # "mri" | "pet": the organ set and its statistics
+    target_set: str  # "mri" | "pet" | "mri_large" (9 organs, MRI scans): the organ set and its statistics
     out: Path
     scan_modality: str | None = None  # "mri" | "pet": the scans' modality in the records (None: the set's own)
     top_k: int | None = None  # None: keep every case above the threshold
@@ -62,8 +64,8 @@ class FilterConfig:
 
     def __post_init__(self) -> None:
         L.organ_set(self.target_set)
-        if self.scan_modality is not None and self.scan_modality not in SET_MODALITY:
-            raise FilterError(f"--scan-modality {self.scan_modality!r}: must be one of {sorted(SET_MODALITY)}")
+        if self.scan_modality is not None and self.scan_modality not in SCAN_MODALITIES:
+            raise FilterError(f"--scan-modality {self.scan_modality!r}: must be one of {list(SCAN_MODALITIES)}")
         if self.top_k is not None and self.top_k < 1:
             raise FilterError(f"--top-k {self.top_k}: must be at least 1")
         if self.dice_threshold is not None and not 0.0 <= self.dice_threshold <= 1.0:

@@ -18,6 +18,9 @@ ORGAN_NAMES = FLARE_KEYS
 ORGAN_SETS: dict[str, tuple[int, ...]] = {
     "mri": tuple(range(1, 14)),
     "pet": tuple(sorted(PET_FROM_MRI)),  # (1, 2, 3, 13)
+    # BTCV-trained models on thick-slice abdominal MRI: BTCV's organs (no duodenum) without the adrenal glands
+    # (thinner than a 6-9 mm slice) and the gallbladder (absent after cholecystectomy, collapsed after a meal)
+    "mri_large": (1, 2, 3, 4, 5, 6, 10, 11, 13),
 }
 FLARE_FROM_PET = {pet: flare for flare, pet in PET_FROM_MRI.items()}  # 1->1, 2->2, 3->3, 4->13
 

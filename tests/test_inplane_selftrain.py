@@ -1,0 +1,99 @@
+"""Self-training rows of the in-plane benchmark: ignored pixels, the mixed bank, training labels, row checks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from training.inplane import bench
+from training.inplane.data import IGNORE, MixedBank, SliceBank, Volume
+from training.inplane.loop import dice_ce_loss
+from training.inplane.pseudo import pseudo_cases
+from training.inplane.recipe import SelfTraining, load_profile
+
+
+def _volume(name: str, organ: int = 1) -> Volume:
+    labels = np.zeros((2, 8, 8), np.uint8)
+    labels[:, 2:5, 2:5] = organ
+    return Volume(name, np.zeros((2, 8, 8), np.float16), labels, labels.copy(), (5.0, 2.0, 2.0), None, (0, 1, 2))
+
+
+def test_ignored_pixels_count_in_neither_loss_term():
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:5, 2:5] = 1
+    logits = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    wrong = logits.clone()
+    wrong[:, :, 5:, :] = torch.tensor([0.0, 0.0, 50.0])[None, :, None, None]   # class 2 where the truth is 0
+    assert float(dice_ce_loss(wrong, target)) > 1.0
+    ignored = target.clone()
+    ignored[:, 5:, :] = IGNORE
+    assert float(dice_ce_loss(wrong, ignored)) < 1e-3     # the wrong pixels are ignored: a perfect prediction
+    assert float(dice_ce_loss(wrong, torch.full_like(target, IGNORE))) == 0.0
+
+
+def test_mixed_bank_draws_each_bank_in_its_proportion():
+    bank = MixedBank(SliceBank([_volume("ct_a"), _volume("ct_b")]), SliceBank([_volume("mr", 2)]), 0.25)
+    assert bank.names == ["ct_a", "ct_b", "mr"] and len(bank) == 6
+    rng = np.random.default_rng(0)
+    picks = [bank.pick(rng, foreground=True)[0].name for _ in range(4000)]
+    assert picks.count("mr") / len(picks) == pytest.approx(0.25, abs=0.03)
+    with pytest.raises(ValueError, match="p_second"):
+        MixedBank(SliceBank([_volume("a")]), SliceBank([_volume("b")]), 1.5)
+
+
+def test_ignore_pixels_are_no_organ_for_sampling_and_the_roi():
+    vol = _volume("x")
+    vol.labels[0, 0, 0] = IGNORE
+    assert set(SliceBank([vol]).by_class) == {1}
+    from training.inplane.data import organ_box
+
+    assert organ_box(vol.labels) == ((2, 5), (2, 5))
+
+
+def _write(arr: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.SetSpacing((1.5, 1.5, 6.0))
+    sitk.WriteImage(img, str(path))
+
+
+def test_training_labels_ignore_organs_the_filter_did_not_check(tmp_path):
+    """The consensus keeps the checked organs (and IGNORE where the teachers disagree); where the best teacher
+    gives an organ outside the filter's set (7, an adrenal gland), the training label is IGNORE, not background."""
+    prof_file = tmp_path / "p.json"
+    prof_file.write_text(json.dumps({"extends": "cpu", "rows": {"S": {
+        "title": "s", "source": "btcv", "selftrain": {"teachers": ["A", "Ab"], "start": "A"}}}}))
+    prof = load_profile(str(prof_file))
+    base = tmp_path / "work" / "rows" / "S" / "pseudo"
+    consensus = np.zeros((3, 6, 6), np.uint8)
+    consensus[:, 1:3, 1:3] = 1
+    consensus[0, 0, 0] = IGNORE
+    best = consensus.copy()
+    best[0, 0, 0] = 1
+    best[:, 4:6, 4:6] = 7
+    _write(consensus, base / "filtered" / "labels" / "c1.nii.gz")
+    _write(best, base / "pred" / "rA" / "c1.nii.gz")
+    (base / "filtered" / "manifest.json").write_text(json.dumps({"cases": [
+        {"case": "c1", "image": "images/c1_0000.nii.gz", "label": "labels/c1.nii.gz"}]}))
+    (case,) = pseudo_cases(tmp_path / "work", prof, "S")
+    assert case.image == base / "filtered" / "images" / "c1_0000.nii.gz"
+    got = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+    want = consensus.copy()
+    want[:, 4:6, 4:6] = IGNORE
+    np.testing.assert_array_equal(got, want)
+
+
+def test_self_training_rows_need_two_teachers_and_their_trained_rows(tmp_path):
+    with pytest.raises(ValueError, match="two teacher"):
+        SelfTraining(teachers=("A",), start="A")
+    prof = load_profile("cpu")
+    st = prof.rows["A3"].selftrain
+    assert st.teachers[0] == "A" and st.start == "A" and len(st.teachers) >= 2
+    assert st.time_budget_s <= 90 * 60
+    with pytest.raises(ValueError, match="row A's fine stage"):
+        bench.train_one(tmp_path, "cpu", "A3", "fine", data=tmp_path / "no_data_needed_before_this_check")

@@ -1,0 +1,102 @@
+"""Pseudo-labels for a self-training row: the teachers' predictions of the target scans, the dual-stage filter of
+training.selftrain, and the kept scans as training cases.
+
+    WORK/btcv_stats.json           relative-volume statistics of the labelled CT (the filter's rule (b))
+    WORK/rows/<row>/pseudo/
+        target/                    links to the unlabelled target scans (the predict step reads a folder)
+        pred/                      every teacher's prediction of each scan (training.selftrain predict, resumable)
+        filtered/                  kept scans, consensus labels, table4.json/.md, filter_report.json, manifest.json
+        labels/                    the training labels: the consensus, with IGNORE where the best teacher gives an
+                                   organ outside the filter's organ set (those organs are not checked, so they are
+                                   neither trusted as organ nor as background)
+
+Each step is skipped when its output exists (manifest.json marks a finished filter); the test scans are never
+read here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import protocol
+from .data import IGNORE
+from .recipe import Profile
+
+
+def _folder(work: Path, row: str) -> Path:
+    return work / "rows" / row / "pseudo"
+
+
+def pseudo_label(work: Path, prof: Profile, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
+                 threads: int | None = None) -> Path:
+    """Predict the target scans with the teachers' models (WORK/models/r<teacher>) and filter them; returns the
+    filter's output folder."""
+    from training.selftrain.filtering import FilterConfig, run_filter
+    from training.selftrain.predict import PredictConfig, run_predict
+    from training.selftrain.stats import compute_stats, save_stats
+
+    st = prof.rows[row].selftrain
+    missing = [t for t in st.teachers if not (work / "models" / f"r{t}" / "model.json").is_file()]
+    if missing:
+        raise ValueError(f"row {row} learns from row(s) {missing}, not trained yet: run "
+                         f"`python -m training.inplane run --row {missing[0]}` first")
+    base = _folder(work, row)
+    filtered = base / "filtered"
+    if (filtered / "manifest.json").is_file():
+        return filtered
+    stats = work / "btcv_stats.json"
+    if not stats.is_file():
+        save_stats(compute_stats(data / "ct_btcv" / "labelsTr", progress=False), stats)
+    target = base / "target"
+    target.mkdir(parents=True, exist_ok=True)
+    for case in protocol.source_cases("chaos_target", data)[0]:
+        if not case.image.is_file():
+            raise FileNotFoundError(f"{case.image}: target scan missing")
+        link = target / case.image.name
+        if not link.is_symlink():
+            link.symlink_to(case.image.resolve())
+    done = run_predict(PredictConfig(images=target, weights_dir=work / "models",
+                                     models=tuple(f"r{t}" for t in st.teachers), out=base / "pred",
+                                     target_spacing_xyz_mm=None, modality="mri", device=device, threads=threads,
+                                     progress=False))
+    if done.failed:
+        raise ValueError(f"pseudo-labels of row {row}: {len(done.failed)} scan(s) failed, e.g. "
+                         f"{next(iter(done.failed.values()))}")
+    run_filter(FilterConfig(predictions=base / "pred", stats=stats, target_set=st.organ_set, out=filtered,
+                            dice_threshold=st.dice_threshold, n_sigma=st.n_sigma, top_k=st.top_k,
+                            no_majority_label=IGNORE, overwrite=True, progress=False))
+    return filtered
+
+
+def pseudo_cases(work: Path, prof: Profile, row: str) -> list[protocol.Case]:
+    """The kept target scans as training cases (image, training label), writing the training labels first."""
+    from inference.io import write_labels
+    from training.selftrain.filtering import read_prediction
+    from training.selftrain.labels import organ_set
+
+    st = prof.rows[row].selftrain
+    base = _folder(work, row)
+    manifest = json.loads((base / "filtered" / "manifest.json").read_text())
+    checked = np.zeros(256, dtype=bool)
+    checked[[0, IGNORE, *organ_set(st.organ_set)]] = True
+    (base / "labels").mkdir(parents=True, exist_ok=True)
+    out = []
+    for entry in manifest["cases"]:
+        name = entry["case"]
+        label = base / "labels" / f"{name}.nii.gz"
+        if not label.is_file():
+            ref, consensus = read_prediction(base / "filtered" / entry["label"])
+            _, best = read_prediction(base / "pred" / f"r{st.teachers[0]}" / f"{name}.nii.gz", consensus.shape)
+            train = consensus.copy()
+            train[~checked[best]] = IGNORE
+            write_labels(train, ref, label)
+        out.append(protocol.Case(name, base / "filtered" / entry["image"], label))
+    return out
+
+
+def table4(work: Path, row: str) -> Path | None:
+    """The filter's Table-4 counts (markdown) of a self-training row, when it has run."""
+    path = _folder(work, row) / "filtered" / "table4.md"
+    return path if path.is_file() else None
