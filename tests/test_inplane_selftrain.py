@@ -97,3 +97,58 @@ def test_self_training_rows_need_two_teachers_and_their_trained_rows(tmp_path):
     assert st.time_budget_s <= 90 * 60
     with pytest.raises(ValueError, match="row A's fine stage"):
         bench.train_one(tmp_path, "cpu", "A3", "fine", data=tmp_path / "no_data_needed_before_this_check")
+
+
+@pytest.mark.slow
+def test_synthetic_row_trains_a_tiny_translator_translates_and_publishes_its_curves(tmp_path):
+    """A CycleGAN row on real scans with a tiny translator (2 source CT, the 10 target scans, 2 epochs of 2
+    iterations): the translator trains with a quality curve, translates the source CT onto its own grid with its
+    labels, and publish copies its curves; the row then trains its fine stage on CT + synthetic (all 30 CT at
+    8 mm for that step)."""
+    from helpers import REAL
+
+    from training.inplane import protocol
+    from training.inplane.synthetic import synthetic_cases, synthetic_folder
+
+    target = protocol.source_cases("chaos_target", REAL)[0]
+    if not all(c.image.is_file() for c in target):
+        pytest.skip("CHAOS target scans not present")
+    data = tmp_path / "data"
+    for sub in ("imagesTr", "labelsTr"):
+        (data / "ct_btcv" / sub).mkdir(parents=True)
+    for name in ("btcv_0001", "btcv_0002"):
+        c = protocol.btcv_case(name, REAL)
+        (data / "ct_btcv" / "imagesTr" / c.image.name).symlink_to(c.image)
+        (data / "ct_btcv" / "labelsTr" / c.label.name).symlink_to(c.label)
+    all_ct = tmp_path / "all_ct"
+    all_ct.mkdir()
+    (all_ct / "mr_chaos_t2").symlink_to(REAL / "mr_chaos_t2")
+    (all_ct / "ct_btcv").symlink_to(REAL / "ct_btcv")
+    (data / "mr_chaos_t2").symlink_to(REAL / "mr_chaos_t2")
+    options = tmp_path / "gan.json"
+    options.write_text(json.dumps({"spacing_mm": 8.0, "slice_size": 32, "body_crop": True, "ngf": 4, "n_blocks": 1,
+                                   "ndf": 4, "n_layers_d": 2, "seg_filters": 4, "seg_depth": 2, "epochs": 2,
+                                   "decay_epochs": 1, "iterations_per_epoch": 2, "num_workers": 0,
+                                   "quality_every": 1, "grid_cases": 1, "grid_slices": 1, "val_fraction": 0.5}))
+    prof_file = tmp_path / "tiny.json"
+    prof_file.write_text(json.dumps({
+        "extends": "cpu", "name": "tiny", "cyclegan": str(options),
+        "fine": {"spacing_mm": [None, 8.0, 8.0], "features": [4, 8], "patch": [32, 32], "batch": 2, "iterations": 2,
+                 "time_budget_s": None}}))
+    prof = load_profile(str(prof_file))
+    work = tmp_path / "work"
+    synth = synthetic_folder(work, prof, "attention", data)
+    cases = synthetic_cases(synth)
+    assert [c.name for c in cases] == ["btcv_0001", "btcv_0002"]
+    for c in cases:
+        src = sitk.ReadImage(str(protocol.btcv_case(c.name, REAL).image))
+        img, lab = sitk.ReadImage(str(c.image)), sitk.ReadImage(str(c.label))
+        assert img.GetSize() == src.GetSize() == lab.GetSize() and img.GetSpacing() == src.GetSpacing()
+    curve = (work / "cyclegan" / "attention" / "quality_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("epoch,step,trained_s,segmentation_dice") and len(curve) == 3   # epochs 1 and 2
+    out = bench.train_one(work, str(prof_file), "2", "fine", all_ct, curve_on_test=False)   # translator found
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["volumes"] == list(protocol.BTCV_CASES) + ["btcv_0001", "btcv_0002"]   # CT, then synthetic
+    bench.publish(work, str(prof_file), tmp_path / "results")
+    assert (tmp_path / "results" / "curves" / "cyclegan_attention.png").is_file()
+    assert (tmp_path / "results" / "cyclegan" / "attention" / "quality_curve.csv").is_file()

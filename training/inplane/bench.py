@@ -34,6 +34,20 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()}"
 
 
+def target_folder(work: Path, data: Path = protocol.REAL_DATA) -> Path:
+    """WORK/target: links to the unlabelled target scans (never the test scans), for the steps that read a folder
+    of scans (pseudo-labels, CycleGAN)."""
+    target = work / "target"
+    target.mkdir(parents=True, exist_ok=True)
+    for case in protocol.source_cases("chaos_target", data)[0]:
+        if not case.image.is_file():
+            raise FileNotFoundError(f"{case.image}: target scan missing")
+        link = target / case.image.name
+        if not link.is_symlink():
+            link.symlink_to(case.image.resolve())
+    return target
+
+
 def train_one(work: Path, profile: str, row: str, stage: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
               threads: int | None = None, curve_on_test: bool = True, packed: Path | None = None) -> Path:
     """Train (or resume, or find trained) `stage` of `row`: the coarse stage is shared by the rows and trained
@@ -70,9 +84,14 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
     init = stage_dirs(work, st.start)["fine"] / "final.pt" if st is not None else None
     if st is not None and not init.is_file():
         raise ValueError(f"row {row} starts from row {st.start}'s fine stage: train it first ({init} missing)")
-    if st is not None and packed is not None:
-        raise ValueError(f"row {row} trains on pseudo-labelled NIfTI files of the work folder, not on a pack")
+    if (st is not None or (r.synthetic and stage == "fine")) and packed is not None:
+        raise ValueError(f"row {row} trains on NIfTI files it writes into the work folder, not on a pack")
     bank = SliceBank(volumes(cases, label_ids))
+    if r.synthetic and stage == "fine":
+        from .synthetic import synthetic_cases, synthetic_folder
+
+        synth = synthetic_folder(work, prof, r.synthetic, data, device, threads)
+        bank = MixedBank(bank, SliceBank(volumes(synthetic_cases(synth), label_ids)), r.p_synthetic)
     if st is not None:
         from .pseudo import pseudo_cases, pseudo_label
 
@@ -118,7 +137,7 @@ def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = (
     """Copy the results of every scored row of `work` into `out` and write out/table.md: scores, every stage's
     summary and curve, and the final weights of the coarse stage and of the rows in `weights_of` only (those
     that later rows start from; a few MB each, and the GPU machine's upload carries the whole tree)."""
-    from .report import plot_curves, table
+    from .report import plot_curves, plot_translator, table
 
     prof = load_profile(profile)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,6 +163,21 @@ def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = (
             elif f == "final.pt" and (dst / f).is_file():
                 (dst / f).unlink()   # published before with weights, now without
     plot_curves(out / "stages", out / "curves")
+    for row in prof.rows:      # the self-training rows' Table-4 counts and per-scan filter record
+        filtered = work / "rows" / row / "pseudo" / "filtered"
+        for f in ("table4.md", "table4.json", "filter_report.json"):
+            if (filtered / f).is_file():
+                (out / "selftrain" / f"r{row}").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(filtered / f, out / "selftrain" / f"r{row}" / f)
+    for run in sorted((work / "cyclegan").glob("*")):   # each translator: options, quality, curves, final grids
+        if (run / "quality.json").is_file():
+            dst = out / "cyclegan" / run.name
+            (dst / "grids").mkdir(parents=True, exist_ok=True)
+            for f in ("options.json", "quality.json", "quality_curve.csv"):
+                shutil.copyfile(run / f, dst / f)
+            for png in sorted((run / "grids").glob("*.png")):
+                shutil.copyfile(png, dst / "grids" / png.name)
+            plot_translator(run, out / "curves" / f"cyclegan_{run.name}.png")
     md = table(rows) if rows else "No row scored yet.\n"
     (out / "table.md").write_text(md)
     (out / "machine.json").write_text(json.dumps({"machine": machine(), "profile": prof.name}, indent=2) + "\n")

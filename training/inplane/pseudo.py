@@ -3,7 +3,6 @@ training.selftrain, and the kept scans as training cases.
 
     WORK/btcv_stats.json           relative-volume statistics of the labelled CT (the filter's rule (b))
     WORK/rows/<row>/pseudo/
-        target/                    links to the unlabelled target scans (the predict step reads a folder)
         pred/                      every teacher's prediction of each scan (training.selftrain predict, resumable)
         filtered/                  kept scans, consensus labels, table4.json/.md, filter_report.json, manifest.json
         labels/                    the training labels: the consensus, with IGNORE where the best teacher gives an
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol
+from .bench import target_folder
 from .data import IGNORE
 from .recipe import Profile
 
@@ -49,15 +49,7 @@ def pseudo_label(work: Path, prof: Profile, row: str, data: Path = protocol.REAL
     stats = work / "btcv_stats.json"
     if not stats.is_file():
         save_stats(compute_stats(data / "ct_btcv" / "labelsTr", progress=False), stats)
-    target = base / "target"
-    target.mkdir(parents=True, exist_ok=True)
-    for case in protocol.source_cases("chaos_target", data)[0]:
-        if not case.image.is_file():
-            raise FileNotFoundError(f"{case.image}: target scan missing")
-        link = target / case.image.name
-        if not link.is_symlink():
-            link.symlink_to(case.image.resolve())
-    done = run_predict(PredictConfig(images=target, weights_dir=work / "models",
+    done = run_predict(PredictConfig(images=target_folder(work, data), weights_dir=work / "models",
                                      models=tuple(f"r{t}" for t in st.teachers), out=base / "pred",
                                      target_spacing_xyz_mm=None, modality="mri", device=device, threads=threads,
                                      progress=False))

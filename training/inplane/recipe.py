@@ -115,6 +115,8 @@ class Row:
     source: str                        # "btcv" (labelled CT) or "chaos_target" (upper bound: target labels)
     appearance: Appearance = Appearance()
     seed: int | None = None            # None: the profile's seed (another seed: another teacher of the same recipe)
+    synthetic: str | None = None       # "attention" | "plain": also train on the source translated by that CycleGAN
+    p_synthetic: float = 0.5           # share of training patches from the synthetic images
     selftrain: SelfTraining | None = None
 
 
@@ -127,6 +129,7 @@ class Profile:
     rows: dict[str, Row] = field(default_factory=dict)
     seed: int = 0
     coarse_row: str = "A"              # the row whose appearance policy trains the one shared coarse stage
+    cyclegan: str = "cyclegan/cpu.json"    # CycleGAN options of the synthetic rows (relative to profiles/)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,6 +163,7 @@ def load_profile(name_or_path: str) -> Profile:
                        coarse=_build(StageRecipe, d["coarse"], f"{where} coarse"),
                        fine=_build(StageRecipe, d["fine"], f"{where} fine"),
                        spatial=_build(Spatial, d.get("spatial", {}), f"{where} spatial"),
-                       rows=rows, seed=int(d.get("seed", 0)), coarse_row=str(d.get("coarse_row", "A")))
+                       rows=rows, seed=int(d.get("seed", 0)), coarse_row=str(d.get("coarse_row", "A")),
+                       cyclegan=str(d.get("cyclegan", Profile.cyclegan)))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{where}: not a valid profile ({exc})") from None

@@ -117,3 +117,47 @@ def plot_curves(work: Path, out: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_translator(run: Path, out_png: Path) -> Path | None:
+    """A CycleGAN run's curves against training minutes: its losses (loss_log.jsonl, mean per epoch) and its quality
+    (quality_curve.csv: the segmenter's Dice on translated held-out CT, the cycle error)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log, curve = run / "loss_log.jsonl", run / "quality_curve.csv"
+    if not curve.is_file():
+        return None
+    q = _read_curve(curve)
+    epochs: dict[int, list[dict]] = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                epochs.setdefault(int(rec["epoch"]), []).append(rec)
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    if epochs:
+        ep = np.array(sorted(epochs))
+        for key in ("G", "D_A", "D_B", "S", "cycle_A", "seg_G"):
+            if key in epochs[ep[0]][0]:
+                ax[0].plot(ep, [np.mean([r[key] for r in epochs[e]]) for e in ep], label=key)
+        ax[0].set_yscale("log")
+        ax[0].legend(fontsize=7)
+    ax[0].set(xlabel="epoch", ylabel="loss (mean per epoch)", title=f"{run.name}: losses")
+    minutes = q["trained_s"] / 60
+    ax[1].plot(minutes, q["segmentation_dice"], "o-", color="k", label="S Dice on translated held-out CT")
+    ax[1].plot(minutes, q["structure_preservation"], "s--", color="tab:blue", label="structure preservation")
+    ax[1].set(xlabel="training minutes", ylabel="mean Dice", ylim=(0, 1), title=f"{run.name}: quality")
+    twin = ax[1].twinx()
+    twin.plot(minutes, q["cycle_mae_hu"], ":", color="tab:red", label="cycle MAE (HU)")
+    twin.set_ylabel("cycle MAE (HU)", color="tab:red")
+    ax[1].legend(fontsize=7, loc="lower right")
+    for a in ax:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png
