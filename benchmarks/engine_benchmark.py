@@ -13,7 +13,6 @@ Writes results.csv and results.md (with the machine) into --out.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from eval.resources import ResourceConfig, measure_folder  # noqa: E402
 from eval.phantoms import synthetic_mr  # noqa: E402
+from inference.atomic import write_csv  # noqa: E402
 from inference.config import TTA, Architecture, Normalization, RoiConfig, StageConfig  # noqa: E402
 from training.machine import cpu_name  # noqa: E402
 
@@ -165,12 +165,7 @@ def main(argv=None) -> int:
             "max_gpu_mib": m.max_gpu_mib if m.gpu_measured else "", "auc_gpu_mib_s": m.auc_gpu_mib_s if m.gpu_measured else "",
         })
     fields = list(rows[0].keys())
-    tmp = args.out / "results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, args.out / "results.csv")
+    write_csv(args.out / "results.csv", fields, [[r[k] for k in fields] for r in rows])
     times = [r["time_s"] for r in rows]
     lines = [f"# Engine benchmark ({args.device}, {args.backend}{', no TTA' if args.no_tta else ''})", "",
              f"Machine: {machine_description(args.device)}. Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "

@@ -12,7 +12,6 @@ A diagnostic only: the oracle reads the test labels, so its numbers are never a 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ if str(ROOT) not in sys.path:
 
 from eval.metrics import organs_for, score_case  # noqa: E402
 from inference import orientation, roi  # noqa: E402
+from inference.atomic import write_csv  # noqa: E402
 from inference.io import read_image  # noqa: E402
 from inference.pipeline import CaseRecord, EngineOptions, Segmenter  # noqa: E402
 
@@ -100,13 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     rows = evaluate(a.weights, a.model, a.images, a.labels, a.cases, [int(o) for o in a.organs.split(",")],
                     tta=not a.no_tta, threads=a.threads)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(a.out.name + ".part")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(a.out)
+    write_csv(a.out, list(rows[0]), [list(r.values()) for r in rows], mkdir=True)
     for mode in ("engine", "oracle_roi"):
         by_organ = {}
         for r in rows:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shlex
 import sys
 import tempfile
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.engine_benchmark import machine_description, seed_size_stages  # noqa: E402
 from eval.resources import ResourceConfig, measure_folder  # noqa: E402
+from inference.atomic import atomic_path, write_text  # noqa: E402
 from inference.config import TTA, Architecture, Normalization, RoiConfig, StageConfig  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -85,8 +85,8 @@ def write_nnunet_model(folder: Path, net, arch: Architecture, spacing, patch) ->
     ckpt = {"network_weights": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "trainer_name": "nnUNetTrainer", "init_args": {"configuration": "3d_fullres", "fold": 0},
             "inference_allowed_mirroring_axes": (0, 1, 2), "current_epoch": 0}
-    torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth.tmp")
-    os.replace(folder / "fold_0" / "checkpoint_final.pth.tmp", folder / "fold_0" / "checkpoint_final.pth")
+    with atomic_path(folder / "fold_0" / "checkpoint_final.pth") as tmp:
+        torch.save(ckpt, tmp)
     return folder
 
 
@@ -172,9 +172,7 @@ FIELDS = ("tool", "case", "size", "time_s", "max_rss_mb", "max_gpu_mib", "auc_gp
 
 
 def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def write_results(out: Path, rows: list[dict], device: str, started: float, elapsed: float, variants) -> None:
@@ -234,10 +232,9 @@ def write_results(out: Path, rows: list[dict], device: str, started: float, elap
     ax.set_title(f"30.7M-parameter 3d_fullres-size net, {device}: {machine_description(device)[:60]}", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out / ".time_per_case.png.tmp"
-    fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(out / "time_per_case.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, out / "time_per_case.png")
 
 
 def main(argv=None) -> int:

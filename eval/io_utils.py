@@ -1,17 +1,13 @@
-"""Small I/O helpers: atomic writes and label-map reading the way the organizers do."""
+"""Label-map reading the way the organizers do (atomic writes: inference.atomic)."""
 from __future__ import annotations
 
-import csv
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["LabelMap", "LabelReadError", "read_label_map", "atomic_write_text", "atomic_write_csv", "atomic_target"]
+__all__ = ["LabelMap", "LabelReadError", "read_label_map"]
 
 
 class LabelReadError(Exception):
@@ -64,35 +60,3 @@ def read_label_map(path: Path) -> LabelMap:
     data = np.ascontiguousarray(values.astype(np.uint8))
     spacing = tuple(float(z) for z in zooms[:3])
     return LabelMap(path=Path(path), data=data, spacing_mm=spacing, affine=affine)  # type: ignore[arg-type]
-
-
-def atomic_target(path: Path) -> tuple[Path, Path]:
-    """A temporary path in the same folder as ``path`` (for write-then-rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    return Path(tmp), path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename it onto ``path``."""
-    tmp, final = atomic_target(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """Write a CSV (header + rows) atomically."""
-    tmp, final = atomic_target(path)
-    try:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -11,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .io_utils import atomic_target  # noqa: E402
+from inference.atomic import atomic_path  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from .metrics import Organ
@@ -22,15 +21,11 @@ __all__ = ["score_boxplots", "resource_curves"]
 
 
 def _save(figure, path: Path) -> None:
-    tmp, final = atomic_target(Path(path).with_suffix(".png"))
-    tmp_png = tmp.with_suffix(".png")  # matplotlib picks the format from the suffix
     try:
-        figure.savefig(tmp_png, dpi=120, format="png")
-        os.replace(tmp_png, final)
+        with atomic_path(Path(path).with_suffix(".png"), mkdir=True) as tmp:
+            figure.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(figure)
-        tmp.unlink(missing_ok=True)
-        tmp_png.unlink(missing_ok=True)
 
 
 def score_boxplots(rows: Sequence["CaseRow"], organs: Sequence["Organ"], path: Path) -> None:

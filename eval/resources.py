@@ -52,7 +52,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .io_utils import atomic_write_csv, atomic_write_text
+from inference.atomic import write_csv, write_text
+
 
 __all__ = [
     "ResourceConfig",
@@ -484,12 +485,13 @@ def measure_folder(config: ResourceConfig, log: Callable[[str], None] = print, p
             measurement = measure_case(config, path, gpu)
             results.append(measurement)
             sample_record = {k: v for k, v in asdict(measurement).items()}
-            atomic_write_text(out_dir / "samples" / f"{path.name[: -len('.nii.gz')]}.json", json.dumps(sample_record, indent=1))
+            write_text(out_dir / "samples" / f"{path.name[: -len('.nii.gz')]}.json", json.dumps(sample_record, indent=1),
+                       mkdir=True)
             if plots:
                 from .plots import resource_curves
 
                 resource_curves(measurement, out_dir / "curves" / f"{path.name[: -len('.nii.gz')]}.png")
-            atomic_write_csv(csv_path, CSV_COLUMNS, [m.csv_row() for m in results])
+            write_csv(csv_path, CSV_COLUMNS, [m.csv_row() for m in results], mkdir=True)
             gpu_text = (
                 f"max GPU {measurement.max_gpu_mib} MiB, AUC {measurement.auc_gpu_mib_s} MiB*s"
                 if measurement.gpu_measured

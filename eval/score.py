@@ -32,7 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .io_utils import LabelReadError, atomic_write_csv, atomic_write_text, read_label_map
+from inference.atomic import write_csv, write_text
+
+from .io_utils import LabelReadError, read_label_map
 from .metrics import Organ, OrganScore, organs_for, score_case
 
 __all__ = ["ScoreConfig", "CaseRow", "OrganSummary", "ScoreReport", "score_folders", "summarise", "write_outputs"]
@@ -225,14 +227,15 @@ def output_paths(csv_path: Path) -> dict[str, Path]:
 
 def write_outputs(config: ScoreConfig, report: ScoreReport, log=print) -> dict[str, Path]:
     """Write the per-case CSV, the summary (CSV + markdown, also logged) and the box plots."""
-    atomic_write_csv(
+    write_csv(
         config.csv_path,
         ["case", "organ", "dsc", "nsd"],
         ([r.case, r.organ, _fmt(r.dsc), _fmt(r.nsd)] for r in report.rows),
+        mkdir=True,
     )
     paths = output_paths(config.csv_path)
     summaries, overall = summarise(report)
-    atomic_write_csv(
+    write_csv(
         paths["summary_csv"],
         ["organ", "name", "n_cases", "n_nan", "dsc_mean", "dsc_sd", "nsd_mean", "nsd_sd"],
         [
@@ -240,9 +243,10 @@ def write_outputs(config: ScoreConfig, report: ScoreReport, log=print) -> dict[s
             for s in summaries
         ]
         + [["all", "mean_over_organs", "", "", _fmt(overall[0]), "", _fmt(overall[1]), ""]],
+        mkdir=True,
     )
     markdown = summary_markdown(summaries, overall)
-    atomic_write_text(paths["summary_md"], markdown)
+    write_text(paths["summary_md"], markdown, mkdir=True)
     log(markdown.rstrip("\n"))
     written = {"csv": Path(config.csv_path), **{k: v for k, v in paths.items() if k != "boxplot_png"}}
     if config.plots and report.rows:

@@ -9,14 +9,13 @@ case failed, 2 when the run could not start (no input, unwritable output, unusab
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .atomic import write_json
 from .backends import BackendError
 from .config import ModelCardError
 from .io import InputError, read_image, write_labels
@@ -51,10 +50,7 @@ def _write_record(log_dir: Path | None, rec: CaseRecord) -> None:
     if log_dir is None:
         return
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        tmp = log_dir / f".{rec.case}.json.tmp"
-        tmp.write_text(json.dumps(asdict(rec), indent=1, default=str) + "\n")
-        os.replace(tmp, log_dir / f"{rec.case}.json")
+        write_json(log_dir / f"{rec.case}.json", asdict(rec), indent=1, mkdir=True, default=str)
     except OSError as exc:
         _say(f"warning: QC record for {rec.case} not written to {log_dir}: {exc.strerror}")
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_json
 CARD_NAME = "model.json"
 FORMAT_VERSION = 1
 MODALITIES = ("MRI", "PET")
@@ -435,8 +436,4 @@ def write_card(card: ModelCard, folder: Path) -> Path:
     """Write the card atomically (temporary name, then rename)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / CARD_NAME
-    tmp = folder / (CARD_NAME + ".tmp")
-    tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
-    tmp.replace(target)
-    return target
+    return write_json(folder / CARD_NAME, card.to_dict())

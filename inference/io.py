@@ -6,13 +6,13 @@ folder and renames it, so a crash never leaves a partial mask where the scorer w
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_path
 from .nifti_check import NiftiContainerError, check_complete, nonfinite_mask, read_layout
 
 MAX_ANISOTROPY = 10.0  # spacing ratio above which a note is attached (the case is still processed)
@@ -103,15 +103,8 @@ def read_image(path: Path) -> LoadedImage:
 
 def write_image_atomic(image: sitk.Image, path: Path, compression_level: int = 1) -> None:
     """Write `image` to `path` through a hidden temporary name in the same folder, then rename."""
-    path = Path(path)
-    stem = path.name[:-len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
-    tmp = path.with_name(f".{stem}.partial-{os.getpid()}.nii.gz")
-    try:
+    with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), True, int(compression_level))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_labels(labels: np.ndarray, reference: sitk.Image, path: Path, compression_level: int = 1) -> None:

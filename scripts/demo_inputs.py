@@ -14,6 +14,7 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from eval.phantoms import synthetic_mr  # noqa: E402
+from inference.atomic import atomic_path  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 DEMO_REAL = ["mr_chaos_t2/images/chaos_t2_34_0000.nii.gz", "totalseg_examples/images/ts_mr_sm_0000.nii.gz",
@@ -32,9 +33,8 @@ def main(out: Path) -> None:
         return
     for i, size in enumerate([(256, 256, 40), (320, 260, 60)]):
         target = out / f"phantom_mr_{i}_0000.nii.gz"
-        tmp = out / f".phantom_mr_{i}.partial.nii.gz"
-        sitk.WriteImage(synthetic_mr(size, seed=i), str(tmp), True)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            sitk.WriteImage(synthetic_mr(size, seed=i), str(tmp), True)
     print(f"demo inputs: 2 synthetic MR-like phantoms in {out} (no real data folder at {REAL})")
 
 

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from inference.atomic import atomic_path  # noqa: E402
 from inference.labels import organ_names  # noqa: E402
 from inference.modality import modality_of  # noqa: E402
 
@@ -45,11 +46,9 @@ def overlay(image_path: Path, mask_path: Path, png_path: Path) -> None:
     if entries:
         fig.legend(handles=[Patch(facecolor=c, alpha=0.8, label=f"{v} {name}") for v, name, c in entries],
                    loc="lower center", ncol=min(7, len(entries)), fontsize=8, frameon=False)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png_path.with_name(f".{png_path.stem}.partial.png")
-    fig.savefig(tmp, dpi=80, bbox_inches="tight")
+    with atomic_path(png_path, mkdir=True) as tmp:
+        fig.savefig(tmp, dpi=80, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(png_path)
 
 
 def main(inputs: Path, masks: Path, pngs: Path) -> None:

@@ -5,7 +5,6 @@ a loadable model.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import warnings
 from dataclasses import replace
@@ -14,6 +13,7 @@ from typing import Any
 
 import torch
 
+from inference.atomic import atomic_path, copy_file
 from inference.config import ModelCard, StageConfig, load_model_folder, sha256_of, write_card
 from inference.network import build_network, count_parameters
 
@@ -34,21 +34,18 @@ def export_onnx(net: torch.nn.Module, patch_size, path: Path) -> None:
     """Export `net` for input (batch, 1, *patch_size) with a dynamic batch axis."""
     net = net.eval().cpu()
     x = torch.zeros((1, 1) + tuple(patch_size), dtype=torch.float32)
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():  # the tracer's notes on instance norm and shape checks are expected
+    with atomic_path(path) as tmp, warnings.catch_warnings():  # the tracer's notes on instance norm and shape checks are expected
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*instance_norm.*", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(torch\.onnx|training\.export).*")
         torch.onnx.export(net, (x,), str(tmp), input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
                           opset_version=ONNX_OPSET, dynamo=False)
-    os.replace(tmp, path)
 
 
 def save_state(net: torch.nn.Module, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
 
 
 def export_model(folder: Path, *, name: str, description: str, modalities: tuple[str, ...],
@@ -116,11 +113,7 @@ def add_onnx(folder: Path) -> Path:
 def copy_weight_file(src: Path, dst: Path) -> str:
     """Copy one weight file under a temporary name, then rename (never a half-written file at `dst`); returns the
     copy's sha256 for the card."""
-    import shutil
-
-    tmp = dst.with_name(f".{dst.name}.part")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+    copy_file(src, dst)
     return sha256_of(dst)
 
 

@@ -22,6 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from inference.atomic import atomic_path  # noqa: E402
 from inference.config import ModelCardError, load_model_folder, sha256_of, write_card  # noqa: E402
 
 
@@ -85,9 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             k = 0
             while chunk := fh.read(part):   # each part under a temporary name, then renamed
                 target = a.out / f"models.tar.{k:02d}"
-                tmp = target.with_name(f".{target.name}.part")
-                tmp.write_bytes(chunk)
-                tmp.replace(target)
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(chunk)
                 k += 1
     print(f"packed {', '.join(packed)} ({total / 2**20:.1f} MiB float16) into {k} part(s)"
           + (f"; left out: {', '.join(left)}" if left else ""))

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from inference.atomic import write_json
 
 from .config import STAGES, C2FSpec, default_spec
 from .nnunet_env import NnunetFolders
@@ -32,10 +33,7 @@ def _stage_dataset(dataset_id: int, stage: str) -> str:
 
 
 def cmd_spec(a: argparse.Namespace) -> int:
-    out = Path(a.out)
-    tmp = out.with_name("." + out.name + ".tmp")
-    tmp.write_text(json.dumps(default_spec().to_dict(), indent=2) + "\n")
-    os.replace(tmp, out)
+    out = write_json(Path(a.out), default_spec().to_dict())
     print(out)
     return 0
 

@@ -13,9 +13,7 @@ set; each case id is prefixed by its source name and dataset.json records the so
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from inference.atomic import atomic_path, write_json
 from inference import normalization, orientation, resample, roi
 from inference.io import read_image
 
@@ -138,9 +137,8 @@ def write_volume(arr: np.ndarray, spacing_mm, path: Path) -> None:
     """Write numpy (z, y, x) with identity direction and ITK spacing (x, y, z), via a temporary name."""
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing(tuple(float(s) for s in reversed(spacing_mm)))
-    tmp = path.with_name(".tmp-" + path.name)
-    sitk.WriteImage(img, str(tmp), True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(img, str(tmp), True)
 
 
 def dataset_name(dataset_id: int, stage: str) -> str:
@@ -232,7 +230,5 @@ def convert(sources: list[Source], raw_dir: Path, dataset_id: int, spec: C2FSpec
                     "sources": {s.name: {"images": str(s.images), "labels": str(s.labels)} for s in sources},
                     "case_source": dict(sorted(case_source[stage].items()))},
         }
-        tmp = folder / ".dataset.json.tmp"
-        tmp.write_text(json.dumps(ds, indent=2) + "\n")
-        os.replace(tmp, folder / "dataset.json")
+        write_json(folder / "dataset.json", ds)
     return out

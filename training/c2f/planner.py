@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from inference.atomic import copy_file, write_json
 from inference.config import Architecture
 
 from .config import C2FSpec, StageSpec
@@ -137,12 +136,6 @@ def make_plans(dataset_name: str, stage: StageSpec, fp: dict[str, Any]) -> dict[
         intensity_properties=fp["foreground_intensity_properties_per_channel"])
 
 
-def _write_json(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def plan_and_preprocess(raw_folder: Path, preprocessed_dir: Path, workers: int = 1) -> Path:
     """Write `preprocessed_dir/<dataset>/{dataset.json, dataset_fingerprint.json, C2FPlans.json}` and the
     preprocessed cases (nnU-Net's DefaultPreprocessor; `workers` processes). Resumable: cases already
@@ -161,9 +154,9 @@ def plan_and_preprocess(raw_folder: Path, preprocessed_dir: Path, workers: int =
     out.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(raw_folder, ids, ending)
     plans = make_plans(raw_folder.name, stage, fp)
-    _write_json(ds, out / "dataset.json")
-    _write_json(fp, out / "dataset_fingerprint.json")
-    _write_json(plans, out / f"{PLANS_NAME}.json")
+    write_json(out / "dataset.json", ds)
+    write_json(out / "dataset_fingerprint.json", fp)
+    write_json(out / f"{PLANS_NAME}.json", plans)
 
     pm = PlansManager(plans)
     cm = pm.get_configuration(CONFIGURATION)
@@ -175,8 +168,7 @@ def plan_and_preprocess(raw_folder: Path, preprocessed_dir: Path, workers: int =
     for cid in ids:
         seg_file = raw_folder / "labelsTr" / f"{cid}{ending}"
         if not (gt_dir / seg_file.name).is_file():
-            shutil.copy(seg_file, gt_dir / f".tmp-{seg_file.name}")
-            os.replace(gt_dir / f".tmp-{seg_file.name}", gt_dir / seg_file.name)
+            copy_file(seg_file, gt_dir / seg_file.name)
         if not (data_dir / f"{cid}.pkl").is_file():  # the .pkl is written last by nnU-Net's save_case
             todo.append((str(data_dir / cid), str(raw_folder / "imagesTr" / f"{cid}_0000{ending}"), str(seg_file)))
     with tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"preprocess {stage_name}", unit="case") as bar:

@@ -7,10 +7,11 @@ loss all-reduce.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from inference.atomic import write_json
 
 from .nnunet_env import NnunetFolders, bind_folders, find_trainer
 from .planner import CONFIGURATION, PLANS_NAME
@@ -112,9 +113,7 @@ def _run(args: TrainArgs, device) -> Path:
     if trainer.local_rank == 0:
         record = asdict(args)
         record["folders"] = args.folders.as_env()
-        tmp = out / f".{ARGS_FILE}.tmp"
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, out / ARGS_FILE)
+        write_json(out / ARGS_FILE, record)
     if args.pretrained is not None:
         if args.continue_training:
             raise ValueError("--continue and --pretrained exclude each other (pretrained weights only start a run)")

@@ -7,7 +7,6 @@ the number of training volumes is bounded by disk, not RAM.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
+
+from inference.atomic import atomic_path, write_json
 
 from .options import CycleGANOptions
 from .preprocess import BACKGROUND, IntensityWindow, PreparedVolume, prepare_image
@@ -127,9 +128,8 @@ class CachedVolume:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 def cache_cases(cases: list[Case], modality: str, opts: CycleGANOptions, cache_dir: Path,
@@ -162,9 +162,7 @@ def cache_cases(cases: list[Case], modality: str, opts: CycleGANOptions, cache_d
                 _save_npy(lab_path, vol.label.astype(np.uint8))
             meta = {"key": key, "source": source, "num_slices": int(vol.image.shape[0]),
                     "window": [vol.transform.window.low, vol.transform.window.high]}
-            tmp = meta_path.with_name(meta_path.name + ".tmp")
-            tmp.write_text(json.dumps(meta))
-            os.replace(tmp, meta_path)
+            write_json(meta_path, meta, indent=None)
         out.append(CachedVolume(case.name, img_path, lab_path, int(meta["num_slices"]), tuple(meta["window"])))
     return out
 

@@ -133,10 +133,9 @@ class CycleGANOptions:
         return cls.from_dict(data)
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        from inference.atomic import write_json
+
+        write_json(Path(path), self.to_dict())
 
     def replace(self, **changes: Any) -> "CycleGANOptions":
         return dataclasses.replace(self, **changes)

@@ -11,14 +11,13 @@ Only organs present in a reference enter its means (an organ missing from the re
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 import SimpleITK as sitk
 
+from inference.atomic import atomic_path
 from inference.labels import FLARE_KEYS
 
 from .data import Case, prepare_case, read_case
@@ -104,13 +103,6 @@ def evaluate(model: OrganAttentionCycleGAN, ct_cases: list[Case], *, held_out: b
     return result
 
 
-def write_json(data: dict, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(".tmp-" + path.name)
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def save_grid(vol: PreparedVolume, fake: np.ndarray, rec: np.ndarray, pred: np.ndarray | None, path: Path,
               n_slices: int) -> None:
     """Rows: the slices with the most organ voxels; columns: CT + labels, fake target, cycle CT, S on fake."""
@@ -141,8 +133,6 @@ def save_grid(vol: PreparedVolume, fake: np.ndarray, rec: np.ndarray, pred: np.n
                 ax.set_ylabel(f"z={z}")
     fig.suptitle(vol.name if len(vol.name) < 60 else "..." + vol.name[-57:], fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png", dpi=80)
+    with atomic_path(path, mkdir=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -26,12 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from inference.atomic import atomic_path, write_json, write_text
 from training.budget import epochs_within_budget
 
 from .data import UnpairedSliceDataset, cache_cases, find_cases, split_cases, typical_window
 from .model import OrganAttentionCycleGAN
 from .options import CycleGANOptions
-from .quality import evaluate, write_json
+from .quality import evaluate
 from .translate import CHECKPOINT_FORMAT
 
 
@@ -43,18 +43,15 @@ def save_checkpoint(model: OrganAttentionCycleGAN, path: Path, *, epoch: int, st
              "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **(extra or {})}
     if with_training:
         state["training"] = model.training_state()
-    tmp = path.with_name(".tmp-" + path.name)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     keep = [line for line in lines if json.loads(line).get("step", 0) <= last_step]
     if len(keep) != len(lines):
-        tmp = path.with_name(".tmp-" + path.name)
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        write_text(path, "".join(line + "\n" for line in keep))
 
 
 CURVE_FIELDS = ("epoch", "step", "trained_s", "segmentation_dice", "structure_preservation", "cycle_mae_hu")
@@ -76,12 +73,10 @@ def append_curve(path: Path, epoch: int, step: int, trained_s: float, quality: d
     rows.append({"epoch": epoch, "step": step, "trained_s": round(trained_s, 1),
                  "segmentation_dice": mean("segmentation_dice"),
                  "structure_preservation": mean("structure_preservation"), "cycle_mae_hu": mean("cycle_mae_hu")})
-    tmp = path.with_name(".tmp-" + path.name)
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=CURVE_FIELDS)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _seed_everything(seed: int) -> None:
@@ -198,5 +193,5 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
     quality.update({"epochs": opts.epochs, "steps": step, "trained_s": round(trained_s, 1),
                     "checkpoint": str(latest)})
     append_curve(curve_path, opts.epochs, step, trained_s, quality)
-    write_json(quality, out_dir / "quality.json")
+    write_json(out_dir / "quality.json", quality)
     return quality

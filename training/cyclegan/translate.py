@@ -9,14 +9,14 @@ Finished cases are skipped unless `overwrite`; every file is written under a tem
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+
+from inference.atomic import atomic_path, write_json
 
 from .data import find_cases, read_case
 from .model import OrganAttentionCycleGAN
@@ -65,9 +65,8 @@ def translate_prepared(model: OrganAttentionCycleGAN, volume: PreparedVolume, ba
 
 
 def _write(image: sitk.Image, path: Path) -> None:
-    tmp = path.with_name(".tmp-" + path.name)        # keeps the .nii.gz suffix SimpleITK picks the format from
-    sitk.WriteImage(image, str(tmp), useCompression=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:       # keeps the .nii.gz suffix SimpleITK picks the format from
+        sitk.WriteImage(image, str(tmp), useCompression=True)
 
 
 def translate(checkpoint: Path, ct_images: Path, ct_labels: Path, out_dir: Path, *,
@@ -104,7 +103,5 @@ def translate(checkpoint: Path, ct_images: Path, ct_labels: Path, out_dir: Path,
     meta = {"checkpoint": str(Path(checkpoint).resolve()), "epoch": ckpt.get("epoch"),
             "target_modality": opts.target_modality, "attention": opts.attention,
             "target_window": list(ckpt["target_window"]), "cases": [c.name for c in cases]}
-    tmp = out_dir / ".translate.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out_dir / "translate.json")
+    write_json(out_dir / "translate.json", meta)
     return written

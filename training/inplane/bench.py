@@ -9,10 +9,10 @@ another machine continues where the last one stopped instead of training again.
 """
 from __future__ import annotations
 
-import json
 import platform
-import shutil
 from pathlib import Path
+
+from inference.atomic import copy_file, write_json, write_text
 
 from . import protocol
 from .recipe import load_profile
@@ -126,13 +126,6 @@ def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA,
     return csv_path
 
 
-def _copy(src: Path, dst: Path) -> None:
-    """Copy under a temporary name, then rename (training.export.copy_weight_file): never a half-copied file."""
-    from training.export import copy_weight_file
-
-    copy_weight_file(src, dst)
-
-
 def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = ("A",)) -> Path:
     """Copy the results of every scored row of `work` into `out` and write out/table.md: scores, every stage's
     summary and curve, and the final weights of the coarse stage and of the rows in `weights_of` only (those
@@ -149,7 +142,7 @@ def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = (
             dst.mkdir(parents=True, exist_ok=True)
             for f in ("scores.csv", "predict.json"):
                 if (csv_path.parent / f).is_file():
-                    shutil.copyfile(csv_path.parent / f, dst / f)
+                    copy_file(csv_path.parent / f, dst / f)
             rows[row] = (r.title, dst / "scores.csv")
     for stage_dir in [work / "coarse"] + sorted((work / "rows").glob("*/fine")):
         if not (stage_dir / "final.pt").is_file():
@@ -159,7 +152,7 @@ def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = (
         keep_weights = stage_dir.name == "coarse" or stage_dir.parent.name in weights_of
         for f in STAGE_FILES:
             if (stage_dir / f).is_file() and (f != "final.pt" or keep_weights):
-                _copy(stage_dir / f, dst / f)
+                copy_file(stage_dir / f, dst / f)
             elif f == "final.pt" and (dst / f).is_file():
                 (dst / f).unlink()   # published before with weights, now without
     plot_curves(out / "stages", out / "curves")
@@ -168,19 +161,19 @@ def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = (
         for f in ("table4.md", "table4.json", "filter_report.json"):
             if (filtered / f).is_file():
                 (out / "selftrain" / f"r{row}").mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(filtered / f, out / "selftrain" / f"r{row}" / f)
+                copy_file(filtered / f, out / "selftrain" / f"r{row}" / f)
     for run in sorted((work / "cyclegan").glob("*")):   # each translator: options, quality, curves, final grids
         if (run / "quality.json").is_file():
             dst = out / "cyclegan" / run.name
             (dst / "grids").mkdir(parents=True, exist_ok=True)
             for f in ("options.json", "quality.json", "quality_curve.csv"):
-                shutil.copyfile(run / f, dst / f)
+                copy_file(run / f, dst / f)
             for png in sorted((run / "grids").glob("*.png")):
-                shutil.copyfile(png, dst / "grids" / png.name)
+                copy_file(png, dst / "grids" / png.name)
             plot_translator(run, out / "curves" / f"cyclegan_{run.name}.png")
     md = table(rows) if rows else "No row scored yet.\n"
-    (out / "table.md").write_text(md)
-    (out / "machine.json").write_text(json.dumps({"machine": machine(), "profile": prof.name}, indent=2) + "\n")
+    write_text(out / "table.md", md)
+    write_json(out / "machine.json", {"machine": machine(), "profile": prof.name})
     return out / "table.md"
 
 
@@ -196,7 +189,7 @@ def seed_work(results: Path, work: Path) -> list[Path]:
         dst.mkdir(parents=True, exist_ok=True)
         for f in STAGE_FILES:
             if (final.parent / f).is_file():
-                _copy(final.parent / f, dst / f)
+                copy_file(final.parent / f, dst / f)
         copied.append(dst)
     return copied
 

@@ -9,9 +9,7 @@ goes to curve.csv, the learning curve committed with the results.
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
+
+from inference.atomic import atomic_path, write_csv, write_json
 
 from .augment import make_batch
 from .data import IGNORE, SliceBank, Volume
@@ -96,9 +96,8 @@ def evaluate(net, net_label_ids, volumes: list[Volume], scored_labels, device: s
 
 
 def _save(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def train_stage(out: Path, bank: SliceBank, recipe: StageRecipe, spatial: Spatial, appearance: Appearance,
@@ -144,10 +143,7 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
         with open(curve, newline="") as fh:
             rows = list(csv.reader(fh))
         keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= it]
-        tmp = curve.with_name(curve.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            csv.writer(fh).writerows(keep)
-        os.replace(tmp, curve)
+        write_csv(curve, keep[0], keep[1:])
     new_curve = not curve.is_file()
     budget = recipe.time_budget_s or math.inf
 
@@ -202,8 +198,6 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
                "label_ids": list(label_ids), "slices": len(bank), "volumes": bank.names,
                "init": str(init) if init else None,
                "torch": torch.__version__, "device": device, "threads": recipe.threads}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "summary.json")
+    write_json(out / "summary.json", summary)
     _save(out / "final.pt", net.state_dict())   # last: final.pt marks a finished stage
     return net

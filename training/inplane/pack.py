@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from inference.atomic import atomic_path
 from inference import resample
 
 from . import protocol
@@ -38,9 +38,8 @@ def pack(out: Path, profile: str, data: Path = protocol.REAL_DATA) -> Path:
     sources = sorted({r.source for r in prof.rows.values()})
     todo = [protocol.source_cases(s, data) for s in sources] + [(protocol.test_cases(data), protocol.CHAOS_LABELS)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial.npz")
     meta = {"spacing_mm": list(fine), "cases": {}}
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
         for cases, label_ids in todo:
             for vol in load_volumes(cases, fine, label_ids):
                 _write(zf, f"{vol.name}/image", np.round(vol.image.astype(np.float32) * 255).astype(np.uint8))
@@ -48,7 +47,6 @@ def pack(out: Path, profile: str, data: Path = protocol.REAL_DATA) -> Path:
                 _write(zf, f"{vol.name}/regions", vol.regions)
                 meta["cases"][vol.name] = {"spacing_mm": vol.spacing_mm, "label_ids": list(vol.label_ids)}
         _write(zf, "meta", np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
-    os.replace(tmp, out)
     return out
 
 

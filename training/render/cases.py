@@ -7,7 +7,6 @@ generator is seeded from (seed, case name), so a case renders the same whatever 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from inference.atomic import copy_file
 from inference.io import write_image_atomic
 from inference.orientation import Orientation, orientation_from_direction
 
@@ -90,9 +90,7 @@ def render_folder(labels_dir: Path, body_dir: Path, cases: list[str], out_dir: P
             done.append(render_case(label, body, target, seed, config))
         lab_out = out_dir / "labels" / f"{case}.nii.gz"
         if not lab_out.exists():
-            tmp = lab_out.with_name(lab_out.name + ".part")
-            shutil.copyfile(label, tmp)
-            tmp.replace(lab_out)
+            copy_file(label, lab_out)
     return done
 
 

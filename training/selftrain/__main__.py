@@ -20,9 +20,10 @@ Exit codes: 0 success; 1 some cases failed (predict); 2 the command could not ru
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from inference.atomic import write_text
 
 from .cycle import CycleError
 from .filtering import FilterConfig, FilterError, format_table4, load_table4, run_filter
@@ -174,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             text = format_table4([load_table4(p) for p in args.outputs])
             _say(text)
             if args.out is not None:
-                tmp = args.out.with_name(f".{args.out.name}.partial-{os.getpid()}")
-                tmp.write_text(text + "\n")
-                os.replace(tmp, args.out)
+                write_text(args.out, text + "\n")
             return 0
         if args.command == "cycle":
             from training.c2f.cli import load_spec

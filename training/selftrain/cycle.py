@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import SimpleITK as sitk
 
+from inference.atomic import write_json
 from inference.config import CARD_NAME, TTA, ModelCardError, ModelFolder, load_model_folder
 from inference.io import write_labels
 from training.c2f.config import STAGES, C2FSpec
@@ -45,7 +46,7 @@ from training.c2f.convert import Source, dataset_name
 from . import labels as L
 from .filtering import FilterConfig, run_filter
 from .predict import PredictConfig, run_predict
-from .stats import file_sha256, load_stats, write_json_atomic
+from .stats import file_sha256, load_stats
 
 STATE_FORMAT = "flare-uda selftrain cycle v1"
 STATE_FILE = "cycle.json"
@@ -342,7 +343,7 @@ class Cycle:
         return state
 
     def _save_state(self) -> None:
-        write_json_atomic(self.state, self.work / STATE_FILE)
+        write_json(self.work / STATE_FILE, self.state, indent=1, mkdir=True)
 
     def _done(self, name: str, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
         rec = self.state["steps"].get(name)

@@ -19,7 +19,6 @@ Output folder (OUT)::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +27,12 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from inference.atomic import atomic_path, write_json, write_text
 from inference.io import write_labels
 
 from . import labels as L
 from .predict import RECORD_FORMAT
-from .stats import SetStats, file_sha256, load_stats, write_json_atomic
+from .stats import SetStats, file_sha256, load_stats
 
 MANIFEST_FORMAT = "flare-uda selftrain pseudo-labels v1"
 DEFAULT_DICE_THRESHOLD = {"mri": 0.9, "pet": 0.82, "mri_large": 0.9}
@@ -258,16 +258,11 @@ def read_prediction(path: Path, shape: tuple[int, ...] | None = None) -> tuple[s
 # ---- stage 2 and the output folder ---------------------------------------------------------------------------
 
 def _copy_image(src: Path, dst: Path, compression: int) -> None:
-    tmp = dst.with_name(f".{dst.name[:-len('.nii.gz')]}.partial-{os.getpid()}.nii.gz")
-    try:
+    with atomic_path(dst) as tmp:
         if src.name.endswith(".nii.gz"):
             shutil.copyfile(src, tmp)
         else:
             sitk.WriteImage(sitk.ReadImage(str(src)), str(tmp), True, int(compression))
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _prepare_out(cfg: FilterConfig) -> set[str]:
@@ -366,12 +361,10 @@ def run_filter(cfg: FilterConfig) -> tuple[Table4Row, list[CaseResult], dict]:
     }
     report = {"target_set": cfg.target_set, "ignored_other_modality_records": ignored, "table4": asdict(row),
               "cases": [{**{k: v for k, v in asdict(r).items()}, "failed_rule": r.failed_rule} for r in results]}
-    write_json_atomic(json.loads(json.dumps(report, default=str)), out / "filter_report.json")
-    write_json_atomic(asdict(row), out / "table4.json")
-    tmp = out / f".table4.md.partial-{os.getpid()}"
-    tmp.write_text(format_table4([row]) + "\n")
-    os.replace(tmp, out / "table4.md")
-    write_json_atomic(manifest, out / "manifest.json")
+    write_json(out / "filter_report.json", json.loads(json.dumps(report, default=str)), indent=1, mkdir=True)
+    write_json(out / "table4.json", asdict(row), indent=1, mkdir=True)
+    write_text(out / "table4.md", format_table4([row]) + "\n")
+    write_json(out / "manifest.json", manifest, indent=1, mkdir=True)
     return row, results, manifest
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from inference.atomic import write_json
 from inference.backends import BackendError
 from inference.config import CARD_NAME, ModelCardError, load_model_folder
 from inference.io import InputError, LoadedImage, read_image, write_image_atomic, write_labels
@@ -33,7 +34,7 @@ from inference.pipeline import CaseRecord, EngineOptions, Segmenter
 
 from . import labels as L
 from .geometry import physical_spacing_xyz, resample_to_spacing, same_spacing
-from .stats import file_sha256, write_json_atomic
+from .stats import file_sha256
 
 RECORD_FORMAT = "flare-uda selftrain prediction v1"
 MODALITY_CHOICES = ("auto", "mri", "pet")
@@ -197,7 +198,7 @@ def build_record(case: str, modality: str, source: Path, image_ref: str, image: 
 
 
 def write_record(record: dict, out: Path) -> None:
-    write_json_atomic(record, _record_path(Path(out), record["case"]))
+    write_json(_record_path(Path(out), record["case"]), record, indent=1, mkdir=True)
 
 
 def predict_case(case: str, source: Path, modality: str, segmenters: dict[str, Segmenter], models: list[ModelRef],

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
+
+from inference.atomic import write_json
 
 from . import labels as L
 from .geometry import physical_spacing_xyz
@@ -143,16 +144,8 @@ def compute_stats(ct_labels: Path, progress: bool = True) -> CTStats:
                    sets=sets)  # type: ignore[arg-type]
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def save_stats(stats: CTStats, path: Path) -> None:
-    write_json_atomic(stats.to_dict(), path)
+    write_json(path, stats.to_dict(), indent=1, mkdir=True)
 
 
 def load_stats(path: Path) -> CTStats:

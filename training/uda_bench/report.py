@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.atomic import write_csv
 from inference.labels import FLARE_ORGANS, PET_ORGANS
 
 from .protocol import (MRI_ROWS, PET_CASES, PET_PLAUSIBLE_ML, PET_ROWS, ROW_TITLES, ROWS, SCORED_ORGANS,
@@ -131,12 +132,7 @@ def check_pet_row(work: Path, row: str, device: str = "cpu", backend: str = "aut
             ok &= good
             all_placed &= placed[organ]
             rows.append([case, organ, name, f"{vols[organ]:.1f}", lo, hi, int(good), int(placed[organ])])
-    tmp = out.with_name(out.name + ".part")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["case", "label", "organ", "volume_ml", "low_ml", "high_ml", "plausible", "placed"])
-        w.writerows(rows)
-    tmp.replace(out)
+    write_csv(out, ["case", "label", "organ", "volume_ml", "low_ml", "high_ml", "plausible", "placed"], rows)
     (work / "scores" / f"r{row}.json").write_text(json.dumps({"predict_seconds": round(seconds, 1),
                                                               "all_plausible": bool(ok),
                                                               "all_placed": bool(all_placed)}) + "\n")

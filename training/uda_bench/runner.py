@@ -17,6 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from inference.atomic import write_json
+
 from .steps import Step
 
 
@@ -86,11 +88,9 @@ def _execute(work: Path, step: Step) -> tuple[float, object]:
         log.write_text(json.dumps(info, indent=2, default=str) + "\n")
     seconds = time.monotonic() - t0
     marker = _marker(work, step.name)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"signature": _signature(step), "seconds": round(seconds, 2),
-                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info}, default=str) + "\n")
-    tmp.replace(marker)
+    write_json(marker, {"signature": _signature(step), "seconds": round(seconds, 2),
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info}, indent=None, mkdir=True,
+               default=str)
     return seconds, info
 
 
