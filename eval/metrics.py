@@ -25,6 +25,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from inference.labels import ORGANS
+
 from .surface import compute_surface_distances, dice_coefficient, surface_dice_at_tolerance
 
 __all__ = [
@@ -50,29 +52,11 @@ class Organ:
     tolerance_mm: float
 
 
-MRI_ORGANS: tuple[Organ, ...] = (
-    Organ(1, "liver", 5.0),
-    Organ(2, "right_kidney", 3.0),
-    Organ(3, "spleen", 3.0),
-    Organ(4, "pancreas", 5.0),
-    Organ(5, "aorta", 2.0),
-    Organ(6, "ivc", 2.0),
-    Organ(7, "right_adrenal", 2.0),
-    Organ(8, "left_adrenal", 2.0),
-    Organ(9, "gallbladder", 2.0),
-    Organ(10, "esophagus", 3.0),
-    Organ(11, "stomach", 5.0),
-    Organ(12, "duodenum", 7.0),
-    Organ(13, "left_kidney", 3.0),
-)
-
+# the organ table (inference/labels.py): the organizers' short names and NSD tolerances
+MRI_ORGANS: tuple[Organ, ...] = tuple(Organ(o.label, o.short, o.nsd_mm) for o in ORGANS)
 # PET scheme (participants' scoring code): 4 is the LEFT KIDNEY, not the pancreas.
-PET_ORGANS: tuple[Organ, ...] = (
-    Organ(1, "liver", 5.0),
-    Organ(2, "right_kidney", 3.0),
-    Organ(3, "spleen", 3.0),
-    Organ(4, "left_kidney", 3.0),
-)
+PET_ORGANS: tuple[Organ, ...] = tuple(sorted((Organ(o.pet, o.short, o.nsd_mm) for o in ORGANS if o.pet is not None),
+                                             key=lambda o: o.label))
 
 # Organs cut to the GT's labelled slice range (MRI label ids; none of them exists on PET).
 SLICE_CUT_ORGAN_IDS: frozenset[int] = frozenset({5, 6, 10})

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_json
+from .labels import LATERAL_PAIRS, OUTPUT_SCHEMES
 CARD_NAME = "model.json"
 FORMAT_VERSION = 1
 MODALITIES = ("MRI", "PET")
@@ -240,7 +241,7 @@ class RoiConfig:
 
 
 # FLARE's left/right organ pairs as (right, left) labels: kidneys, adrenal glands
-FLARE_LATERAL_PAIRS: tuple[tuple[int, int], ...] = ((2, 13), (7, 8))
+FLARE_LATERAL_PAIRS: tuple[tuple[int, int], ...] = LATERAL_PAIRS
 # (organ, reference): each kidney keeps its largest piece below the liver (right) / spleen (left): FLARE labels
 FLARE_CAUDAL_TO: tuple[tuple[int, int], ...] = ((2, 1), (13, 3))
 
@@ -308,6 +309,9 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest
     format_version: int = FORMAT_VERSION
+    # modality -> {network (FLARE) label: the value its mask holds}; labels not listed are written as background.
+    # A modality not given here uses inference.labels.OUTPUT_SCHEMES (MRI: FLARE numbers; PET: 1, 2, 3, 13 -> 1-4).
+    output_labels: dict[str, dict[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.format_version != FORMAT_VERSION:
@@ -315,10 +319,25 @@ class ModelCard:
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities:
             raise ModelCardError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
+        try:
+            maps = {str(m): {int(k): int(v) for k, v in lut.items()} for m, lut in self.output_labels.items()}
+        except (AttributeError, TypeError, ValueError):
+            raise ModelCardError(f"output_labels must map modality -> {{label: value}}, got "
+                                 f"{self.output_labels!r}") from None
+        for m, lut in maps.items():
+            if m not in self.modalities:
+                raise ModelCardError(f"output_labels.{m}: the card does not serve {m} (modalities {self.modalities})")
+            if any(not 0 < v < 256 for kv in lut.items() for v in kv) or len(set(lut.values())) != len(lut):
+                raise ModelCardError(f"output_labels.{m}: labels and values in 1..255, values distinct, got {lut}")
+        object.__setattr__(self, "output_labels", maps)
         for stage_name, stage in (("coarse", self.coarse), ("fine", self.fine)):
             for backend, fname in stage.files.items():
                 if fname not in self.sha256:
                     raise ModelCardError(f"{stage_name}.files[{backend}] = {fname!r} has no sha256 in the card")
+
+    def output_map(self, modality: str) -> dict[int, int]:
+        """Network label -> the value written in a `modality` mask."""
+        return self.output_labels.get(modality, OUTPUT_SCHEMES[modality])
 
     def stage(self, name: str) -> StageConfig:
         if name not in ("coarse", "fine"):
@@ -342,6 +361,7 @@ class ModelCard:
                 provenance=dict(d.get("provenance", {})),
                 sha256={str(k): str(v) for k, v in d.get("sha256", {}).items()},
                 format_version=int(d.get("format_version", FORMAT_VERSION)),
+                output_labels=d.get("output_labels", {}),   # validated (ints) by __post_init__
             )
         except KeyError as exc:
             raise ModelCardError(f"model card lacks the field {exc.args[0]!r}") from None

@@ -147,8 +147,8 @@ class Segmenter:
         rec.seconds["coarse"] = round(time.perf_counter() - t, 4)
 
         t = time.perf_counter()
-        if case.modality == "PET":  # only the PET organs decide the region
-            coarse_labels[~np.isin(coarse_labels, list(postprocess.PET_FROM_MRI))] = 0
+        written = card.output_map(case.modality)   # only the organs the mask will hold decide the region
+        coarse_labels[~np.isin(coarse_labels, list(written))] = 0
         # stray coarse blobs go before the union of boxes is taken (every organ, 26-connected, no anatomy rule)
         organs = np.unique(coarse_labels[coarse_labels > 0]) if card.roi.largest_component_per_organ else ()
         _clean_up(coarse_labels, card.postprocess, canon.shape[2], roi.Box.whole(canon.shape), organs)
@@ -201,15 +201,14 @@ class Segmenter:
         rec.normalization = ({} if coarse_params is None else {"coarse": coarse_params.as_dict()}) | {
             "fine": fine_params.as_dict()}
 
-        # clean-up on the ROI at network resolution (see postprocess.keep_largest_component), PET scheme, then
+        # clean-up on the ROI at network resolution (see postprocess.keep_largest_component), output scheme, then
         # labels straight into an output array in the INPUT's voxel order: the canonical view of it is written
         # slab by slab, so neither a full-size copy nor a reorientation of the result is ever made
         t = time.perf_counter()
         post = card.postprocess
         _clean_up(fine_labels, post, canon.shape[2], box, post.largest_component_organs, post.connectivity,
                   post.caudal_to)
-        if case.modality == "PET":
-            fine_labels = postprocess.to_pet_labels(fine_labels)
+        fine_labels = postprocess.relabel(fine_labels, card.output_map(case.modality))
         labels = np.zeros(case.loaded.array.shape, dtype=np.uint8)
         roi_view = orient.apply(labels)[box.slices]
         resample.labels_to_shape(fine_labels, box.shape, out=roi_view)

@@ -1,12 +1,9 @@
 """Label clean-up: left/right organ pairs by side, per-organ largest connected component (connected-components-3d)
-and the PET label scheme."""
+and the output scheme (network labels -> the values a mask holds, e.g. the PET scheme)."""
 from __future__ import annotations
 
 import cc3d
 import numpy as np
-
-# FLARE MRI label -> PET label: liver 1, right kidney 2, spleen 3, left kidney (13) 4; everything else dropped.
-PET_FROM_MRI = {1: 1, 2: 2, 3: 3, 13: 4}
 
 
 def keep_largest_component(labels: np.ndarray, organs, connectivity: int = 26, caudal_to=()) -> np.ndarray:
@@ -108,11 +105,11 @@ def assign_laterality(labels: np.ndarray, pairs, midline_x: float, connectivity:
     return labels
 
 
-def to_pet_labels(labels: np.ndarray) -> np.ndarray:
-    """Map FLARE MRI numbering to the PET scheme {0, 1, 2, 3, 4} (uint8)."""
+def relabel(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """Map labels through `mapping` (uint8); labels it does not list become background (0)."""
     lut = np.zeros(256, dtype=np.uint8)
-    for mri, pet in PET_FROM_MRI.items():
-        lut[mri] = pet
+    for src, dst in mapping.items():
+        lut[src] = dst
     return lut[labels]
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from inference import postprocess, sliding_window as sw, tta
 from inference.config import TTA
+from inference.labels import PET_FROM_MRI
 
 
 def test_compute_steps_nnunet_geometry():
@@ -105,5 +106,5 @@ def test_keep_largest_component_per_organ():
 
 def test_pet_remap():
     lab = np.arange(14, dtype=np.uint8).reshape(1, 1, 14)
-    pet = postprocess.to_pet_labels(lab)
+    pet = postprocess.relabel(lab, PET_FROM_MRI)
     assert pet.ravel().tolist() == [0, 1, 2, 3] + [0] * 9 + [4]

@@ -10,12 +10,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from inference.config import Architecture, Normalization
+from inference.labels import ORGANS
 
-FLARE_LABELS: dict[str, int] = {
-    "background": 0, "liver": 1, "right_kidney": 2, "spleen": 3, "pancreas": 4, "aorta": 5, "ivc": 6,
-    "right_adrenal": 7, "left_adrenal": 8, "gallbladder": 9, "esophagus": 10, "stomach": 11, "duodenum": 12,
-    "left_kidney": 13,
-}
+# nnU-Net dataset.json labels: the organizers' short names (inference/labels.py)
+FLARE_LABELS: dict[str, int] = {"background": 0, **{o.short: o.label for o in ORGANS}}
 STAGES = ("coarse", "fine")
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.labels import DATASET_ORGANS
+
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 
 BTCV_CASES = tuple(f"btcv_{i:04d}" for i in list(range(1, 11)) + list(range(21, 41)))
 TARGET_CASES = tuple(f"chaos_t2_{i:02d}" for i in (1, 2, 5, 8, 10, 15, 19, 20, 22, 31))
 TEST_CASES = ("chaos_t2_33", "chaos_t2_34", "chaos_t2_37", "chaos_t2_38")
-SCORED_ORGANS = (1, 2, 3, 13)
+SCORED_ORGANS = DATASET_ORGANS["chaos"]
 # network output channel -> FLARE label, per source (channel 0 is background)
-BTCV_LABELS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13)
-CHAOS_LABELS = (0, 1, 2, 3, 13)
+BTCV_LABELS = (0,) + DATASET_ORGANS["btcv"]
+CHAOS_LABELS = (0,) + DATASET_ORGANS["chaos"]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from inference.labels import LATERAL_PAIRS
+
 PHASES = ("native", "arterial", "portal")
 
 # FLARE label -> HU (mean) per phase. Values from typical adult abdominal CT.
@@ -41,7 +43,7 @@ ORGAN_HU: dict[int, dict[str, float]] = {
     12: {"native": 35.0, "arterial": 70.0, "portal": 85.0},      # duodenum
     13: {"native": 32.0, "arterial": 150.0, "portal": 170.0},    # left kidney
 }
-KIDNEYS = (2, 13)
+KIDNEYS = LATERAL_PAIRS[0]   # (right, left) kidney
 AIR_HU = -1000.0
 
 

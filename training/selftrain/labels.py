@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.labels import FLARE_KEYS
-from inference.postprocess import PET_FROM_MRI
+from inference.labels import DATASET_ORGANS, FLARE_KEYS, PET_FROM_MRI
 
 ORGAN_NAMES = FLARE_KEYS
 # Target set -> the organs its pseudo-labels carry (FLARE numbering). PET labels carry liver, kidneys, spleen.
 ORGAN_SETS: dict[str, tuple[int, ...]] = {
-    "mri": tuple(range(1, 14)),
-    "pet": tuple(sorted(PET_FROM_MRI)),  # (1, 2, 3, 13)
+    "mri": DATASET_ORGANS["flare_mri"],
+    "pet": tuple(sorted(DATASET_ORGANS["flare_pet"])),  # (1, 2, 3, 13)
     # BTCV-trained models on thick-slice abdominal MRI: BTCV's organs (no duodenum) without the adrenal glands
     # (thinner than a 6-9 mm slice) and the gallbladder (absent after cholecystectomy, collapsed after a meal)
     "mri_large": (1, 2, 3, 4, 5, 6, 10, 11, 13),

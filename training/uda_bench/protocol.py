@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.labels import DATASET_ORGANS
 from training.profiles import find_profile, read_profile
 
 SOURCE_CASES = ("chaos_t2_01", "chaos_t2_02", "chaos_t2_05", "chaos_t2_08", "chaos_t2_10", "chaos_t2_15")
@@ -29,7 +30,7 @@ TARGET_CASES = ("chaos_t2_19", "chaos_t2_20", "chaos_t2_22", "chaos_t2_31")
 TEST_CASES = ("chaos_t2_33", "chaos_t2_34", "chaos_t2_37", "chaos_t2_38")
 TS_CT_CASES = ("ts_ct_dicom", "ts_ct_sm")
 PET_CASES = ("fdg_qinhn0139", "fdg_sts001")
-SCORED_ORGANS = (1, 2, 3, 13)
+SCORED_ORGANS = DATASET_ORGANS["chaos"]
 MRI_ROWS = ("1", "2", "2b", "3", "4", "R")
 PET_ROWS = ("P", "PR")
 ROWS = MRI_ROWS + PET_ROWS
