@@ -101,6 +101,19 @@ def read_image(path: Path) -> LoadedImage:
     return LoadedImage(image=image, array=array, notes=notes, constant=constant)
 
 
+def read_volume(path: Path, what: str = "image") -> sitk.Image:
+    """A 3D single-channel volume as SimpleITK reads it, or a ValueError naming the file (for the training and
+    evaluation tools; the engine's `read_image` checks more and says more)."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"cannot read {what} {path}: {str(exc).strip().splitlines()[-1][:160]}") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path}: expected a 3D single-channel {what}, got dimension {image.GetDimension()} "
+                         f"with {image.GetNumberOfComponentsPerPixel()} components")
+    return image
+
+
 def write_image_atomic(image: sitk.Image, path: Path, compression_level: int = 1) -> None:
     """Write `image` to `path` through a hidden temporary name in the same folder, then rename."""
     with atomic_path(path) as tmp:

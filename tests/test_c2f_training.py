@@ -250,10 +250,10 @@ def test_sources_merge_into_one_training_set(tmp_path):
 
 def test_trainers_are_found_by_nnunet_lookup_and_cosine_schedule():
     from training.c2f.nnunet_env import find_trainer
-    from training.c2f.trainers import CosineLRScheduler, nnUNetTrainerC2F_selftrain
+    from training.c2f.trainers import CosineLRScheduler, nnUNetTrainerC2F
 
-    assert find_trainer("nnUNetTrainerC2F_selftrain") is nnUNetTrainerC2F_selftrain
-    assert nnUNetTrainerC2F_selftrain.c2f_initial_lr == 1e-6
+    assert find_trainer("nnUNetTrainerC2F") is nnUNetTrainerC2F
+    assert nnUNetTrainerC2F.c2f_initial_lr == 1e-5
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = CosineLRScheduler(opt, 1e-3, 10, min_lr=1e-5)
     for epoch, expected in ((0, 1e-3), (5, (1e-3 + 1e-5) / 2), (10, 1e-5)):
@@ -266,9 +266,9 @@ def test_trainers_never_mirror_left_right(patch):
     """FLARE labels right/left kidneys and adrenals: augmentation and nnU-Net's inference TTA mirror z and y only."""
     from types import SimpleNamespace
 
-    from training.c2f.trainers import LR_AXIS, nnUNetTrainerC2F, nnUNetTrainerC2F_selftrain
+    from training.c2f.trainers import LR_AXIS, nnUNetTrainerC2F
 
-    for cls in (nnUNetTrainerC2F, nnUNetTrainerC2F_selftrain):
+    for cls in (nnUNetTrainerC2F,):
         trainer = object.__new__(cls)  # only the augmentation geometry is under test: no plans, no dataset
         trainer.configuration_manager = SimpleNamespace(patch_size=list(patch))
         trainer.print_to_log_file = lambda *a, **k: None
@@ -277,3 +277,22 @@ def test_trainers_never_mirror_left_right(patch):
         assert LR_AXIS == 2 and LR_AXIS not in mirror_axes
         assert set(mirror_axes) == {0, 1} and trainer.inference_allowed_mirroring_axes == mirror_axes
         assert len(initial_patch_size) == 3
+
+
+def test_a_time_budget_stops_nnunets_own_loop_after_the_epoch_that_spent_it(tmp_path):
+    """The trainer extends nnU-Net through hooks only: a budget far below one epoch ends its unmodified
+    run_training after the first epoch, with checkpoint_final written as at a normal end."""
+    src = write_synthetic_source(tmp_path / "ct", n_cases=2, seed=1)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(tiny_spec().to_dict()))
+    work, ds = tmp_path / "work", 611
+    assert cli.main(["convert", "--work", str(work), "--dataset-id", str(ds), "--source", f"ct={src}",
+                     "--spec", str(spec_file)]) == 0
+    assert cli.main(["plan", "--work", str(work), "--dataset-id", str(ds), "--workers", "0"]) == 0
+    assert cli.main(["train", "--work", str(work), "--dataset-id", str(ds), "--stage", "coarse", "--device", "cpu",
+                     "--workers", "0", "--threads", "1", "--val-iterations", "1", "--epochs", "5", "--iterations",
+                     "1", "--time-budget", "0.001"]) == 0
+    fold = work / "nnUNet_results" / "Dataset611_FLAREc2fCoarse" / TRAIN_DIR / "fold_all"
+    ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert ckpt["current_epoch"] == 1 and len(ckpt["logging"]["train_losses"]) == 1
+    assert not (fold / "checkpoint_latest.pth").exists()

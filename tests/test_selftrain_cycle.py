@@ -183,7 +183,7 @@ def test_new_model_loads_segments_and_names_the_cycle_and_sources(cycles):
     assert st["sources"]["pseudo_labelled"]["mr"]["cases"] == 2 and st["ignore_label"] == 14
     assert set(st["sources"]["synthetic"]) == {"synmri"} and st["lr"] == 1e-6
     assert set(prov["training"]["fine"]["sources"]) == {"ct", "synmri", "mr", "pet"}
-    assert prov["training"]["fine"]["trainer"] == "nnUNetTrainerC2F_selftrain"
+    assert prov["training"]["fine"]["trainer"] == "nnUNetTrainerC2F"
     assert folder.card.fine.label_ids == tuple(range(14))  # the ignore label is not an output
     best = load_model_folder(root / "weights" / "ct_best").card
     assert folder.card.roi.max_extent_mm == best.roi.max_extent_mm == (900.0, 900.0, 900.0)

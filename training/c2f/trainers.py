@@ -1,14 +1,14 @@
-"""Small nnU-Net trainer subclasses: AdamW, cosine learning rate, seed epochs, a checkpoint every epoch, a
-progress bar. Dice + CE with deep supervision and nnU-Net's augmentation are inherited unchanged.
+"""A small nnU-Net trainer subclass: AdamW, cosine learning rate, seed epochs, a checkpoint every epoch, an epoch
+progress bar and a time budget, all through nnU-Net's hooks (its `run_training` loop runs as it is). Dice + CE with
+deep supervision and nnU-Net's augmentation (minus left-right mirroring) are inherited unchanged.
 
-`nnUNetTrainerC2F` follows the seed (AdamW, cosine, 200 epochs, lr 1e-5); `nnUNetTrainerC2F_lr3en4` is the same
-with lr 3e-4 for training from scratch; `nnUNetTrainerC2F_selftrain` uses the seed's self-training lr 1e-6 (meant to
-start from a CT model's checkpoint: `train --pretrained`).
+`nnUNetTrainerC2F` follows the seed (AdamW, cosine, 200 epochs, lr 1e-5); other learning rates come from
+`training.c2f train --lr` (e.g. 3e-4 from scratch, the seed's 1e-6 for self-training), not from subclasses.
 """
 from __future__ import annotations
 
 import math
-from typing import List
+import time
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from training.budget import epochs_within_budget
 
-__all__ = ["CosineLRScheduler", "nnUNetTrainerC2F", "nnUNetTrainerC2F_lr3en4", "nnUNetTrainerC2F_selftrain"]
+__all__ = ["CosineLRScheduler", "nnUNetTrainerC2F"]
 
 
 class CosineLRScheduler(_LRScheduler):
@@ -77,8 +77,6 @@ class nnUNetTrainerC2F(nnUNetTrainer):
         """Set num_epochs so the run ends within `time_budget_s` (training.budget), never more than the requested
         count (`requested_epochs`); num_epochs == current_epoch ends the run. The cosine schedule is rescaled to
         the new length."""
-        import time
-
         if self.time_budget_s is None or not epoch_seconds:
             return
         elapsed = time.monotonic() - started
@@ -105,47 +103,42 @@ class nnUNetTrainerC2F(nnUNetTrainer):
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, CosineLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
-    def run_training(self):
-        """nnU-Net's loop with progress bars (rank 0 only); stops early to honour `time_budget_s`."""
-        import time
-
-        self.on_train_start()
-        show = self.local_rank == 0
-        started = time.monotonic()
+    # nnU-Net's own loop (`run_training`) runs unchanged; these hooks add the epoch bar and the time budget
+    def on_train_start(self):
+        super().on_train_start()
+        self._started = time.monotonic()
+        self._epoch_seconds: list[float] = []
         self.requested_epochs = self.num_epochs
-        epoch_seconds: list[float] = []
-        t_epoch = time.monotonic()
-        epochs = tqdm(desc=f"{self.configuration_name} epochs", unit="epoch", initial=self.current_epoch,
-                      total=self.num_epochs, disable=not show)
-        while self.current_epoch < self.num_epochs:
-            self.on_epoch_start()
-            self.on_train_epoch_start()
-            train_outputs: List[dict] = []
-            for _ in tqdm(range(self.num_iterations_per_epoch), desc=f"epoch {self.current_epoch} train",
-                          unit="it", leave=False, disable=not show):
-                train_outputs.append(self.train_step(next(self.dataloader_train)))
-            self.on_train_epoch_end(train_outputs)
-            with torch.no_grad():
-                self.on_validation_epoch_start()
-                val_outputs: List[dict] = []
-                for _ in tqdm(range(self.num_val_iterations_per_epoch), desc=f"epoch {self.current_epoch} val",
-                              unit="it", leave=False, disable=not show):
-                    val_outputs.append(self.validation_step(next(self.dataloader_val)))
-                self.on_validation_epoch_end(val_outputs)
-            epochs.set_postfix(loss=float(np.round(self.logger.my_fantastic_logging["train_losses"][-1], 4)))
-            self.on_epoch_end()  # increments current_epoch
-            epoch_seconds.append(time.monotonic() - t_epoch)
-            t_epoch = time.monotonic()
-            self._fit_epochs_to_budget(started, epoch_seconds)
-            epochs.total = self.num_epochs
-            epochs.update(1)
-        epochs.close()
-        self.on_train_end()
+        self._bar = tqdm(desc=f"{self.configuration_name} epochs", unit="epoch", initial=self.current_epoch,
+                         total=self.num_epochs, disable=self.local_rank != 0)
+
+    def on_epoch_start(self):
+        if self.current_epoch >= self.num_epochs:   # the time budget shortened the run (on_epoch_end)
+            raise _BudgetReached
+        self._t_epoch = time.monotonic()
+        super().on_epoch_start()
+
+    def on_epoch_end(self):
+        super().on_epoch_end()   # logs, checkpoints, increments current_epoch
+        self._epoch_seconds.append(time.monotonic() - self._t_epoch)
+        self._fit_epochs_to_budget(self._started, self._epoch_seconds)
+        self._bar.total = self.num_epochs
+        self._bar.set_postfix(loss=float(np.round(self.logger.my_fantastic_logging["train_losses"][-1], 4)))
+        self._bar.update(1)
+
+    def on_train_end(self):
+        super().on_train_end()
+        self._bar.close()
+
+    def run_training(self):
+        """nnU-Net's loop; a time budget that ends it early stops it before the next epoch's first step."""
+        try:
+            super().run_training()
+        except _BudgetReached:
+            self.on_train_end()
 
 
-class nnUNetTrainerC2F_lr3en4(nnUNetTrainerC2F):
-    c2f_initial_lr = 3e-4
+class _BudgetReached(Exception):
+    """Raised by on_epoch_start once the time budget has set num_epochs to the epochs already run."""
 
 
-class nnUNetTrainerC2F_selftrain(nnUNetTrainerC2F):
-    c2f_initial_lr = 1e-6

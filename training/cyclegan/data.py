@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from inference.atomic import atomic_path, write_json
+from inference.io import read_volume
 
 from .options import CycleGANOptions
 from .preprocess import BACKGROUND, IntensityWindow, PreparedVolume, prepare_image
@@ -65,14 +66,7 @@ def find_cases(images_dir: Path, labels_dir: Path | None = None) -> list[Case]:
 
 def read_image(path: Path) -> sitk.Image:
     """Read a volume; any failure is a ValueError naming the file."""
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise ValueError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from exc
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path}: expected a 3D single-channel volume, got dimension {image.GetDimension()} "
-                         f"with {image.GetNumberOfComponentsPerPixel()} components")
-    return image
+    return read_volume(path)
 
 
 def read_case(case: Case, num_classes: int | None = None) -> tuple[sitk.Image, sitk.Image | None]:

@@ -97,11 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out-model", required=True, help="new model folder name under --weights")
     c.add_argument("--spec", type=Path, default=None, help="C2FSpec JSON (python -m training.c2f spec); default: "
                                                            "the built-in spec; must match the best model's networks")
-    c.add_argument("--trainer", default="nnUNetTrainerC2F_selftrain", help="nnU-Net trainer (lr 1e-6)")
+    c.add_argument("--trainer", default="nnUNetTrainerC2F", help="nnU-Net trainer")
     c.add_argument("--epochs", type=int, default=None, help="default: the trainer's")
     c.add_argument("--iterations", type=int, default=None, help="training iterations per epoch")
     c.add_argument("--val-iterations", type=int, default=None, help="validation iterations per epoch")
-    c.add_argument("--lr", type=float, default=None, help="default: the trainer's (1e-6)")
+    c.add_argument("--lr", type=float, default=1e-6, help="initial learning rate (default: the seed's 1e-6)")
     c.add_argument("--time-budget", type=float, default=None,
                    help="seconds per stage: fewer epochs when the epochs so far say the run would take longer")
     c.add_argument("--top-k", type=int, default=None, help="filter: keep at most K cases per target set")

@@ -50,7 +50,8 @@ from .stats import file_sha256, load_stats
 
 STATE_FORMAT = "flare-uda selftrain cycle v1"
 STATE_FILE = "cycle.json"
-DEFAULT_TRAINER = "nnUNetTrainerC2F_selftrain"
+DEFAULT_TRAINER = "nnUNetTrainerC2F"
+SELFTRAIN_LR = 1e-6   # the seed's self-training learning rate
 TARGET_SETS = ("mri", "pet")
 
 
@@ -131,7 +132,7 @@ class CycleConfig:
     epochs: int | None = None  # None: the trainer's (200 x 250 iterations)
     iterations: int | None = None
     val_iterations: int | None = None
-    lr: float | None = None  # None: the trainer's (1e-6 for the self-training trainer)
+    lr: float = SELFTRAIN_LR
     time_budget_s: float | None = None  # per stage: fewer epochs when they would overrun (c2f train --time-budget)
     # filter settings (one for every target set; None = the set's default)
     top_k: int | None = None
@@ -586,14 +587,9 @@ class Cycle:
             "training_cases": {s: steps.get("convert", {}).get(s) for s in STAGES},
             "ignore_label": self.spec.ignore_label,
             "stats": fp["stats"], "filter": fp["filter"],
-            "trainer": self.cfg.trainer, "lr": self.cfg.lr if self.cfg.lr is not None else self._trainer_lr(),
+            "trainer": self.cfg.trainer, "lr": self.cfg.lr,
             "epochs": self.cfg.epochs, "iterations": self.cfg.iterations,
         }}
-
-    def _trainer_lr(self) -> float | None:
-        from training.c2f.nnunet_env import find_trainer
-
-        return getattr(find_trainer(self.cfg.trainer), "c2f_initial_lr", None)
 
     def _run_export(self, arg: str) -> dict[str, Any]:
         from training.c2f.export import TrainedStage, export_c2f

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from inference.atomic import write_json
+from inference.io import read_volume
 
 from . import labels as L
 from .geometry import physical_spacing_xyz
@@ -97,12 +98,9 @@ def label_files(folder: Path) -> list[Path]:
 def read_label_map(path: Path) -> tuple[sitk.Image, np.ndarray]:
     """A FLARE label map: 3D, integer, values 0..13. Raises StatsError naming the file otherwise."""
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise StatsError(f"{path}: unreadable label map ({str(exc).strip().splitlines()[-1][:160]})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise StatsError(f"{path}: a 3D scalar label map is expected (got {image.GetDimension()}D, "
-                         f"{image.GetNumberOfComponentsPerPixel()} component(s))")
+        image = read_volume(path, "label map")
+    except ValueError as exc:
+        raise StatsError(str(exc)) from None
     array = sitk.GetArrayViewFromImage(image)
     if not np.issubdtype(array.dtype, np.integer):
         if not np.all(np.mod(array, 1) == 0):

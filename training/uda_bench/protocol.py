@@ -78,7 +78,8 @@ class Profile:
     fine: StageRun
     selftrain: StageRun                      # both stages of the self-training retraining
     selftrain_lr: float = 1e-4
-    trainer: str = "nnUNetTrainerC2F_lr3en4"
+    trainer: str = "nnUNetTrainerC2F"
+    lr: float = 3e-4                         # C2F training from scratch (the trainer's own 1e-5 is the seed's)
     cyclegan: dict[str, Any] = field(default_factory=dict)  # CycleGANOptions fields
     render_seed: int = 0
     da_workers: int = 2                      # nnU-Net augmentation processes per training

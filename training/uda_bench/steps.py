@@ -140,7 +140,7 @@ def _c2f_row(row: str, work: Path, sources: list[str], deps: tuple[str, ...], pr
     ]
     for stage, run in (("coarse", profile.coarse), ("fine", profile.fine)):
         argv = [PY, "-m", "training.c2f", "train", "--work", w, "--stage", stage, "--trainer", profile.trainer,
-                "--device", device, "--workers", str(profile.da_workers), *run.args()]
+                "--lr", str(profile.lr), "--device", device, "--workers", str(profile.da_workers), *run.args()]
         if device == "cpu":
             argv += ["--threads", "1"]
         steps.append(Step(f"r{row}.{stage}", (f"r{row}.plan",), argv, gpu=True))
@@ -230,7 +230,7 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
                 "--targets", f"chaos={work / 'data/target_images'}:pet:mri",
                 "--weights", str(work / "models"), "--best", "r2", "--second", "r2b",
                 "--stats", str(work / "stats.json"), "--out-model", "r3", "--spec", str(work / "inputs/spec.json"),
-                "--trainer", "nnUNetTrainerC2F_selftrain", "--lr", str(profile.selftrain_lr),
+                "--trainer", profile.trainer, "--lr", str(profile.selftrain_lr),
                 "--epochs", str(profile.selftrain.epochs), "--iterations", str(profile.selftrain.iterations),
                 "--val-iterations", str(profile.selftrain.val_iterations), "--no-onnx", "--device", device,
                 "--workers", str(profile.workers), "--da-workers", str(profile.da_workers), "--no-progress"]
