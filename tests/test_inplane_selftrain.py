@@ -152,3 +152,38 @@ def test_synthetic_row_trains_a_tiny_translator_translates_and_publishes_its_cur
     bench.publish(work, str(prof_file), tmp_path / "results")
     assert (tmp_path / "results" / "curves" / "cyclegan_attention.png").is_file()
     assert (tmp_path / "results" / "cyclegan" / "attention" / "quality_curve.csv").is_file()
+
+
+@pytest.mark.slow
+def test_pet_row_renders_trains_its_own_stages_and_is_checked_on_the_real_pet_scans(tmp_path, monkeypatch):
+    """A PET row with tiny networks on 2 BTCV label maps (1 render each): renders, its own coarse and fine
+    stages, a PET card (PET output scheme) and the volume / placement check on both real FDG PET scans."""
+    from helpers import REAL
+
+    from training.inplane import protocol
+    from training.inplane.pet import PET_CASES, check_summary
+
+    if not all((REAL / "pet_fdg" / "images" / f"{c}_0000.nii.gz").is_file() for c in PET_CASES):
+        pytest.skip("FDG PET scans not present")
+    monkeypatch.setattr(protocol, "BTCV_CASES", ("btcv_0001", "btcv_0002"))
+    prof_file = tmp_path / "tiny.json"
+    tiny = {"features": [4, 8], "patch": [32, 32], "batch": 2, "iterations": 2, "time_budget_s": None}
+    prof_file.write_text(json.dumps({
+        "extends": "cpu", "name": "tiny", "coarse": {**tiny, "spacing_mm": [None, 8.0, 8.0]},
+        "fine": {**tiny, "spacing_mm": [None, 6.0, 6.0]}, "rows": {"P": {"render_variants": 1}}}))
+    work = tmp_path / "work"
+    csv_path = bench.run_row(work, str(prof_file), "P", REAL)
+    assert csv_path.name == "pet_check.csv" and check_summary(csv_path)["organs"] == 2 * 4
+    assert sorted(p.name for p in (work / "render" / "pet" / "images").iterdir()) == [
+        "btcv_0001_pet0_0000.nii.gz", "btcv_0002_pet0_0000.nii.gz"]
+    for stage in ("rows/P/coarse", "rows/P/fine"):
+        assert json.loads((work / stage / "summary.json").read_text())["volumes"] == ["btcv_0001_pet0",
+                                                                                      "btcv_0002_pet0"]
+    assert not (work / "coarse").exists()                  # the shared (MRI) coarse stage is not trained
+    card = json.loads((work / "models" / "rP" / "model.json").read_text())
+    assert card["modalities"] == ["PET"]
+    out = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "scores" / "rP" / "pet_pred" / f"{PET_CASES[1]}.nii.gz")))
+    assert set(np.unique(out)) <= {0, 1, 2, 3, 4}
+    table = bench.publish(work, str(prof_file), tmp_path / "results").read_text()
+    assert "PET rows" in table and "fdg_sts001" in table
+    assert (tmp_path / "results" / "stages" / "rows" / "P" / "coarse" / "final.pt").is_file()

@@ -32,6 +32,14 @@ def cmd_export(args) -> int:
 def _print_score(name: str, csv_path: Path) -> int:
     from .report import row_summary
 
+    if csv_path.name == "pet_check.csv":
+        from .pet import check_summary
+
+        c = check_summary(csv_path)
+        print(f"{name}: {c['both']}/{c['organs']} (scan, organ) pairs plausible and placed ({c['plausible']} "
+              f"plausible, {c['placed']} placed) {csv_path}")
+        return 0
+
     e = row_summary(csv_path)
     print(f"{name}: mean DSC {100 * e['mean'][0]:.1f} %, NSD {100 * e['mean'][1]:.1f} % ("
           + ", ".join(f"{o}: {100 * e[o][0]:.1f}" for o in protocol.SCORED_ORGANS) + f") {csv_path}")
@@ -39,9 +47,15 @@ def _print_score(name: str, csv_path: Path) -> int:
 
 
 def cmd_score(args) -> int:
+    """CHAOS test scores for an MRI model, the FDG PET plausibility check for a PET model."""
+    from inference.config import load_model_folder
+
+    from .pet import check_model
     from .report import score
 
-    return _print_score(args.model.name, score(args.model, args.out, args.data, args.threads))
+    pet = "PET" in load_model_folder(args.model, verify=False).card.modalities
+    return _print_score(args.model.name, (check_model if pet else score)(args.model, args.out, args.data,
+                                                                           args.threads))
 
 
 def cmd_publish(args) -> int:
@@ -105,7 +119,8 @@ def main(argv=None) -> int:
         if name == "ship":
             c.add_argument("--note", default="")
         c.set_defaults(func=func)
-    s = sub.add_parser("score", help="the engine on the CHAOS test scans + FLARE DSC/NSD (eval score)")
+    s = sub.add_parser("score", help="MRI model: the engine on the CHAOS test scans + FLARE DSC/NSD (eval score); "
+                                     "PET model: organ volumes and placement on the real FDG PET scans")
     _common(s, work=False, profile=False, data=True)
     s.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
     s.add_argument("--out", type=Path, required=True)

@@ -21,8 +21,10 @@ from .recipe import load_profile
 STAGE_FILES = ("summary.json", "curve.csv", "final.pt")
 
 
-def stage_dirs(work: Path, row: str) -> dict[str, Path]:
-    return {"coarse": work / "coarse", "fine": work / "rows" / row / "fine"}
+def stage_dirs(work: Path, row: str, own_coarse: bool = False) -> dict[str, Path]:
+    """The stage folders of a row: the shared coarse stage (or the row's own) and the row's fine stage."""
+    return {"coarse": work / "rows" / row / "coarse" if own_coarse else work / "coarse",
+            "fine": work / "rows" / row / "fine"}
 
 
 def machine() -> str:
@@ -61,14 +63,21 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
     prof = load_profile(profile)
     if row not in prof.rows:
         raise ValueError(f"profile {prof.name} has no row {row!r} (rows: {sorted(prof.rows)})")
-    out = stage_dirs(work, row)[stage]
+    own = prof.rows[row].own_coarse
+    out = stage_dirs(work, row, own)[stage]
     if (out / "final.pt").is_file():
         return out
     recipe = prof.coarse if stage == "coarse" else prof.fine
     if threads:
         recipe = replace(recipe, threads=threads)
-    r = prof.rows[prof.coarse_row if stage == "coarse" else row]
-    cases, label_ids = protocol.source_cases(r.source, data)
+    r = prof.rows[prof.coarse_row if stage == "coarse" and not own else row]
+    if r.source == "btcv_pet":
+        from .pet import pet_cases
+
+        cases, label_ids = pet_cases(work, data, r.render_variants, prof.seed), protocol.BTCV_LABELS
+    else:
+        cases, label_ids = protocol.source_cases(r.source, data)
+    curve_on_test = curve_on_test and r.modality == "MRI"    # the test scans are MRI (PET: no labels here)
 
     def volumes(cases_, label_ids_):
         if packed is not None:
@@ -111,8 +120,10 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
 
 def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
             threads: int | None = None, curve_on_test: bool = True) -> Path:
-    """Train what is missing for `row`, export and score it; returns the scores CSV."""
+    """Train what is missing for `row`, export and score it; returns the scores CSV (an MRI row: DSC / NSD on the
+    CHAOS test scans; a PET row: the plausibility check on the real FDG PET scans, pet.check_model)."""
     from .export import export_row
+    from .pet import check_model
     from .report import score
 
     for stage in ("coarse", "fine"):
@@ -120,10 +131,16 @@ def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA,
     model = work / "models" / f"r{row}"
     if not (model / "model.json").is_file():
         export_row(work, profile, row, model, name=f"r{row}", machine=machine())
-    csv_path = work / "scores" / f"r{row}" / "scores.csv"
+    csv_path = score_file(work, profile, row)
     if not csv_path.is_file():
-        score(model, csv_path.parent, data, threads)
+        (score if csv_path.name == "scores.csv" else check_model)(model, csv_path.parent, data, threads)
     return csv_path
+
+
+def score_file(work: Path, profile: str, row: str) -> Path:
+    """Where a row's scores are: scores.csv (MRI rows) or pet_check.csv (PET rows) in WORK/scores/r<row>/."""
+    pet = load_profile(profile).rows[row].modality == "PET"
+    return work / "scores" / f"r{row}" / ("pet_check.csv" if pet else "scores.csv")
 
 
 def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = ("A",)) -> Path:
@@ -134,17 +151,17 @@ def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = (
 
     prof = load_profile(profile)
     out.mkdir(parents=True, exist_ok=True)
-    rows = {}
+    rows, pet_rows = {}, {}
     for row, r in prof.rows.items():
-        csv_path = work / "scores" / f"r{row}" / "scores.csv"
+        csv_path = score_file(work, profile, row)
         if csv_path.is_file():
             dst = out / "scores" / f"r{row}"
             dst.mkdir(parents=True, exist_ok=True)
-            for f in ("scores.csv", "predict.json"):
+            for f in ("scores.csv", "predict.json", "pet_check.csv", "pet_check.json"):
                 if (csv_path.parent / f).is_file():
                     copy_file(csv_path.parent / f, dst / f)
-            rows[row] = (r.title, dst / "scores.csv")
-    for stage_dir in [work / "coarse"] + sorted((work / "rows").glob("*/fine")):
+            (pet_rows if r.modality == "PET" else rows)[row] = (r.title, dst / csv_path.name)
+    for stage_dir in [work / "coarse"] + sorted((work / "rows").glob("*/coarse")) + sorted((work / "rows").glob("*/fine")):
         if not (stage_dir / "final.pt").is_file():
             continue
         dst = out / "stages" / stage_dir.relative_to(work)
@@ -171,7 +188,13 @@ def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = (
             for png in sorted((run / "grids").glob("*.png")):
                 copy_file(png, dst / "grids" / png.name)
             plot_translator(run, out / "curves" / f"cyclegan_{run.name}.png")
-    md = table(rows) if rows else "No row scored yet.\n"
+    md = table(rows) if rows else "No MRI row scored yet.\n"
+    if pet_rows:
+        from .pet import check_markdown
+
+        md += "\n## PET rows: plausibility on the real FDG PET scans\n\n" + "\n".join(
+            f"- r{row}: {title}" for row, (title, _) in pet_rows.items()) + "\n\n" + check_markdown(
+            {f"r{row}": path for row, (_, path) in pet_rows.items()})
     write_text(out / "table.md", md)
     write_json(out / "machine.json", {"machine": machine(), "profile": prof.name})
     return out / "table.md"
@@ -206,7 +229,7 @@ def ship(work: Path, profile: str, row: str, out: Path, name: str, note: str = "
     from .report import ORGAN_NAMES, row_summary
 
     src = work / "models" / f"r{row}"
-    csv_path = work / "scores" / f"r{row}" / "scores.csv"
+    csv_path = score_file(work, profile, row)
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: row {row} is not scored; ship scored rows only")
     model = load_model_folder(src, verify=True)
@@ -217,15 +240,25 @@ def ship(work: Path, profile: str, row: str, out: Path, name: str, note: str = "
         files = {"onnx": cfg.files["onnx"]}
         sha[files["onnx"]] = copy_weight_file(src / files["onnx"], out / files["onnx"])
         stages[stage_name] = replace(cfg, files=files)
-    e = row_summary(csv_path)
     prov = dict(model.card.provenance)
-    prov["benchmark"] = {
-        "protocol": "BTCV CT -> CHAOS T2 (training/inplane/protocol.py)", "row": row,
-        "row_title": load_profile(profile).rows[row].title, "test_cases": list(protocol.TEST_CASES),
-        "test_dsc": {ORGAN_NAMES[o]: round(e[o][0], 4) for o in protocol.SCORED_ORGANS},
-        "test_nsd": {ORGAN_NAMES[o]: round(e[o][1], 4) for o in protocol.SCORED_ORGANS},
-        "mean_dsc": round(e["mean"][0], 4), "mean_nsd": round(e["mean"][1], 4),
-        "scored_with": "python -m inference (ONNX Runtime, CPU) + python -m eval score", "note": note}
+    title = load_profile(profile).rows[row].title
+    if csv_path.name == "pet_check.csv":
+        from .pet import PET_CASES, check_summary
+
+        prov["benchmark"] = {
+            "protocol": "FDG-PET-like renders of the 30 BTCV label maps; organ volume and placement checks on the "
+                        "real FDG PET scans (training/inplane/pet.py)", "row": row, "row_title": title,
+            "check_cases": list(PET_CASES), "check": check_summary(csv_path),
+            "scored_with": "python -m inference (ONNX Runtime, CPU)", "note": note}
+    else:
+        e = row_summary(csv_path)
+        prov["benchmark"] = {
+            "protocol": "BTCV CT -> CHAOS T2 (training/inplane/protocol.py)", "row": row, "row_title": title,
+            "test_cases": list(protocol.TEST_CASES),
+            "test_dsc": {ORGAN_NAMES[o]: round(e[o][0], 4) for o in protocol.SCORED_ORGANS},
+            "test_nsd": {ORGAN_NAMES[o]: round(e[o][1], 4) for o in protocol.SCORED_ORGANS},
+            "mean_dsc": round(e["mean"][0], 4), "mean_nsd": round(e["mean"][1], 4),
+            "scored_with": "python -m inference (ONNX Runtime, CPU) + python -m eval score", "note": note}
     card = replace(model.card, name=name, coarse=stages["coarse"], fine=stages["fine"], sha256=sha, provenance=prov)
     write_card(card, out)
     load_model_folder(out, verify=True)

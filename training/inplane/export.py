@@ -63,7 +63,8 @@ def export_row(work: Path, profile: str, row: str, out: Path, name: str, machine
 
     prof = load_profile(profile)
     stages, prov = {}, {"profile": prof.to_dict(), "row": row, "machine": machine}
-    dirs = stage_dirs(work, row)
+    r = prof.rows[row]
+    dirs = stage_dirs(work, row, r.own_coarse)
     for stage, stage_dir, recipe in (("coarse", dirs["coarse"], prof.coarse), ("fine", dirs["fine"], prof.fine)):
         if not (stage_dir / "final.pt").is_file():
             raise FileNotFoundError(f"{stage_dir}: no final.pt (train the {stage} stage first)")
@@ -74,10 +75,9 @@ def export_row(work: Path, profile: str, row: str, out: Path, name: str, machine
                                                "torch", "device", "threads")}
     organs = tuple(sorted(set(stages["fine"][1].label_ids[1:])))
     caudal = tuple(p for p in FLARE_CAUDAL_TO if set(p) <= set(organs))
-    title = prof.rows[row].title
     return export_model(
-        out, name=name, modalities=("MRI",), stages=stages, provenance=prov,
-        description=f"in-plane C2F, benchmark row {title}, profile {prof.name}; trained on labelled CT "
-                    f"(BTCV) only unless the row says otherwise; outputs FLARE labels {list(organs)}",
+        out, name=name, modalities=(r.modality,), stages=stages, provenance=prov,
+        description=f"in-plane C2F, benchmark row {r.title}, profile {prof.name}; trained on labelled CT "
+                    f"(BTCV) only unless the row says otherwise; network labels {list(organs)}",
         roi=RoiConfig(margin_mm=(20.0, 20.0, 20.0), max_extent_mm=(350.0, 350.0, 400.0), **ROI_REGROW),
         postprocess=PostprocessConfig(largest_component_organs=organs, caudal_to=caudal))

@@ -112,9 +112,13 @@ class Row:
 
     name: str
     title: str
-    source: str                        # "btcv" (labelled CT) or "chaos_target" (upper bound: target labels)
+    source: str                        # "btcv" (labelled CT), "chaos_target" (upper bound: target labels) or
+                                       # "btcv_pet" (FDG-PET-like renders of the BTCV label maps, pet.py)
     appearance: Appearance = Appearance()
     seed: int | None = None            # None: the profile's seed (another seed: another teacher of the same recipe)
+    modality: str = "MRI"              # the card's modality; "PET" rows are checked on the real FDG PET scans
+    own_coarse: bool = False           # train a coarse stage of its own on its source (else the shared one)
+    render_variants: int = 2           # source "btcv_pet": renders per BTCV label map
     synthetic: str | None = None       # "attention" | "plain": also train on the source translated by that CycleGAN
     p_synthetic: float = 0.5           # share of training patches from the synthetic images
     selftrain: SelfTraining | None = None

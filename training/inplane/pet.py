@@ -1,0 +1,122 @@
+"""PET rows: FDG-PET-like renders of the 30 BTCV label maps as the labelled source, and the plausibility check on
+the two real FDG PET scans (there are no PET labels here).
+
+    WORK/render/body/<case>.nii.gz                 body mask of each BTCV CT (all the renderer takes from a scan)
+    WORK/render/pet/images/<case>_pet<k>_0000.nii.gz, labels/<case>_pet<k>.nii.gz
+                                                   `variants` renders per case (training.render.pet: uptake per
+                                                   organ drawn per render, hot non-organ structures, the body
+                                                   extended 100-250 mm above and below the labels, PSF, noise)
+    WORK/scores/r<row>/pet_check.csv               per scan and organ: volume (ml), plausible, placed
+
+The check is the one the PET model shipped so far was chosen by (training.uda_bench.report: organ volumes within
+adult ranges, liver right of spleen, kidneys below liver / spleen); `check_model` runs it for any model folder, so
+the shipped model and a new row are measured by the same engine in the same run.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from inference.atomic import write_csv, write_json
+
+from . import protocol
+
+PET_CASES = ("fdg_qinhn0139", "fdg_sts001")
+PAD_MM = (100.0, 250.0)
+
+
+def pet_cases(work: Path, data: Path = protocol.REAL_DATA, variants: int = 2, seed: int = 0,
+              workers: int = 1) -> list[protocol.Case]:
+    """The rendered PET source (rendered where missing)."""
+    from training.render import PetRenderConfig, render_pet_folder, write_body_mask
+
+    body = work / "render" / "body"
+    body.mkdir(parents=True, exist_ok=True)
+    names = []
+    for case in protocol.source_cases("btcv", data)[0]:
+        if not (body / case.label.name).is_file():
+            write_body_mask(case.image, case.label, body / case.label.name)
+        names.append(case.name)
+    out = work / "render" / "pet"
+    render_pet_folder(case.label.parent, body, names, out, seed, variants, PetRenderConfig(pad_mm=PAD_MM),
+                      workers=workers)
+    return [protocol.Case(f"{n}_pet{k}", out / "images" / f"{n}_pet{k}_0000.nii.gz",
+                          out / "labels" / f"{n}_pet{k}.nii.gz") for n in names for k in range(variants)]
+
+
+def check_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int | None = None) -> Path:
+    """Segment the real FDG PET scans with `model` (a weights/<name> folder; the engine in a fresh process) and
+    check every organ's volume and placement; returns out/pet_check.csv (written with out/pet_check.json)."""
+    from training.uda_bench.protocol import PET_PLAUSIBLE_ML
+    from training.uda_bench.report import PET_ORGAN_NAMES, organ_centroids_mm, pet_placement, pet_volumes_ml
+    from training.uda_bench.runner import run_logged
+
+    from .report import PY
+
+    images = out / "pet_images"
+    images.mkdir(parents=True, exist_ok=True)
+    for case in PET_CASES:
+        src = data / "pet_fdg" / "images" / f"{case}_0000.nii.gz"
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: FDG PET scan missing")
+        if not (images / src.name).is_symlink():
+            (images / src.name).symlink_to(src.resolve())
+    pred = out / "pet_pred"
+    argv = [PY, "-m", "inference", str(images), str(pred), "--weights", str(model.parent), "--model", model.name,
+            "--device", "cpu", "--backend", "onnx", "--log-dir", str(out / "pet_qc")]
+    if threads:
+        argv += ["--threads", str(threads)]
+    t0 = time.monotonic()
+    run_logged(argv, out / "pet_predict.log")
+    seconds = time.monotonic() - t0
+    rows, plausible, placed_all = [], 0, 0
+    for case in PET_CASES:
+        f = pred / f"{case}.nii.gz"
+        vols, present = pet_volumes_ml(f)
+        if not set(present) <= {0, *PET_ORGAN_NAMES}:
+            raise ValueError(f"{f}: labels {present} outside the PET scheme {{0, 1, 2, 3, 4}}")
+        placed = pet_placement(organ_centroids_mm(f))
+        for organ, name in PET_ORGAN_NAMES.items():
+            lo, hi = PET_PLAUSIBLE_ML[organ]
+            good = lo <= vols[organ] <= hi
+            plausible += good
+            placed_all += placed[organ]
+            rows.append([case, organ, name, f"{vols[organ]:.1f}", lo, hi, int(good), int(placed[organ])])
+    csv_path = write_csv(out / "pet_check.csv",
+                         ["case", "label", "organ", "volume_ml", "low_ml", "high_ml", "plausible", "placed"], rows)
+    write_json(out / "pet_check.json", {"model": model.name, "organs": len(rows), "plausible": plausible,
+                                        "placed": placed_all, "predict_seconds_2_scans": round(seconds, 1)})
+    return csv_path
+
+
+def check_summary(csv_path: Path) -> dict:
+    """{'organs', 'plausible', 'placed', 'both'}: how many (scan, organ) pairs pass each check."""
+    import csv
+
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {"organs": len(rows), "plausible": sum(r["plausible"] == "1" for r in rows),
+            "placed": sum(r["placed"] == "1" for r in rows),
+            "both": sum(r["plausible"] == "1" and r["placed"] == "1" for r in rows)}
+
+
+def check_markdown(checks: dict[str, Path]) -> str:
+    """One line per (model, scan): each organ's volume (ml), marked when implausible or misplaced."""
+    from training.uda_bench.protocol import PET_PLAUSIBLE_ML
+    from training.uda_bench.report import PET_ORGAN_NAMES, read_pet_check_placed
+
+    lines = ["| model | scan | " + " | ".join(PET_ORGAN_NAMES.values()) + " | pass |",
+             "|---|---|" + "---|" * len(PET_ORGAN_NAMES) + "---|"]
+    for name, path in checks.items():
+        chk = read_pet_check_placed(path)
+        for case in PET_CASES:
+            cells, ok = [], 0
+            for organ in PET_ORGAN_NAMES:
+                v, good, placed = chk[(case, organ)]
+                ok += good and placed is not False
+                cells.append(f"{v:.0f}" + ("" if good else " (implausible)") + (" (misplaced)" if placed is False
+                                                                                   else ""))
+            lines.append(f"| {name} | {case} | " + " | ".join(cells) + f" | {ok}/{len(PET_ORGAN_NAMES)} |")
+    ranges = ", ".join(f"{PET_ORGAN_NAMES[k]} {lo:.0f}-{hi:.0f}" for k, (lo, hi) in PET_PLAUSIBLE_ML.items())
+    return "\n".join(lines) + f"\n\nVolumes (ml) of the engine's masks; plausible within {ranges} ml; placed: " \
+        "liver right of spleen, right kidney right of left, each kidney below liver / spleen.\n"
