@@ -35,7 +35,8 @@ def pack(out: Path, profile: str, data: Path = protocol.REAL_DATA) -> Path:
     """Write the pack of `profile` to `out` (.npz; temporary name, then rename)."""
     prof = load_profile(profile)
     fine = min((prof.coarse.spacing_mm, prof.fine.spacing_mm), key=lambda s: s[1] * s[2])
-    sources = sorted({r.source for r in prof.rows.values()})
+    # the real scans' sources (a PET row renders its source from the BTCV labels in the work folder)
+    sources = sorted({r.source for r in prof.rows.values() if r.source in ("btcv", "chaos_target")})
     todo = [protocol.source_cases(s, data) for s in sources] + [(protocol.test_cases(data), protocol.CHAOS_LABELS)]
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"spacing_mm": list(fine), "cases": {}}
