@@ -269,6 +269,28 @@ def test_runner_runs_in_dependency_order_blocks_dependants_and_resumes(tmp_path)
         run_steps(tmp_path, [Step("x", ("missing",), _cmd("pass"))], progress=False)
 
 
+def test_a_changed_upstream_step_or_setting_reruns_its_dependants(tmp_path):
+    """A "done" marker records what the step was made from: its command / settings and a digest of each
+    dependency's marker. Changing step a re-runs a and everything below it; changing c's settings re-runs c only."""
+    out = tmp_path / "order.txt"
+    log = f"open({str(out)!r}, 'a').write('{{}}\\n')"
+    calls = []
+
+    def steps(a_text: str, seed: int) -> list[Step]:
+        return [Step("a", (), _cmd(log.format(a_text))), Step("b", ("a",), _cmd(log.format("b"))),
+                Step("c", ("b",), func=lambda: calls.append(seed) or {"seed": seed}, settings={"seed": seed}),
+                Step("d", (), _cmd(log.format("d")))]
+
+    assert run_steps(tmp_path, steps("a", 0), progress=False).ok
+    res = run_steps(tmp_path, steps("a", 0), progress=False)
+    assert set(res.skipped) == {"a", "b", "c", "d"} and not res.done
+    res = run_steps(tmp_path, steps("a", 1), progress=False)
+    assert res.done == ["c"] and calls == [0, 1]
+    res = run_steps(tmp_path, steps("a2", 1), progress=False)          # upstream command changed
+    assert set(res.done) == {"a", "b", "c"} and res.skipped == ["d"]
+    assert out.read_text().split() == ["a", "b", "d", "a2", "b"]
+
+
 @pytest.mark.skipif(not (REAL / "mr_chaos_t2").is_dir(), reason="needs ../shared/data/real")
 def test_row1_end_to_end_on_real_data_tiny(tmp_path):
     """Render -> C2F convert/plan/train/export -> engine on the 4 test scans -> eval, with the smoke profile."""

@@ -1,11 +1,15 @@
 """Run a step graph: up to `jobs` steps at once, each as soon as its dependencies are done; resumable.
 
-A finished step leaves WORK/state/<name>.json (what ran, seconds); a later run skips it when the marker names the
-same command. Commands write to WORK/logs/<name>.log. A failing step stops its dependants; independent steps go
-on; the run then reports every failure with the last lines of its log.
+A finished step leaves WORK/state/<name>.json: what it was made from (its command, or its function's name and
+settings) and a digest of each dependency's own marker, i.e. of the exact upstream results it used. A later run
+skips a step only when both still match: a changed command or profile setting re-runs the step, and a re-run
+upstream step re-runs every step below it, instead of silently reusing stale results. Commands write to
+WORK/logs/<name>.log. A failing step stops its dependants; independent steps go on; the run then reports every
+failure with the last lines of its log.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -35,22 +39,35 @@ class RunResult:
         return not self.failed and not self.blocked
 
 
-def _signature(step: Step) -> list[str] | str:
-    return step.argv if step.argv is not None else f"function:{step.name}"
+def _signature(step: Step) -> list[str] | str | dict:
+    if step.argv is not None:
+        return step.argv
+    return {"function": step.name, "settings": step.settings} if step.settings else f"function:{step.name}"
 
 
 def _marker(work: Path, name: str) -> Path:
     return work / "state" / f"{name}.json"
 
 
+def _digest(work: Path, name: str) -> str | None:
+    """The fingerprint of a finished step's marker (None: not finished)."""
+    try:
+        return hashlib.sha256(_marker(work, name).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
 def is_done(work: Path, step: Step) -> bool:
+    """Finished, from the same command / settings, on the upstream results that are there now."""
     m = _marker(work, step.name)
     if not m.is_file():
         return False
     try:
-        return json.loads(m.read_text()).get("signature") == _signature(step)
+        rec = json.loads(m.read_text())
     except (OSError, json.JSONDecodeError):
         return False
+    return (json.loads(json.dumps(_signature(step), default=str)) == rec.get("signature")
+            and rec.get("upstream", {}) == {d: _digest(work, d) for d in step.deps})
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -88,9 +105,9 @@ def _execute(work: Path, step: Step) -> tuple[float, object]:
         log.write_text(json.dumps(info, indent=2, default=str) + "\n")
     seconds = time.monotonic() - t0
     marker = _marker(work, step.name)
-    write_json(marker, {"signature": _signature(step), "seconds": round(seconds, 2),
-                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info}, indent=None, mkdir=True,
-               default=str)
+    write_json(marker, {"signature": _signature(step), "upstream": {d: _digest(work, d) for d in step.deps},
+                        "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "info": info}, indent=None, mkdir=True, default=str)
     return seconds, info
 
 
@@ -103,12 +120,19 @@ def run_steps(work: Path, steps: list[Step], jobs: int = 1, progress: bool = Tru
             raise ValueError(f"step {s.name} depends on unknown steps {missing}")
     result = RunResult()
     state: dict[str, str] = {}   # name -> pending | running | done | failed | blocked
+    changed = True
+    while changed:   # done = finished as asked, on upstream steps that are done too (a re-run goes downstream)
+        changed = False
+        for s in steps:
+            if s.name not in state and all(d in state for d in s.deps):
+                done = is_done(work, s) and all(state[d] == "done" for d in s.deps)
+                state[s.name] = "done" if done else "pending"
+                changed = True
     for s in steps:
-        if is_done(work, s):
-            state[s.name] = "done"
+        if s.name not in state:
+            raise ValueError(f"step {s.name}: its dependencies form a cycle")
+        if state[s.name] == "done":
             result.skipped.append(s.name)
-        else:
-            state[s.name] = "pending"
     bar = tqdm(total=len(steps), initial=len(result.skipped), desc="benchmark steps", unit="step", disable=not progress)
     lock = threading.Lock()
     running: dict[Future, str] = {}

@@ -35,6 +35,7 @@ class Step:
     func: Callable[[], object] | None = None  # or a function (run in the runner's process)
     gpu: bool = False                      # uses the GPU (for the runner's bookkeeping only)
     info: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)   # what a function step is made with (its "done" fingerprint)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -182,11 +183,13 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
     if "3" in want:
         want |= {"2", "2b"}
     steps = [
-        Step("data", (), func=lambda: prepare_data(data, work, pet=bool(want & {"P", "PR"}))),
-        Step("body", ("data",), func=lambda: body_masks(data, work)),
+        Step("data", (), func=lambda: prepare_data(data, work, pet=bool(want & {"P", "PR"})),
+             settings={"data": str(data), "pet": bool(want & {"P", "PR"})}),
+        Step("body", ("data",), func=lambda: body_masks(data, work), settings={"data": str(data)}),
     ]
     if want - {"PR", "R"}:   # every other row trains on the rendered CT (rows PR and R only on their own renders)
-        steps.append(Step("render", ("body",), func=lambda: render(work, profile.render_seed)))
+        steps.append(Step("render", ("body",), func=lambda: render(work, profile.render_seed),
+                          settings={"seed": profile.render_seed}))
     if "1" in want:
         steps += _c2f_row("1", work, [ct], ("render",), profile, device)
     for row, kind in (("2", "attn"), ("2b", "plain")):
@@ -203,14 +206,16 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
     if "PR" in want:
         steps.append(Step("pet_render", ("body",),
                           func=lambda: render_pet(work, profile.render_seed, profile.pet_render_variants,
-                                                  profile.workers)))
+                                                  profile.workers),
+                          settings={"seed": profile.render_seed, "variants": profile.pet_render_variants}))
         pr = work / "pet_render"
         steps += _c2f_row("PR", work, [f"petrender={pr / 'images'},{pr / 'labels'}"], ("pet_render",), profile, device,
                           modalities=("PET",))
     if "R" in want:
         steps.append(Step("synth_render", ("body",),
                           func=lambda: render_synth(work, profile.render_seed, profile.synth_render_variants,
-                                                    profile.workers)))
+                                                    profile.workers),
+                          settings={"seed": profile.render_seed, "variants": profile.synth_render_variants}))
         sr = work / "synth_render"
         steps += _c2f_row("R", work, [f"synth={sr / 'images'},{sr / 'labels'}"], ("synth_render",), profile, device)
     if "4" in want:
