@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ModelCardError, ModelFolder, StageConfig
+from .config import ModelCardError, StageConfig
+from .model_folder import ModelFolder
 from .tta import flip_sets, mirrored_mean
 
 BACKENDS = ("torch", "onnx")

@@ -19,7 +19,8 @@ import SimpleITK as sitk
 
 from . import normalization, orientation, postprocess, resample, roi
 from .backends import Backend, BackendError, available_backend, cuda_available, make_backend
-from .config import ModelFolder, StageConfig, select_model
+from .config import StageConfig
+from .model_folder import ModelFolder, select_model
 from .io import LoadedImage, read_image
 from .modality import modality_of
 from .sliding_window import sliding_window_labels

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import torch
 from inference import roi
 from inference.backends import make_backend
-from inference.config import load_model_folder
+from inference.model_folder import load_model_folder
 from inference.pipeline import Segmenter, segment_image
 from training.c2f import cli
 from training.c2f.config import C2FSpec, default_spec

@@ -9,7 +9,8 @@ import pytest
 import SimpleITK as sitk
 
 from inference import segment_image
-from inference.config import ModelCardError, RoiConfig, load_model_folder, sha256_of, write_card
+from inference.config import ModelCardError, RoiConfig
+from inference.model_folder import load_model_folder, sha256_of, write_card
 from training.export import compose_model
 
 from helpers import blob_image, make_random_model, tiny_stage

@@ -119,7 +119,7 @@ def test_no_tta_runs_one_pass_per_window(tmp_path, random_model, monkeypatch):
         assert main([str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(random_model), *flag]) == 0
         counts[bool(flag)] = len(calls)
     # the fine stage mirrors over 2 axes (4 passes per window), the coarse stage has no TTA
-    from inference.config import load_model_folder
+    from inference.model_folder import load_model_folder
 
     card = load_model_folder(random_model / "random_c2f").card
     assert card.fine.tta.axes == (1, 2) and not card.coarse.tta.axes

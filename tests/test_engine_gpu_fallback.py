@@ -7,7 +7,7 @@ import pytest
 
 import inference.pipeline as pipeline
 from inference.backends import BackendError, OnnxBackend
-from inference.config import select_model
+from inference.model_folder import select_model
 from inference.pipeline import EngineOptions, Segmenter
 from inference.io import LoadedImage
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.config import ModelCardError, load_model_folder, write_card
+from inference.config import ModelCardError
+from inference.model_folder import load_model_folder, write_card
 from inference.labels import OUTPUT_SCHEMES, PET_FROM_MRI
 from inference.pipeline import segment_image
 

@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from helpers import tiny_stage, write_image
 from inference import pipeline, roi
 from inference.backends import Backend
-from inference.config import ModelCard, ModelCardError, Normalization, RoiConfig, load_model_folder
+from inference.config import ModelCard, ModelCardError, Normalization, RoiConfig
+from inference.model_folder import load_model_folder
 from inference.io import read_image
 from inference.pipeline import CaseRecord, EngineOptions, Segmenter
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from inference.config import load_model_folder
+from inference.model_folder import load_model_folder
 
 from helpers import make_random_model
 

@@ -20,7 +20,8 @@ import SimpleITK as sitk
 import torch
 
 from inference import normalization, resample
-from inference.config import TTA, PostprocessConfig, RoiConfig, StageConfig, load_model_folder
+from inference.config import TTA, PostprocessConfig, RoiConfig, StageConfig
+from inference.model_folder import load_model_folder
 from inference.network import build_network
 from inference.pipeline import segment_image
 from synthetic_c2f import tiny_spec

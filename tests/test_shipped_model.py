@@ -2,8 +2,8 @@
 measured in the real BTCV CT -> CHAOS T2 benchmark, both kidneys included: a model that confuses left and right
 fails), and on the two real FDG PET scans the checks that need no PET labels, with the PET model: the PET label
 scheme {0..4}, the input's geometry, an ROI that the card's extent cap keeps off the whole body, adult-sized organs
-(volumes within training.uda_bench.protocol.PET_PLAUSIBLE_ML: a liver in the head or a whole-body blob fails) and
-organs where anatomy puts them relative to each other (training.uda_bench.report.pet_placement)."""
+(volumes within training.pet_check.PET_PLAUSIBLE_ML: a liver in the head or a whole-body blob fails) and
+organs where anatomy puts them relative to each other (training.pet_check.pet_placement)."""
 from __future__ import annotations
 
 import subprocess
@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.config import select_model
-from training.uda_bench.protocol import PET_CASES, PET_PLAUSIBLE_ML
-from training.uda_bench.report import organ_centroids_mm, pet_placement, pet_volumes_ml
+from inference.model_folder import select_model
+from training.pet_check import PET_CASES, PET_PLAUSIBLE_ML, organ_centroids_mm, pet_placement, pet_volumes_ml
 
 from helpers import REAL
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from training.uda_bench.protocol import (MRI_ROWS, PET_CASES, PROFILE_DIR, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES,
+from training import pet_check
+from training.pet_check import PET_CASES
+from training.uda_bench.protocol import (MRI_ROWS, PROFILE_DIR, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES,
                                          Profile, StageRun, load_profile)
 from training.uda_bench.runner import is_done, run_steps
 from training.uda_bench.steps import Step, build_steps, write_inputs
@@ -175,7 +177,7 @@ def test_pet_check_measures_volumes_in_ml_and_flags_implausible_organs(tmp_path,
 
     monkeypatch.setattr(report, "_predict", fake_predict)
     out = report.check_pet_row(tmp_path, "P", tta=False)
-    chk = report.read_pet_check(out)
+    chk = pet_check.read_pet_check(out)
     assert chk[(PET_CASES[0], 1)] == (1500.0, True) and chk[(PET_CASES[0], 2)] == (10.0, False)
     assert chk[(PET_CASES[0], 3)] == (200.0, True) and chk[(PET_CASES[0], 4)] == (150.0, True)
     assert all(chk[(PET_CASES[1], o)] == (0.0, False) for o in (1, 2, 3, 4))
@@ -184,12 +186,12 @@ def test_pet_check_measures_volumes_in_ml_and_flags_implausible_organs(tmp_path,
     # filled in voxel order (30 x 30 slices from the lowest): liver z-centroid slice 0.4, x 14.5; right kidney
     # slice 1, x 4.5; spleen slice 1, x 15.0; left kidney slice 1.4, x 14.5 -> both kidneys lie above the organ
     # over them (misplaced), liver right of the spleen and right kidney right of the left one hold
-    placed = report.read_pet_check_placed(out)
+    placed = pet_check.read_pet_check_placed(out)
     assert [placed[(PET_CASES[0], o)][2] for o in (1, 2, 3, 4)] == [True, False, True, False]
     assert [placed[(PET_CASES[1], o)][2] for o in (1, 2, 3, 4)] == [False] * 4   # nothing found
-    md = report.pet_markdown(out)
+    md = pet_check.pet_markdown(out)
     assert "| 1500 | 10 (implausible) (misplaced) | 200 | 150 (misplaced) |" in md
-    assert report.read_pet_check(out) == chk   # (volume, plausible), as before the placement column
+    assert pet_check.read_pet_check(out) == chk   # (volume, plausible), as before the placement column
 
     def bad_labels(work, row, images, device, backend, threads, extra=()):
         pred = work / "pred" / f"r{row}"
@@ -208,7 +210,7 @@ def test_pet_placement_by_hand_in_world_coordinates(tmp_path):
     import numpy as np
     import SimpleITK as sitk
 
-    from training.uda_bench.report import organ_centroids_mm, pet_placement
+    from training.pet_check import organ_centroids_mm, pet_placement
 
     def label_map(boxes, flip_x=False):
         arr = np.zeros((40, 20, 40), np.uint8)                 # z, y, x; 5 mm voxels
@@ -323,7 +325,7 @@ def test_ship_copies_the_chosen_backends_and_records_the_benchmark_in_the_card(t
     import hashlib
 
     from helpers import stub_card_model
-    from inference.config import load_model_folder
+    from inference.model_folder import load_model_folder
     from training.uda_bench.report import ship
 
     work = tmp_path / "w"

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from inference.atomic import atomic_path, copy_file
-from inference.config import ModelCard, StageConfig, load_model_folder, sha256_of, write_card
+from inference.config import ModelCard, StageConfig
+from inference.model_folder import load_model_folder, sha256_of, write_card
 from inference.network import build_network, count_parameters
 
 ONNX_OPSET = 17

@@ -23,7 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from inference.atomic import atomic_path  # noqa: E402
-from inference.config import ModelCardError, load_model_folder, sha256_of, write_card  # noqa: E402
+from inference.config import ModelCardError  # noqa: E402
+from inference.model_folder import load_model_folder, sha256_of, write_card  # noqa: E402
 
 
 def half_copy(src: Path, dst: Path) -> int:

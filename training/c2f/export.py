@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from inference.config import (FLARE_CAUDAL_TO, FLARE_LATERAL_PAIRS, TTA, PostprocessConfig, RoiConfig, StageConfig,
-                              sha256_of)
+from inference.config import FLARE_CAUDAL_TO, FLARE_LATERAL_PAIRS, TTA, PostprocessConfig, RoiConfig, StageConfig
+from inference.model_folder import sha256_of
 from inference.network import build_network
 from training.export import export_model
 

@@ -48,7 +48,7 @@ def _print_score(name: str, csv_path: Path) -> int:
 
 def cmd_score(args) -> int:
     """CHAOS test scores for an MRI model, the FDG PET plausibility check for a PET model."""
-    from inference.config import load_model_folder
+    from inference.model_folder import load_model_folder
 
     from .pet import check_model
     from .report import score

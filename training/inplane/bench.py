@@ -223,7 +223,7 @@ def ship(work: Path, profile: str, row: str, out: Path, name: str, note: str = "
     Weights first, card last."""
     from dataclasses import replace
 
-    from inference.config import load_model_folder, write_card
+    from inference.model_folder import load_model_folder, write_card
     from training.export import copy_weight_file
 
     from .report import ORGAN_NAMES, row_summary

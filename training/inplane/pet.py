@@ -17,11 +17,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from inference.atomic import write_csv, write_json
+from inference.atomic import write_json
+from training.pet_check import PET_CASES
 
 from . import protocol
 
-PET_CASES = ("fdg_qinhn0139", "fdg_sts001")
 PAD_MM = (100.0, 250.0)
 
 
@@ -47,8 +47,7 @@ def pet_cases(work: Path, data: Path = protocol.REAL_DATA, variants: int = 2, se
 def check_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int | None = None) -> Path:
     """Segment the real FDG PET scans with `model` (a weights/<name> folder; the engine in a fresh process) and
     check every organ's volume and placement; returns out/pet_check.csv (written with out/pet_check.json)."""
-    from training.uda_bench.protocol import PET_PLAUSIBLE_ML
-    from training.uda_bench.report import PET_ORGAN_NAMES, organ_centroids_mm, pet_placement, pet_volumes_ml
+    from training.pet_check import check_rows, write_check
     from training.uda_bench.runner import run_logged
 
     from .report import PY
@@ -69,21 +68,9 @@ def check_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads
     t0 = time.monotonic()
     run_logged(argv, out / "pet_predict.log")
     seconds = time.monotonic() - t0
-    rows, plausible, placed_all = [], 0, 0
-    for case in PET_CASES:
-        f = pred / f"{case}.nii.gz"
-        vols, present = pet_volumes_ml(f)
-        if not set(present) <= {0, *PET_ORGAN_NAMES}:
-            raise ValueError(f"{f}: labels {present} outside the PET scheme {{0, 1, 2, 3, 4}}")
-        placed = pet_placement(organ_centroids_mm(f))
-        for organ, name in PET_ORGAN_NAMES.items():
-            lo, hi = PET_PLAUSIBLE_ML[organ]
-            good = lo <= vols[organ] <= hi
-            plausible += good
-            placed_all += placed[organ]
-            rows.append([case, organ, name, f"{vols[organ]:.1f}", lo, hi, int(good), int(placed[organ])])
-    csv_path = write_csv(out / "pet_check.csv",
-                         ["case", "label", "organ", "volume_ml", "low_ml", "high_ml", "plausible", "placed"], rows)
+    rows, _, _ = check_rows(pred, PET_CASES)
+    csv_path = write_check(out / "pet_check.csv", rows)
+    plausible, placed_all = sum(r[6] for r in rows), sum(r[7] for r in rows)
     write_json(out / "pet_check.json", {"model": model.name, "organs": len(rows), "plausible": plausible,
                                         "placed": placed_all, "predict_seconds_2_scans": round(seconds, 1)})
     return csv_path
@@ -102,8 +89,7 @@ def check_summary(csv_path: Path) -> dict:
 
 def check_markdown(checks: dict[str, Path]) -> str:
     """One line per (model, scan): each organ's volume (ml), marked when implausible or misplaced."""
-    from training.uda_bench.protocol import PET_PLAUSIBLE_ML
-    from training.uda_bench.report import PET_ORGAN_NAMES, read_pet_check_placed
+    from training.pet_check import PET_ORGAN_NAMES, PET_PLAUSIBLE_ML, read_pet_check_placed
 
     lines = ["| model | scan | " + " | ".join(PET_ORGAN_NAMES.values()) + " | pass |",
              "|---|---|" + "---|" * len(PET_ORGAN_NAMES) + "---|"]

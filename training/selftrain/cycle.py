@@ -38,7 +38,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.atomic import write_json
-from inference.config import CARD_NAME, TTA, ModelCardError, ModelFolder, load_model_folder
+from inference.config import CARD_NAME, TTA, ModelCardError
+from inference.model_folder import ModelFolder, load_model_folder
 from inference.io import write_labels
 from training.c2f.config import STAGES, C2FSpec
 from training.c2f.convert import Source, dataset_name

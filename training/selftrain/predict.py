@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from inference.atomic import write_json
 from inference.backends import BackendError
-from inference.config import CARD_NAME, ModelCardError, load_model_folder
+from inference.config import CARD_NAME, ModelCardError
+from inference.model_folder import load_model_folder
 from inference.io import InputError, LoadedImage, read_image, write_image_atomic, write_labels
 from inference.modality import case_name, modality_of
 from inference.pipeline import CaseRecord, EngineOptions, Segmenter

@@ -29,15 +29,10 @@ SOURCE_CASES = ("chaos_t2_01", "chaos_t2_02", "chaos_t2_05", "chaos_t2_08", "cha
 TARGET_CASES = ("chaos_t2_19", "chaos_t2_20", "chaos_t2_22", "chaos_t2_31")
 TEST_CASES = ("chaos_t2_33", "chaos_t2_34", "chaos_t2_37", "chaos_t2_38")
 TS_CT_CASES = ("ts_ct_dicom", "ts_ct_sm")
-PET_CASES = ("fdg_qinhn0139", "fdg_sts001")
 SCORED_ORGANS = DATASET_ORGANS["chaos"]
 MRI_ROWS = ("1", "2", "2b", "3", "4", "R")
 PET_ROWS = ("P", "PR")
 ROWS = MRI_ROWS + PET_ROWS
-# adult organ volumes (ml) a plausible PET segmentation stays within, PET labels: liver 1, right kidney 2,
-# spleen 3, left kidney 4 (wide on purpose: the check catches a wrong organ or a whole-body blob, not 20 % errors;
-# adult liver ~1.2-1.8 l, kidney ~0.12-0.2 l, spleen ~0.1-0.3 l, splenomegaly up to ~1 l)
-PET_PLAUSIBLE_ML = {1: (600.0, 4000.0), 2: (40.0, 500.0), 3: (40.0, 1200.0), 4: (40.0, 500.0)}
 ROW_TITLES = {
     "1": "(1) C2F, source CT only",
     "2": "(2) + Organ Attention CycleGAN synthetic MRI",

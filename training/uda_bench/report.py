@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.atomic import write_csv
 from inference.labels import FLARE_ORGANS, PET_ORGANS
 
-from .protocol import (MRI_ROWS, PET_CASES, PET_PLAUSIBLE_ML, PET_ROWS, ROW_TITLES, ROWS, SCORED_ORGANS,
-                       TEST_CASES)
+from training.pet_check import PET_CASES, check_rows, pet_markdown, read_pet_check_placed, write_check
+
+from .protocol import MRI_ROWS, PET_ROWS, ROW_TITLES, ROWS, SCORED_ORGANS, TEST_CASES
 from .runner import run_logged
 
 PY = sys.executable
@@ -62,109 +62,19 @@ def score_row(work: Path, row: str, device: str = "cpu", backend: str = "auto", 
     return out
 
 
-def pet_volumes_ml(label_file: Path) -> tuple[dict[int, float], list[int]]:
-    """({PET label: volume in ml}, every label value present) of one written PET label map."""
-    import SimpleITK as sitk
-
-    img = sitk.ReadImage(str(label_file))
-    arr = sitk.GetArrayViewFromImage(img)
-    counts = np.bincount(arr.ravel().astype(np.int64))
-    voxel_ml = float(np.prod(img.GetSpacing())) / 1000.0
-    present = [int(v) for v in np.flatnonzero(counts)]
-    return {o: round(float(counts[o]) * voxel_ml, 1) if o < len(counts) else 0.0 for o in PET_ORGAN_NAMES}, present
-
-
-def organ_centroids_mm(label_file: Path) -> dict[int, tuple[float, float, float]]:
-    """{label: centroid (x, y, z) in mm, LPS world coordinates} of the labels present in one label map (the
-    direction matrix applied: x grows towards the patient's left, z towards the head, whatever the voxel order)."""
-    import SimpleITK as sitk
-
-    img = sitk.ReadImage(str(label_file))
-    arr = sitk.GetArrayViewFromImage(img)
-    out = {}
-    for label in (int(v) for v in np.unique(arr) if v):
-        zyx = np.argwhere(arr == label).mean(axis=0)
-        out[label] = tuple(float(v) for v in img.TransformContinuousIndexToPhysicalPoint(
-            [float(zyx[2]), float(zyx[1]), float(zyx[0])]))
-    return out
-
-
-def pet_placement(centroids: dict[int, tuple[float, float, float]]) -> dict[int, bool]:
-    """Whether each PET organ lies where anatomy puts it relative to the others (no labels needed): the liver to
-    the patient's right of the spleen, the right kidney to the right of the left kidney, each kidney's centroid
-    below (caudal to) the centroid of the organ above it (liver / spleen). An absent organ is not placed; rules
-    that involve an absent partner are not checked. PET labels: 1 liver, 2 right kidney, 3 spleen, 4 left kidney."""
-    x = {o: c[0] for o, c in centroids.items()}
-    z = {o: c[2] for o, c in centroids.items()}
-    rules = [((1, 3), lambda: x[1] < x[3]), ((2, 4), lambda: x[2] < x[4]),
-             ((2, 1), lambda: z[2] < z[1]), ((4, 3), lambda: z[4] < z[3])]
-    placed = {o: o in centroids for o in PET_ORGAN_NAMES}
-    for (a, b), holds in rules:
-        if a in centroids and b in centroids and not holds():
-            placed[a] = False
-            if (a, b) in ((1, 3), (2, 4)):   # a left-right swap: both sides are wrong
-                placed[b] = False
-    return placed
-
-
 def check_pet_row(work: Path, row: str, device: str = "cpu", backend: str = "auto", threads: int | None = None,
                   tta: bool = True) -> Path:
-    """Segment the FDG PET scans with model r<row> and check plausibility (there are no PET labels here):
-    labels only from {0, 1, 2, 3, 4}, each organ's volume within PET_PLAUSIBLE_ML (`plausible`) and where it lies
-    relative to the others (`pet_placement`: `placed`). Writes and returns WORK/scores/r<row>_pet.csv (case,
-    label, organ, volume_ml, low_ml, high_ml, plausible, placed)."""
+    """Segment the FDG PET scans with model r<row> and check plausibility (training.pet_check: PET labels only,
+    adult organ volumes, relative positions). Writes and returns WORK/scores/r<row>_pet.csv."""
     extra = () if tta else ("--no-tta",)
     pred, seconds = _predict(work, row, work / "data/pet_images", device, backend, threads, extra)
     out = work / "scores" / f"r{row}_pet.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows, ok, all_placed = [], True, True
-    for case in PET_CASES:
-        f = pred / f"{case}.nii.gz"
-        if not f.is_file():
-            raise RuntimeError(f"{f}: the engine wrote no label map (see {work / 'logs' / f'predict_r{row}.log'})")
-        vols, present = pet_volumes_ml(f)
-        if not set(present) <= {0, *PET_ORGAN_NAMES}:
-            raise RuntimeError(f"{f}: labels {present} outside the PET scheme {{0,1,2,3,4}}")
-        placed = pet_placement(organ_centroids_mm(f))
-        for organ, name in PET_ORGAN_NAMES.items():
-            lo, hi = PET_PLAUSIBLE_ML[organ]
-            good = lo <= vols[organ] <= hi
-            ok &= good
-            all_placed &= placed[organ]
-            rows.append([case, organ, name, f"{vols[organ]:.1f}", lo, hi, int(good), int(placed[organ])])
-    write_csv(out, ["case", "label", "organ", "volume_ml", "low_ml", "high_ml", "plausible", "placed"], rows)
+    rows, ok, all_placed = check_rows(pred, PET_CASES)
+    write_check(out, rows)
     (work / "scores" / f"r{row}.json").write_text(json.dumps({"predict_seconds": round(seconds, 1),
                                                               "all_plausible": bool(ok),
                                                               "all_placed": bool(all_placed)}) + "\n")
     return out
-
-
-def read_pet_check(csv_path: Path) -> dict[tuple[str, int], tuple[float, bool]]:
-    """{(case, PET label): (volume ml, plausible)} of a `check_pet_row` CSV."""
-    return {k: v[:2] for k, v in read_pet_check_placed(csv_path).items()}
-
-
-def read_pet_check_placed(csv_path: Path) -> dict[tuple[str, int], tuple[float, bool, bool | None]]:
-    """{(case, PET label): (volume ml, plausible, placed)}; placed is None in CSVs written before that column."""
-    with open(csv_path) as fh:
-        return {(r["case"], int(r["label"])): (float(r["volume_ml"]), r["plausible"] == "1",
-                                               None if r.get("placed") is None else r["placed"] == "1")
-                for r in csv.DictReader(fh)}
-
-
-def pet_markdown(csv_path: Path) -> str:
-    chk = read_pet_check_placed(csv_path)
-    lines = ["| scan | " + " | ".join(f"{n} (ml)" for n in PET_ORGAN_NAMES.values()) + " |",
-             "|" + "---|" * (len(PET_ORGAN_NAMES) + 1)]
-    for case in PET_CASES:
-        cells = []
-        for organ in PET_ORGAN_NAMES:
-            v, good, placed = chk.get((case, organ), (float("nan"), False, None))
-            cells.append(f"{v:.0f}" + ("" if good else " (implausible)") + (" (misplaced)" if placed is False else ""))
-        lines.append(f"| {case} | " + " | ".join(cells) + " |")
-    ranges = ", ".join(f"{PET_ORGAN_NAMES[o]} {lo:.0f}-{hi:.0f}" for o, (lo, hi) in PET_PLAUSIBLE_ML.items())
-    return "\n".join(lines) + (f"\n\nPlausible ranges (ml): {ranges}. Misplaced: against the organs' relative "
-                                f"positions (`pet_placement`). No PET labels exist here: volumes, not Dice.\n")
 
 
 def read_scores(csv_path: Path) -> dict[tuple[str, int], tuple[float, float]]:
@@ -362,7 +272,7 @@ def ship(work: Path, row: str, out: Path, name: str, backends: tuple[str, ...] =
     records where it came from: benchmark row, profile, per-organ test scores, machine. Weights first, card last."""
     from dataclasses import replace
 
-    from inference.config import load_model_folder, write_card
+    from inference.model_folder import load_model_folder, write_card
     from training.export import add_onnx, copy_weight_file
 
     src = work / "models" / f"r{row}"

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .protocol import (PET_CASES, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, TS_CT_CASES, Profile)
+from training.pet_check import PET_CASES
+
+from .protocol import ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, TS_CT_CASES, Profile
 
 PY = sys.executable
 
