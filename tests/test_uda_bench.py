@@ -12,8 +12,8 @@ from training import pet_check
 from training.pet_check import PET_CASES
 from training.uda_bench.protocol import (MRI_ROWS, PROFILE_DIR, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES,
                                          Profile, StageRun, load_profile)
-from training.uda_bench.runner import is_done, run_steps
-from training.uda_bench.steps import Step, build_steps, write_inputs
+from training.runner import Step, is_done, run_steps
+from training.uda_bench.steps import build_steps, write_inputs
 
 from helpers import REAL
 

@@ -48,7 +48,7 @@ def check_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads
     """Segment the real FDG PET scans with `model` (a weights/<name> folder; the engine in a fresh process) and
     check every organ's volume and placement; returns out/pet_check.csv (written with out/pet_check.json)."""
     from training.pet_check import check_rows, write_check
-    from training.uda_bench.runner import run_logged
+    from training.runner import run_logged
 
     from .report import PY
 

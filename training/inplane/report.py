@@ -17,7 +17,7 @@ import numpy as np
 
 from inference.labels import FLARE_ORGANS as ORGAN_NAMES
 from training.uda_bench.report import markdown_lines, score_summary
-from training.uda_bench.runner import run_logged
+from training.runner import run_logged
 
 from . import protocol
 

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     if a.cmd == "run":
-        from .runner import run_steps
+        from training.runner import run_steps
         from .steps import build_steps, write_inputs
 
         try:

@@ -20,7 +20,7 @@ from inference.labels import FLARE_ORGANS, PET_ORGANS
 from training.pet_check import PET_CASES, check_rows, pet_markdown, read_pet_check_placed, write_check
 
 from .protocol import MRI_ROWS, PET_ROWS, ROW_TITLES, ROWS, SCORED_ORGANS, TEST_CASES
-from .runner import run_logged
+from training.runner import run_logged
 
 PY = sys.executable
 ORGAN_NAMES = {o: FLARE_ORGANS[o] for o in SCORED_ORGANS}

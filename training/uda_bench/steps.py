@@ -18,26 +18,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from training.pet_check import PET_CASES
+
+from training.runner import Step
 
 from .protocol import ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, TS_CT_CASES, Profile
 
 PY = sys.executable
-
-
-@dataclass
-class Step:
-    name: str
-    deps: tuple[str, ...] = ()
-    argv: list[str] | None = None          # a command (run in its own process)
-    func: Callable[[], object] | None = None  # or a function (run in the runner's process)
-    gpu: bool = False                      # uses the GPU (for the runner's bookkeeping only)
-    info: dict = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)   # what a function step is made with (its "done" fingerprint)
 
 
 def _link(src: Path, dst: Path) -> None:

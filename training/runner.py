@@ -18,12 +18,12 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
 from inference.atomic import write_json
 
-from .steps import Step
 
 
 @dataclass
@@ -37,6 +37,17 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.blocked
+
+
+@dataclass
+class Step:
+    name: str
+    deps: tuple[str, ...] = ()
+    argv: list[str] | None = None          # a command (run in its own process)
+    func: Callable[[], object] | None = None  # or a function (run in the runner's process)
+    gpu: bool = False                      # uses the GPU (for the runner's bookkeeping only)
+    info: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)   # what a function step is made with (its "done" fingerprint)
 
 
 def _signature(step: Step) -> list[str] | str | dict:
@@ -82,7 +93,7 @@ def run_logged(argv: list[str], log: Path) -> None:
     raises RuntimeError with the exit code and the log's last lines."""
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    root = str(Path(__file__).resolve().parents[2])   # the repository: `python -m training...` must find it
+    root = str(Path(__file__).resolve().parents[1])   # the repository: `python -m training...` must find it
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log, "w") as fh:
         fh.write("$ " + " ".join(argv) + "\n")
