@@ -196,6 +196,18 @@ def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhe
     assert card["provenance"]["benchmark"]["mean_dsc"] == round(summary["mean"][0], 4)
     assert sorted(p.name for p in shipped.iterdir()) == ["coarse.onnx", "fine.onnx", "model.json"]
 
+    # the steps' "done" markers record what each step was made from: a changed fine recipe retrains the fine
+    # stage and redoes export and score, and leaves the coarse stage as it was
+    coarse_final = (work / "coarse" / "final.pt").stat().st_mtime_ns
+    assert json.loads((work / "state" / "rA.fine.json").read_text())["upstream"] == {}
+    profile = json.loads(prof_file.read_text())
+    profile["fine"]["iterations"] = 4
+    prof_file.write_text(json.dumps(profile))
+    bench.run_row(work, str(prof_file), "A", REAL, curve_on_test=False)
+    assert json.loads((work / "rows/A/fine/summary.json").read_text())["iterations"] == 4
+    assert (work / "coarse" / "final.pt").stat().st_mtime_ns == coarse_final
+    assert json.loads((work / "rows/A/fine/settings.json").read_text())["recipe"]["iterations"] == 4
+
 
 @pytest.mark.slow
 def test_pack_round_trip_matches_the_volumes_it_was_made_from(tmp_path, monkeypatch):

@@ -187,3 +187,27 @@ def test_pet_row_renders_trains_its_own_stages_and_is_checked_on_the_real_pet_sc
     table = bench.publish(work, str(prof_file), tmp_path / "results").read_text()
     assert "PET rows" in table and "fdg_sts001" in table
     assert (tmp_path / "results" / "stages" / "rows" / "P" / "coarse" / "final.pt").is_file()
+
+
+@pytest.mark.slow
+def test_self_training_row_runs_its_teachers_first_and_stops_when_the_filter_keeps_nothing(tmp_path):
+    """Row A3 on tiny networks: the runner trains, exports and scores both teachers (A, Ab), pseudo-labels the 10
+    target scans with them, filters, and, with untrained teachers, stops with the Table-4 counts (no scan kept:
+    every scan misses organs) instead of training on nothing."""
+    from helpers import REAL
+
+    if not (REAL / "ct_btcv").is_dir():
+        pytest.skip("BTCV not present")
+    prof_file = tmp_path / "tiny.json"
+    tiny = {"features": [4, 8], "patch": [32, 32], "batch": 2, "iterations": 2, "time_budget_s": None}
+    prof_file.write_text(json.dumps({"extends": "cpu", "name": "tiny",
+                                     "coarse": {**tiny, "spacing_mm": [None, 8.0, 8.0]},
+                                     "fine": {**tiny, "spacing_mm": [None, 6.0, 6.0]}}))
+    work = tmp_path / "work"
+    with pytest.raises(RuntimeError, match="kept no target scan"):
+        bench.run_row(work, str(prof_file), "A3", REAL, curve_on_test=False)
+    for step in ("coarse", "rA.fine", "rA.export", "rA.score", "rAb.fine", "rAb.export", "rA3.pseudo"):
+        assert (work / "state" / f"{step}.json").is_file(), step
+    assert not (work / "state" / "rA3.fine.json").exists()
+    table4 = json.loads((work / "rows/A3/pseudo/filtered/table4.json").read_text())
+    assert table4["total"] == 10 and table4["top_k_dice"] == 0

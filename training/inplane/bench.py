@@ -9,7 +9,9 @@ another machine continues where the last one stopped instead of training again.
 """
 from __future__ import annotations
 
+import json
 import platform
+import shutil
 from pathlib import Path
 
 from inference.atomic import copy_file, write_json, write_text
@@ -18,7 +20,7 @@ from . import protocol
 from .recipe import load_profile
 
 # final.pt last: its presence marks a finished stage (train_one, seed_work skip such a stage)
-STAGE_FILES = ("summary.json", "curve.csv", "final.pt")
+STAGE_FILES = ("settings.json", "summary.json", "curve.csv", "final.pt")
 
 
 def stage_dirs(work: Path, row: str, own_coarse: bool = False) -> dict[str, Path]:
@@ -65,7 +67,7 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
         raise ValueError(f"profile {prof.name} has no row {row!r} (rows: {sorted(prof.rows)})")
     own = prof.rows[row].own_coarse
     out = stage_dirs(work, row, own)[stage]
-    if (out / "final.pt").is_file():
+    if not _still_to_train(out, prof.stage_settings(row, stage)):
         return out
     recipe = prof.coarse if stage == "coarse" else prof.fine
     if threads:
@@ -118,23 +120,40 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
     return out
 
 
+def _still_to_train(out: Path, settings: dict) -> bool:
+    """False when `out` holds the finished stage of these settings. A stage folder made with other settings (its
+    settings.json differs) is removed first, so that it trains again from the start; an unfinished one of the same
+    settings resumes from its checkpoint; a finished stage from before settings.json existed is adopted."""
+    file = out / "settings.json"
+    settings = json.loads(json.dumps(settings))
+    if file.is_file() and json.loads(file.read_text()) != settings:
+        shutil.rmtree(out)
+    if not (out / "final.pt").is_file():
+        write_json(file, settings, mkdir=True)
+        return True
+    if not file.is_file():
+        write_json(file, settings)
+    return False
+
+
 def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
             threads: int | None = None, curve_on_test: bool = True) -> Path:
-    """Train what is missing for `row`, export and score it; returns the scores CSV (an MRI row: DSC / NSD on the
-    CHAOS test scans; a PET row: the plausibility check on the real FDG PET scans, pet.check_model)."""
-    from .export import export_row
-    from .pet import check_model
-    from .report import score
+    """Run (on the shared step runner, steps.row_steps) what is missing or outdated for `row` and for the rows it
+    needs: train, export and score; returns the scores CSV (an MRI row: DSC / NSD on the CHAOS test scans; a PET
+    row: the plausibility check on the real FDG PET scans, pet.check_model)."""
+    from training.runner import run_steps
 
-    for stage in ("coarse", "fine"):
-        train_one(work, profile, row, stage, data, device, threads, curve_on_test)
-    model = work / "models" / f"r{row}"
-    if not (model / "model.json").is_file():
-        export_row(work, profile, row, model, name=f"r{row}", machine=machine())
-    csv_path = score_file(work, profile, row)
-    if not csv_path.is_file():
-        (score if csv_path.name == "scores.csv" else check_model)(model, csv_path.parent, data, threads)
-    return csv_path
+    from .steps import row_steps
+
+    prof = load_profile(profile)
+    if row not in prof.rows:
+        raise ValueError(f"profile {prof.name} has no row {row!r} (rows: {sorted(prof.rows)})")
+    res = run_steps(work, row_steps(work, profile, prof, row, data, device, threads, curve_on_test), progress=False)
+    if not res.ok:
+        raise RuntimeError(f"row {row}: " + "; ".join(f"{k} failed: {v.splitlines()[0]}" for k, v in
+                                                      res.failed.items()) + (f" (not run: {res.blocked})"
+                                                                              if res.blocked else ""))
+    return score_file(work, profile, row)
 
 
 def score_file(work: Path, profile: str, row: str) -> Path:

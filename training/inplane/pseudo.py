@@ -15,6 +15,7 @@ read here.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,9 @@ def _folder(work: Path, row: str) -> Path:
 
 
 def pseudo_label(work: Path, prof: Profile, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
-                 threads: int | None = None) -> Path:
+                 threads: int | None = None, fresh: bool = False) -> Path:
     """Predict the target scans with the teachers' models (WORK/models/r<teacher>) and filter them; returns the
-    filter's output folder."""
+    filter's output folder. `fresh`: redo it all (the teachers may have changed), else reuse a finished one."""
     from training.selftrain.filtering import FilterConfig, run_filter
     from training.selftrain.predict import PredictConfig, run_predict
     from training.selftrain.stats import compute_stats, save_stats
@@ -44,6 +45,8 @@ def pseudo_label(work: Path, prof: Profile, row: str, data: Path = protocol.REAL
                          f"`python -m training.inplane run --row {missing[0]}` first")
     base = _folder(work, row)
     filtered = base / "filtered"
+    if fresh and base.exists():
+        shutil.rmtree(base)
     if (filtered / "manifest.json").is_file():
         return filtered
     stats = work / "btcv_stats.json"

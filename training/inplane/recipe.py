@@ -138,6 +138,18 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def stage_settings(self, row: str, stage: str) -> dict[str, Any]:
+        """Everything a trained stage depends on (its "done" fingerprint): the stage recipe, the spatial policy,
+        the row that trains it (the profile's `coarse_row` for the shared coarse stage) and the seed. Titles, thread
+        counts and how often the curve and checkpoints are written are left out: they change no weight."""
+        own = stage == "fine" or self.rows[row].own_coarse
+        r = asdict(self.rows[row if own else self.coarse_row])
+        r.pop("title")
+        recipe = asdict(self.coarse if stage == "coarse" else self.fine)
+        for k in ("threads", "eval_every_s", "checkpoint_every_s"):
+            recipe.pop(k)
+        return {"stage": stage, "recipe": recipe, "spatial": asdict(self.spatial), "row": r, "seed": self.seed}
+
 
 def _build(cls, d: dict[str, Any], where: str):
     known = {f.name for f in fields(cls)}

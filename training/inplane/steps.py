@@ -1,0 +1,93 @@
+"""One benchmark row as a step graph on the shared runner (training.runner): the row's stages, the rows it learns
+from (teachers, the start row), its translator or renders, export and score, each a step whose "done" marker
+records what it was made from. A changed profile setting re-runs the steps it touches and everything below them.
+
+Steps (names as in WORK/state/):
+    coarse | r<row>.coarse       the shared coarse stage, or the row's own (PET rows)
+    cyclegan.<kind>              the row's translator and the translated source (CycleGAN rows)
+    r<row>.pseudo                pseudo-labels of the target scans through the dual-stage filter (self-training)
+    r<row>.fine                  the row's fine stage
+    r<row>.export, r<row>.score  WORK/models/r<row>; the CHAOS test scores or the PET check
+
+Training steps resume an interrupted run (stage folders carry their settings, bench._still_to_train); the other
+steps are redone whole when they run (minutes at most).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.runner import Step
+
+from . import protocol
+from .recipe import Profile
+
+
+def row_steps(work: Path, profile: str, prof: Profile, row: str, data: Path = protocol.REAL_DATA,
+              device: str = "cpu", threads: int | None = None, curve_on_test: bool = True) -> list[Step]:
+    """The steps of `row` and of every row it needs (its teachers, its start row), in dependency order."""
+    from . import bench
+
+    steps: dict[str, Step] = {}
+
+    def train(rw: str, stage: str):
+        return lambda: str(bench.train_one(work, profile, rw, stage, data, device, threads, curve_on_test))
+
+    def add(rw: str) -> None:
+        if f"r{rw}.score" in steps:
+            return
+        r = prof.rows[rw]
+        deps: list[str] = []
+        coarse = f"r{rw}.coarse" if r.own_coarse else "coarse"
+        if coarse not in steps:
+            steps[coarse] = Step(coarse, func=train(rw, "coarse"), settings=prof.stage_settings(rw, "coarse"))
+        if r.synthetic:
+            from .synthetic import synthetic_folder, translator_options
+
+            name = f"cyclegan.{r.synthetic}"
+            steps.setdefault(name, Step(name, func=lambda k=r.synthetic: str(synthetic_folder(
+                work, prof, k, data, device, threads)), settings=translator_options(prof, r.synthetic).to_dict()))
+            deps.append(name)
+        if r.selftrain is not None:
+            from .pseudo import pseudo_label
+
+            st = r.selftrain
+            for t in dict.fromkeys((*st.teachers, st.start)):
+                add(t)
+            name = f"r{rw}.pseudo"
+            steps[name] = Step(name, tuple(f"r{t}.export" for t in st.teachers),
+                               func=lambda: str(pseudo_label(work, prof, rw, data, device, threads, fresh=True)),
+                               settings={"selftrain": _plain(st)})
+            deps += [name, f"r{st.start}.fine"]
+        steps[f"r{rw}.fine"] = Step(f"r{rw}.fine", tuple(deps), func=train(rw, "fine"),
+                                    settings=prof.stage_settings(rw, "fine"))
+        steps[f"r{rw}.export"] = Step(f"r{rw}.export", (coarse, f"r{rw}.fine"), func=lambda: _export(work, profile, rw),
+                                      settings={"modality": r.modality})
+        steps[f"r{rw}.score"] = Step(f"r{rw}.score", (f"r{rw}.export",),
+                                     func=lambda: _score(work, profile, rw, data, threads),
+                                     settings={"modality": r.modality, "data": str(data)})
+
+    add(row)
+    return list(steps.values())
+
+
+def _plain(obj) -> dict:
+    from dataclasses import asdict
+
+    return asdict(obj)
+
+
+def _export(work: Path, profile: str, row: str) -> str:
+    from .bench import machine
+    from .export import export_row
+
+    return str(export_row(work, profile, row, work / "models" / f"r{row}", name=f"r{row}", machine=machine()))
+
+
+def _score(work: Path, profile: str, row: str, data: Path, threads: int | None) -> str:
+    from .bench import score_file
+    from .pet import check_model
+    from .report import score
+
+    csv_path = score_file(work, profile, row)
+    return str((score if csv_path.name == "scores.csv" else check_model)(work / "models" / f"r{row}",
+                                                                       csv_path.parent, data, threads))
