@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # each command's typed config is built field by field from its arguments: blocks of the same shape (keyword
+    # = argument), different fields; a generic mapping would hide which argument feeds which setting
     args = build_parser().parse_args(argv)
     if args.command == "score":
         from .score import ScoreConfig, score_folders, write_outputs

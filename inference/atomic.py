@@ -37,6 +37,15 @@ def atomic_path(path: Path, mkdir: bool = False) -> Iterator[Path]:
             tmp.unlink()
 
 
+def read_json(path: Path) -> Any:
+    """The JSON a writer here left at `path`, or None when there is none or it cannot be read (a record from a run
+    that was stopped, or of another format: the caller redoes that work)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_text(path: Path, text: str, mkdir: bool = False) -> Path:
     with atomic_path(path, mkdir) as tmp:
         tmp.write_text(text)

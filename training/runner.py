@@ -22,7 +22,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from inference.atomic import write_json
+from inference.atomic import read_json, write_json
 
 
 
@@ -70,12 +70,8 @@ def _digest(work: Path, name: str) -> str | None:
 
 def is_done(work: Path, step: Step) -> bool:
     """Finished, from the same command / settings, on the upstream results that are there now."""
-    m = _marker(work, step.name)
-    if not m.is_file():
-        return False
-    try:
-        rec = json.loads(m.read_text())
-    except (OSError, json.JSONDecodeError):
+    rec = read_json(_marker(work, step.name))
+    if not isinstance(rec, dict):
         return False
     return (json.loads(json.dumps(_signature(step), default=str)) == rec.get("signature")
             and rec.get("upstream", {}) == {d: _digest(work, d) for d in step.deps})

@@ -16,7 +16,6 @@ i % N == K - 1, so the N shards cover every case exactly once whatever the numbe
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from inference.atomic import write_json
+from inference.atomic import read_json, write_json
 from inference.backends import BackendError
 from inference.config import CARD_NAME, ModelCardError
 from inference.model_folder import load_model_folder
@@ -150,14 +149,8 @@ def _record_path(out: Path, case: str) -> Path:
 
 def is_finished(out: Path, case: str, models: list[ModelRef], target_spacing) -> bool:
     """True when an earlier run wrote this case completely with the same models and the same target spacing."""
-    path = _record_path(out, case)
-    if not path.is_file():
-        return False
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    if rec.get("format") != RECORD_FORMAT or rec.get("case") != case:
+    rec = read_json(_record_path(out, case))
+    if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT or rec.get("case") != case:
         return False
     if [(m["name"], m["card_sha256"]) for m in rec.get("models", [])] != [(m.name, m.card_sha256) for m in models]:
         return False

@@ -194,21 +194,17 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
         syn = work / "syn/pet"
         steps += _c2f_row("P", work, [ct, f"synpet={syn / 'images'},{syn / 'labels'}"], ("cg_pet.translate",),
                           profile, device, modalities=("PET",))
-    if "PR" in want:
-        steps.append(Step("pet_render", ("body",),
-                          func=lambda: render_pet(work, profile.render_seed, profile.pet_render_variants,
-                                                  profile.workers),
-                          settings={"seed": profile.render_seed, "variants": profile.pet_render_variants}))
-        pr = work / "pet_render"
-        steps += _c2f_row("PR", work, [f"petrender={pr / 'images'},{pr / 'labels'}"], ("pet_render",), profile, device,
-                          modalities=("PET",))
-    if "R" in want:
-        steps.append(Step("synth_render", ("body",),
-                          func=lambda: render_synth(work, profile.render_seed, profile.synth_render_variants,
-                                                    profile.workers),
-                          settings={"seed": profile.render_seed, "variants": profile.synth_render_variants}))
-        sr = work / "synth_render"
-        steps += _c2f_row("R", work, [f"synth={sr / 'images'},{sr / 'labels'}"], ("synth_render",), profile, device)
+    # rows trained on renders of the source label maps only: PR (FDG PET-like), R (random contrast)
+    for row, name, source, render_fn, variants, modalities in (
+            ("PR", "pet_render", "petrender", render_pet, profile.pet_render_variants, ("PET",)),
+            ("R", "synth_render", "synth", render_synth, profile.synth_render_variants, ("MRI",))):
+        if row in want:
+            steps.append(Step(name, ("body",), func=lambda f=render_fn, v=variants: f(work, profile.render_seed, v,
+                                                                                     profile.workers),
+                              settings={"seed": profile.render_seed, "variants": variants}))
+            folder = work / name
+            steps += _c2f_row(row, work, [f"{source}={folder / 'images'},{folder / 'labels'}"], (name,), profile,
+                              device, modalities=modalities)
     if "4" in want:
         steps += _c2f_row("4", work, [ct, f"chaos={work / 'data/target_images'},{work / 'data/target_labels'}"],
                           ("render",), profile, device)
