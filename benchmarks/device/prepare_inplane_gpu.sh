@@ -3,9 +3,10 @@
 # numpy, no SimpleITK / scipy / dynamic-network-architectures, no network, at most 64 MiB uploaded):
 #   .devrun/inplane_pack.npz    the profile's volumes on both grids (python -m training.inplane pack, ~55 MB)
 #   .devrun/inplane_site.tar.xz dynamic-network-architectures and tqdm (pure Python wheels)
-# Usage: bash benchmarks/device/prepare_inplane_gpu.sh [PROFILE]   (default gpu). Move weights/ aside before the
-# device call (43 MB of models that the run does not need); the script prints what would travel and fails when it
-# is over the device's 64 MiB.
+# Usage: bash benchmarks/device/prepare_inplane_gpu.sh [PROFILE]   (default gpu). Move weights/ and
+# benchmarks/results/ aside before the device call (the shipped models and the published stage weights: the run
+# trains from scratch and needs neither); the script prints what would travel and fails when it is over the
+# device's 64 MiB.
 set -euo pipefail
 PROFILE=${1:-gpu}
 cd "$(dirname "$0")/../.."
@@ -16,8 +17,9 @@ $PY -m training.inplane pack --profile "$PROFILE" --out .devrun/inplane_pack.npz
 $PY -m pip wheel -q --no-deps -w /tmp/inplane_whl dynamic-network-architectures==0.3.1 tqdm==4.70.1
 for f in /tmp/inplane_whl/*.whl; do unzip -q -o "$f" -d /tmp/inplane_site; done
 tar cf - -C /tmp/inplane_site . | xz -T0 -6 > .devrun/inplane_site.tar.xz
-# what travels: tracked + untracked-not-ignored files (weights/ excluded), plus .devrun (carried)
-tracked=$(git ls-files -co --exclude-standard | grep -v '^weights/' | tr '\n' '\0' | du -cb --files0-from=- | tail -1 | cut -f1)
+# what travels: tracked + untracked-not-ignored files (weights/ and benchmarks/results/ excluded), plus .devrun
+tracked=$(git ls-files -co --exclude-standard | grep -v '^weights/\|^benchmarks/results/' | tr '\n' '\0' \
+  | du -cb --files0-from=- | tail -1 | cut -f1)
 devrun=$(du -cb .devrun/inplane_pack.npz .devrun/inplane_site.tar.xz | tail -1 | cut -f1)
 total=$((tracked + devrun))
 echo "upload: $((total / 1048576)) MiB (tree $((tracked / 1048576)) MiB + .devrun $((devrun / 1048576)) MiB) of 64 MiB"
