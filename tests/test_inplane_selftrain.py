@@ -67,7 +67,7 @@ def test_training_labels_ignore_organs_the_filter_did_not_check(tmp_path):
     gives an organ outside the filter's set (7, an adrenal gland), the training label is IGNORE, not background."""
     prof_file = tmp_path / "p.json"
     prof_file.write_text(json.dumps({"extends": "cpu", "rows": {"S": {
-        "title": "s", "source": "btcv", "selftrain": {"teachers": ["A", "Ab"], "start": "A"}}}}))
+        "title": "s", "source": "btcv", "start": "A", "selftrain": {"teachers": ["A", "Ab"]}}}}))
     prof = load_profile(str(prof_file))
     base = tmp_path / "work" / "rows" / "S" / "pseudo"
     consensus = np.zeros((3, 6, 6), np.uint8)
@@ -90,11 +90,16 @@ def test_training_labels_ignore_organs_the_filter_did_not_check(tmp_path):
 
 def test_self_training_rows_need_two_teachers_and_their_trained_rows(tmp_path):
     with pytest.raises(ValueError, match="two teacher"):
-        SelfTraining(teachers=("A",), start="A")
+        SelfTraining(teachers=("A",))
     prof = load_profile("cpu")
     st = prof.rows["A3"].selftrain
-    assert st.teachers[0] == "A" and st.start == "A" and len(st.teachers) >= 2
-    assert st.time_budget_s <= 90 * 60
+    assert st.teachers[0] == "A" and prof.rows["A3"].start == "A" and len(st.teachers) >= 2
+    assert prof.fine_recipe("A3").time_budget_s <= 90 * 60 and prof.fine_recipe("A3").lr == 5e-4
+    assert prof.rows["Ac"].start == "A" and prof.fine_recipe("Ac") == prof.fine_recipe("A3")   # A+3's control
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"extends": "cpu", "rows": {"A3": {"fine": {"learning_rate": 1}}}}))
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_profile(str(bad))
     with pytest.raises(ValueError, match="row A's fine stage"):
         bench.train_one(tmp_path, "cpu", "A3", "fine", data=tmp_path / "no_data_needed_before_this_check")
 

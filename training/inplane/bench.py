@@ -69,7 +69,7 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
     out = stage_dirs(work, row, own)[stage]
     if not _still_to_train(out, prof.stage_settings(row, stage)):
         return out
-    recipe = prof.coarse if stage == "coarse" else prof.fine
+    recipe = prof.coarse if stage == "coarse" else prof.fine_recipe(row)
     if threads:
         recipe = replace(recipe, threads=threads)
     r = prof.rows[prof.coarse_row if stage == "coarse" and not own else row]
@@ -92,9 +92,10 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
         return load_volumes(cases_, recipe.spacing_mm, label_ids_)
 
     st = r.selftrain if stage == "fine" else None
-    init = stage_dirs(work, st.start)["fine"] / "final.pt" if st is not None else None
-    if st is not None and not init.is_file():
-        raise ValueError(f"row {row} starts from row {st.start}'s fine stage: train it first ({init} missing)")
+    start = r.start if stage == "fine" else None
+    init = stage_dirs(work, start)["fine"] / "final.pt" if start else None
+    if init is not None and not init.is_file():
+        raise ValueError(f"row {row} starts from row {start}'s fine stage: train it first ({init} missing)")
     if (st is not None or (r.synthetic and stage == "fine")) and packed is not None:
         raise ValueError(f"row {row} trains on NIfTI files it writes into the work folder, not on a pack")
     bank = SliceBank(volumes(cases, label_ids))
@@ -112,7 +113,6 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
             raise ValueError(f"row {row}: the filter kept no target scan "
                              f"({work / 'rows' / row / 'pseudo' / 'filtered' / 'table4.md'})")
         bank = MixedBank(bank, SliceBank(volumes(targets, label_ids)), st.p_target)
-        recipe = replace(recipe, time_budget_s=st.time_budget_s or recipe.time_budget_s, lr=st.lr or recipe.lr)
     evals = volumes(protocol.test_cases(data), protocol.CHAOS_LABELS) if curve_on_test else []
     train_stage(out, bank, recipe, prof.spatial, r.appearance, label_ids, evals,
                 protocol.SCORED_ORGANS if evals else (), seed=prof.seed if r.seed is None else r.seed, device=device,

@@ -86,18 +86,15 @@ class StageRecipe:
 class SelfTraining:
     """A self-training row: the teacher rows' models pseudo-label the unlabelled target scans, the dual-stage filter
     (training.selftrain) keeps the plausible ones, and the fine stage trains again on the source + the kept
-    target scans, starting from the `start` row's fine weights. Voxels the teachers disagree on are left out of
+    target scans (usually from the row's `start` weights). Voxels the teachers disagree on are left out of
     the loss, and so are the voxels the best teacher gives an organ outside `organ_set`."""
 
     teachers: tuple[str, ...]          # rows, best first, then second-best (the Dice rule), then more voters
-    start: str                         # row whose fine weights start the training
     organ_set: str = "mri_large"       # training.selftrain.labels.ORGAN_SETS: the organs the filter checks
     dice_threshold: float | None = None    # None: the set's default (0.9)
     n_sigma: float = 3.0
     top_k: int | None = None
     p_target: float = 0.5              # share of training patches from the pseudo-labelled target scans
-    time_budget_s: float | None = None     # None: the fine recipe's
-    lr: float | None = None                # None: the fine recipe's
 
     def __post_init__(self) -> None:
         if len(self.teachers) < 2:
@@ -122,6 +119,8 @@ class Row:
     synthetic: str | None = None       # "attention" | "plain": also train on the source translated by that CycleGAN
     p_synthetic: float = 0.5           # share of training patches from the synthetic images
     selftrain: SelfTraining | None = None
+    start: str | None = None           # a row whose fine weights start this row's fine stage (None: random init)
+    fine: dict[str, Any] = field(default_factory=dict)   # this row's overrides of the profile's fine recipe
 
 
 @dataclass(frozen=True)
@@ -138,6 +137,12 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def fine_recipe(self, row: str) -> StageRecipe:
+        """The profile's fine recipe with the row's overrides (e.g. a shorter budget when it starts from weights)."""
+        from dataclasses import replace
+
+        return replace(self.fine, **self.rows[row].fine)
+
     def stage_settings(self, row: str, stage: str) -> dict[str, Any]:
         """Everything a trained stage depends on (its "done" fingerprint): the stage recipe, the spatial policy,
         the row that trains it (the profile's `coarse_row` for the shared coarse stage) and the seed. Titles, thread
@@ -145,7 +150,10 @@ class Profile:
         own = stage == "fine" or self.rows[row].own_coarse
         r = asdict(self.rows[row if own else self.coarse_row])
         r.pop("title")
-        recipe = asdict(self.coarse if stage == "coarse" else self.fine)
+        for key, default in (("start", None), ("fine", {})):   # recorded only when set (older stages lack them)
+            if r[key] == default:
+                r.pop(key)
+        recipe = asdict(self.coarse if stage == "coarse" else self.fine_recipe(row))
         for k in ("threads", "eval_every_s", "checkpoint_every_s"):
             recipe.pop(k)
         return {"stage": stage, "recipe": recipe, "spatial": asdict(self.spatial), "row": r, "seed": self.seed}
@@ -174,6 +182,9 @@ def load_profile(name_or_path: str) -> Profile:
             r["appearance"] = _build(Appearance, r.get("appearance", {}), f"{where} rows.{key}.appearance")
             if r.get("selftrain") is not None:
                 r["selftrain"] = _build(SelfTraining, r["selftrain"], f"{where} rows.{key}.selftrain")
+            unknown = sorted(set(r.get("fine", {})) - {f.name for f in fields(StageRecipe)})
+            if unknown:
+                raise ValueError(f"{where} rows.{key}.fine: unknown keys {unknown}")
             rows[key] = _build(Row, {"name": key, **r}, f"{where} rows.{key}")
         return Profile(name=d.get("name", path.stem),
                        coarse=_build(StageRecipe, d["coarse"], f"{where} coarse"),

@@ -51,13 +51,16 @@ def row_steps(work: Path, profile: str, prof: Profile, row: str, data: Path = pr
             from .pseudo import pseudo_label
 
             st = r.selftrain
-            for t in dict.fromkeys((*st.teachers, st.start)):
+            for t in st.teachers:
                 add(t)
             name = f"r{rw}.pseudo"
             steps[name] = Step(name, tuple(f"r{t}.export" for t in st.teachers),
                                func=lambda: str(pseudo_label(work, prof, rw, data, device, threads, fresh=True)),
                                settings={"selftrain": _plain(st)})
-            deps += [name, f"r{st.start}.fine"]
+            deps.append(name)
+        if r.start:
+            add(r.start)
+            deps.append(f"r{r.start}.fine")
         steps[f"r{rw}.fine"] = Step(f"r{rw}.fine", tuple(deps), func=train(rw, "fine"),
                                     settings=prof.stage_settings(rw, "fine"))
         steps[f"r{rw}.export"] = Step(f"r{rw}.export", (coarse, f"r{rw}.fine"), func=lambda: _export(work, profile, rw),
