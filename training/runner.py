@@ -25,7 +25,6 @@ from tqdm import tqdm
 from inference.atomic import read_json, write_json
 
 
-
 @dataclass
 class RunResult:
     done: list[str] = field(default_factory=list)

@@ -48,14 +48,7 @@ def _print_score(name: str, csv_path: Path) -> int:
 
 def cmd_score(args) -> int:
     """CHAOS test scores for an MRI model, the FDG PET plausibility check for a PET model."""
-    from inference.model_folder import load_model_folder
-
-    from .pet import check_model
-    from .report import score
-
-    pet = "PET" in load_model_folder(args.model, verify=False).card.modalities
-    return _print_score(args.model.name, (check_model if pet else score)(args.model, args.out, args.data,
-                                                                           args.threads))
+    return _print_score(args.model.name, bench.score_model(args.model, args.out, args.data, args.threads))
 
 
 def cmd_publish(args) -> int:

@@ -156,6 +156,18 @@ def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA,
     return score_file(work, profile, row)
 
 
+def score_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int | None = None) -> Path:
+    """Score a weights/<model> folder by what it serves: an MRI model on the CHAOS test scans (report.score,
+    out/scores.csv), a PET model by the check on the real FDG PET scans (pet.check_model, out/pet_check.csv)."""
+    from inference.model_folder import load_model_folder
+
+    from .pet import check_model
+    from .report import score
+
+    pet = "PET" in load_model_folder(model, verify=False).card.modalities
+    return (check_model if pet else score)(model, out, data, threads)
+
+
 def score_file(work: Path, profile: str, row: str) -> Path:
     """Where a row's scores are: scores.csv (MRI rows) or pet_check.csv (PET rows) in WORK/scores/r<row>/."""
     pet = load_profile(profile).rows[row].modality == "PET"
@@ -209,11 +221,10 @@ def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = (
             plot_translator(run, out / "curves" / f"cyclegan_{run.name}.png")
     md = table(rows) if rows else "No MRI row scored yet.\n"
     if pet_rows:
-        from .pet import check_markdown
+        from training.pet_check import pet_markdown
 
-        md += "\n## PET rows: plausibility on the real FDG PET scans\n\n" + "\n".join(
-            f"- r{row}: {title}" for row, (title, _) in pet_rows.items()) + "\n\n" + check_markdown(
-            {f"r{row}": path for row, (_, path) in pet_rows.items()})
+        md += "\n## PET rows: plausibility on the real FDG PET scans\n" + "".join(
+            f"\n### {title}\n\n" + pet_markdown(path) for title, path in pet_rows.values())
     write_text(out / "table.md", md)
     write_json(out / "machine.json", {"machine": machine(), "profile": prof.name})
     return out / "table.md"
@@ -262,7 +273,9 @@ def ship(work: Path, profile: str, row: str, out: Path, name: str, note: str = "
     prov = dict(model.card.provenance)
     title = load_profile(profile).rows[row].title
     if csv_path.name == "pet_check.csv":
-        from .pet import PET_CASES, check_summary
+        from training.pet_check import PET_CASES
+
+        from .pet import check_summary
 
         prov["benchmark"] = {
             "protocol": "FDG-PET-like renders of the 30 BTCV label maps; organ volume and placement checks on the "

@@ -65,7 +65,8 @@ def export_row(work: Path, profile: str, row: str, out: Path, name: str, machine
     stages, prov = {}, {"profile": prof.to_dict(), "row": row, "machine": machine}
     r = prof.rows[row]
     dirs = stage_dirs(work, row, r.own_coarse)
-    for stage, stage_dir, recipe in (("coarse", dirs["coarse"], prof.coarse), ("fine", dirs["fine"], prof.fine)):
+    for stage, stage_dir, recipe in (("coarse", dirs["coarse"], prof.coarse),
+                                     ("fine", dirs["fine"], prof.fine_recipe(row))):
         if not (stage_dir / "final.pt").is_file():
             raise FileNotFoundError(f"{stage_dir}: no final.pt (train the {stage} stage first)")
         summary = json.loads((stage_dir / "summary.json").read_text())

@@ -78,31 +78,9 @@ def check_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads
 
 def check_summary(csv_path: Path) -> dict:
     """{'organs', 'plausible', 'placed', 'both'}: how many (scan, organ) pairs pass each check."""
-    import csv
+    from training.pet_check import read_pet_check_placed
 
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return {"organs": len(rows), "plausible": sum(r["plausible"] == "1" for r in rows),
-            "placed": sum(r["placed"] == "1" for r in rows),
-            "both": sum(r["plausible"] == "1" and r["placed"] == "1" for r in rows)}
-
-
-def check_markdown(checks: dict[str, Path]) -> str:
-    """One line per (model, scan): each organ's volume (ml), marked when implausible or misplaced."""
-    from training.pet_check import PET_ORGAN_NAMES, PET_PLAUSIBLE_ML, read_pet_check_placed
-
-    lines = ["| model | scan | " + " | ".join(PET_ORGAN_NAMES.values()) + " | pass |",
-             "|---|---|" + "---|" * len(PET_ORGAN_NAMES) + "---|"]
-    for name, path in checks.items():
-        chk = read_pet_check_placed(path)
-        for case in PET_CASES:
-            cells, ok = [], 0
-            for organ in PET_ORGAN_NAMES:
-                v, good, placed = chk[(case, organ)]
-                ok += good and placed is not False
-                cells.append(f"{v:.0f}" + ("" if good else " (implausible)") + (" (misplaced)" if placed is False
-                                                                                   else ""))
-            lines.append(f"| {name} | {case} | " + " | ".join(cells) + f" | {ok}/{len(PET_ORGAN_NAMES)} |")
-    ranges = ", ".join(f"{PET_ORGAN_NAMES[k]} {lo:.0f}-{hi:.0f}" for k, (lo, hi) in PET_PLAUSIBLE_ML.items())
-    return "\n".join(lines) + f"\n\nVolumes (ml) of the engine's masks; plausible within {ranges} ml; placed: " \
-        "liver right of spleen, right kidney right of left, each kidney below liver / spleen.\n"
+    checks = read_pet_check_placed(csv_path).values()
+    return {"organs": len(checks), "plausible": sum(good for _, good, _ in checks),
+            "placed": sum(placed is True for _, _, placed in checks),
+            "both": sum(good and placed is True for _, good, placed in checks)}

@@ -89,9 +89,3 @@ def pseudo_cases(work: Path, prof: Profile, row: str) -> list[protocol.Case]:
             write_labels(train, ref, label)
         out.append(protocol.Case(name, base / "filtered" / entry["image"], label))
     return out
-
-
-def table4(work: Path, row: str) -> Path | None:
-    """The filter's Table-4 counts (markdown) of a self-training row, when it has run."""
-    path = _folder(work, row) / "filtered" / "table4.md"
-    return path if path.is_file() else None

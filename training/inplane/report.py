@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.atomic import atomic_path
 from inference.labels import FLARE_ORGANS as ORGAN_NAMES
 from training.uda_bench.report import markdown_lines, score_summary
 from training.runner import run_logged
@@ -113,7 +114,8 @@ def plot_curves(work: Path, out: Path) -> list[Path]:
             top.set_xlabel("iterations")
         fig.tight_layout()
         path = out / f"curve_{name}.png"
-        fig.savefig(path, dpi=80)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=80)
         plt.close(fig)
         written.append(path)
     return written
@@ -157,7 +159,7 @@ def plot_translator(run: Path, out_png: Path) -> Path | None:
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=80)
+    with atomic_path(out_png, mkdir=True) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
     return out_png

@@ -14,6 +14,7 @@ steps are redone whole when they run (minutes at most).
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from training.runner import Step
@@ -56,7 +57,7 @@ def row_steps(work: Path, profile: str, prof: Profile, row: str, data: Path = pr
             name = f"r{rw}.pseudo"
             steps[name] = Step(name, tuple(f"r{t}.export" for t in st.teachers),
                                func=lambda: str(pseudo_label(work, prof, rw, data, device, threads, fresh=True)),
-                               settings={"selftrain": _plain(st)})
+                               settings={"selftrain": asdict(st)})
             deps.append(name)
         if r.start:
             add(r.start)
@@ -73,12 +74,6 @@ def row_steps(work: Path, profile: str, prof: Profile, row: str, data: Path = pr
     return list(steps.values())
 
 
-def _plain(obj) -> dict:
-    from dataclasses import asdict
-
-    return asdict(obj)
-
-
 def _export(work: Path, profile: str, row: str) -> str:
     from .bench import machine
     from .export import export_row
@@ -87,10 +82,6 @@ def _export(work: Path, profile: str, row: str) -> str:
 
 
 def _score(work: Path, profile: str, row: str, data: Path, threads: int | None) -> str:
-    from .bench import score_file
-    from .pet import check_model
-    from .report import score
+    from .bench import score_file, score_model
 
-    csv_path = score_file(work, profile, row)
-    return str((score if csv_path.name == "scores.csv" else check_model)(work / "models" / f"r{row}",
-                                                                       csv_path.parent, data, threads))
+    return str(score_model(work / "models" / f"r{row}", score_file(work, profile, row).parent, data, threads))
