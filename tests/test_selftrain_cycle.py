@@ -212,6 +212,12 @@ def test_training_started_from_the_best_models_weights_every_layer(cycles):
         assert any("seg_layers" in k for k in diffs)
 
 
+def _train_record(root: Path, work: str, stage: str) -> dict:
+    name = {"coarse": "Dataset501_FLAREc2fCoarse", "fine": "Dataset502_FLAREc2fFine"}[stage]
+    return json.loads((root / work / "nnUNet_results" / name / "nnUNetTrainerC2F__C2FPlans__3d_fullres" /
+                       "fold_all" / "c2f_train_args.json").read_text())
+
+
 def test_second_cycle_uses_the_first_cycles_model_as_best(cycles):
     root, _ = cycles
     manifest = json.loads((root / "w2" / "pseudo" / "pet" / "manifest.json").read_text())
@@ -220,38 +226,47 @@ def test_second_cycle_uses_the_first_cycles_model_as_best(cycles):
     assert st["cycle"] == 2 and st["models"]["best"]["name"] == "st_c1"
     assert st["models"]["second"]["name"] == "ct_best"
     assert Path(st["start_weights"]["fine"]["file"]) == (root / "weights" / "st_c1" / "fine.pt").resolve()
-    state = json.loads((root / "w2" / "cycle.json").read_text())
-    assert state["cycle"] == 2 and state["steps"]["train:coarse"]["start_weights"].endswith("st_c1/coarse.pt")
+    assert _train_record(root, "w2", "coarse")["pretrained"].endswith("st_c1/coarse.pt")
 
 
 def test_interrupted_cycle_resumes_where_it_stopped(cycles):
     root, log = cycles
-    skipped = [line for line in log.splitlines() if line.endswith("finished earlier, skipped")]
-    assert len(skipped) == 9 and "train:coarse" in skipped[-1]  # everything before the fine training
-    assert "resuming from the latest checkpoint" in log
-    state = json.loads((root / "w2" / "cycle.json").read_text())
-    assert state["steps"]["train:fine"]["resumed"] is True and state["steps"]["train:coarse"]["resumed"] is False
-    assert state["steps"]["train:fine"]["epochs_completed"] == 2
-    assert "2 step(s) run, 9 finished earlier" in log
+    skipped = next(line for line in log.splitlines() if "finished earlier, skipped:" in line)
+    assert skipped.split("skipped: ")[1].split(", ") == [
+        "predict.mr", "filter.mr", "predict.pet", "filter.pet", "labels", "spec", "convert", "plan", "coarse"]
+    assert "fine: resuming from the latest checkpoint" in log and "coarse: " not in log
+    fine, coarse = _train_record(root, "w2", "fine"), _train_record(root, "w2", "coarse")
+    assert fine["continue_training"] is True and fine["pretrained"] is None
+    assert coarse["continue_training"] is False
+    ckpt = torch.load(root / "w2" / "nnUNet_results" / "Dataset502_FLAREc2fFine" /
+                      "nnUNetTrainerC2F__C2FPlans__3d_fullres" / "fold_all" / "checkpoint_final.pth",
+                      map_location="cpu", weights_only=False)
+    assert ckpt["current_epoch"] == 2
+    assert "3 step(s) run, 9 finished earlier" in log
 
 
-def test_rerun_of_a_finished_cycle_does_no_work_and_other_settings_are_refused(cycles, capsys):
+def test_rerun_does_no_work_and_a_changed_setting_reruns_what_it_defines(cycles, capsys):
     root, _ = cycles
-    state_before = (root / "w1" / "cycle.json").read_bytes()
+    state = root / "w1" / "state"
+    markers = {p.name: p.read_bytes() for p in state.iterdir()}
     card = root / "weights" / "st_c1" / "model.json"
     mtime = card.stat().st_mtime_ns
     capsys.readouterr()
     assert main(_cycle_args(root, "w1", "ct_best", "ct_second", "st_c1")) == 0
-    out = capsys.readouterr().out
-    assert "0 step(s) run, 11 finished earlier" in out and out.count("finished earlier, skipped") == 11
-    assert (root / "w1" / "cycle.json").read_bytes() == state_before and card.stat().st_mtime_ns == mtime
-    # same work folder, other settings: refused, nothing touched
-    assert main(_cycle_args(root, "w1", "ct_best", "ct_second", "st_c1", "--n-sigma", "500")) == 2
-    assert "differing: filter" in capsys.readouterr().out
-    # an existing model folder the cycle did not write is never overwritten
+    assert "0 step(s) run, 12 finished earlier" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in state.iterdir()} == markers and card.stat().st_mtime_ns == mtime
+    # an existing model folder that another work folder wrote is never overwritten
     assert main(_cycle_args(root, "w3", "ct_best", "ct_second", "st_c2", "--top-k", "1")) == 2
     assert "st_c2: a model exists there" in capsys.readouterr().out
     assert not (root / "w3").exists()  # refused before any work
+    # same work folder, another filter setting: the filters and everything below them run again (from the start
+    # weights: the old checkpoints belong to the old plans), the predictions are reused
+    assert main(_cycle_args(root, "w1", "ct_best", "ct_second", "st_c1", "--top-k", "1")) == 0
+    out = capsys.readouterr().out
+    assert "9 step(s) run, 3 finished earlier" in out and "resuming" not in out
+    assert "coarse: starting from" in out and "fine: starting from" in out
+    st = load_model_folder(root / "weights" / "st_c1", verify=True).card.provenance["selftrain"]
+    assert st["filter"]["top_k"] == 1 and st["sources"]["pseudo_labelled"]["mr"]["cases"] == 1
 
 
 def test_argument_parsing_and_label_rules(tmp_path):

@@ -1,8 +1,7 @@
-"""UDA benchmark: protocol, profiles, the step graph, the resumable runner, and a tiny real run of row 1."""
+"""UDA benchmark: protocol, profiles, the step graph and a tiny real run of row 1 (the runner: test_runner.py)."""
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import pytest
 from training import pet_check
 from training.pet_check import PET_CASES
 from training.uda_bench.protocol import (MRI_ROWS, PROFILE_DIR, ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES,
-                                         Profile, StageRun, load_profile)
-from training.runner import Step, is_done, run_steps
+                                         StageRun, load_profile)
 from training.uda_bench.steps import build_steps, write_inputs
 
 from helpers import REAL
@@ -237,60 +235,6 @@ def test_pet_placement_by_hand_in_world_coordinates(tmp_path):
     assert swapped[1] is False and swapped[3] is False
     no_spleen = pet_placement(organ_centroids_mm(label_map({k: v for k, v in anatomy.items() if k != 3})))
     assert no_spleen == {1: True, 2: True, 3: False, 4: True}   # absent: not placed; its rules not checked
-
-
-def _cmd(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
-
-
-def test_runner_runs_in_dependency_order_blocks_dependants_and_resumes(tmp_path):
-    out = tmp_path / "order.txt"
-    log = f"open({str(out)!r}, 'a').write('{{}}\\n')"
-    steps = [
-        Step("a", (), _cmd(log.format("a"))),
-        Step("b", ("a",), _cmd(log.format("b"))),
-        Step("bad", ("a",), _cmd("import sys; print('boom'); sys.exit(3)")),
-        Step("after_bad", ("bad",), _cmd(log.format("after_bad"))),
-        Step("c", ("b",), func=lambda: {"value": 42}),
-    ]
-    res = run_steps(tmp_path, steps, jobs=2, progress=False)
-    assert not res.ok
-    assert set(res.done) == {"a", "b", "c"} and list(res.failed) == ["bad"] and res.blocked == ["after_bad"]
-    assert "exit code 3" in res.failed["bad"] and "boom" in res.failed["bad"]
-    lines = out.read_text().split()
-    assert lines.index("a") < lines.index("b") and "after_bad" not in lines
-    assert json.loads((tmp_path / "state/c.json").read_text())["info"] == {"value": 42}
-    # resume: finished steps are skipped, the failed one is retried (now fixed), its dependant runs
-    steps[2] = Step("bad", ("a",), _cmd("print('fixed')"))
-    res2 = run_steps(tmp_path, steps, jobs=1, progress=False)
-    assert res2.ok and set(res2.skipped) == {"a", "b", "c"} and set(res2.done) == {"bad", "after_bad"}
-    assert out.read_text().split().count("a") == 1
-    # a changed command is not "done"
-    assert not is_done(tmp_path, Step("a", (), _cmd("print('other')")))
-    with pytest.raises(ValueError, match="unknown steps"):
-        run_steps(tmp_path, [Step("x", ("missing",), _cmd("pass"))], progress=False)
-
-
-def test_a_changed_upstream_step_or_setting_reruns_its_dependants(tmp_path):
-    """A "done" marker records what the step was made from: its command / settings and a digest of each
-    dependency's marker. Changing step a re-runs a and everything below it; changing c's settings re-runs c only."""
-    out = tmp_path / "order.txt"
-    log = f"open({str(out)!r}, 'a').write('{{}}\\n')"
-    calls = []
-
-    def steps(a_text: str, seed: int) -> list[Step]:
-        return [Step("a", (), _cmd(log.format(a_text))), Step("b", ("a",), _cmd(log.format("b"))),
-                Step("c", ("b",), func=lambda: calls.append(seed) or {"seed": seed}, settings={"seed": seed}),
-                Step("d", (), _cmd(log.format("d")))]
-
-    assert run_steps(tmp_path, steps("a", 0), progress=False).ok
-    res = run_steps(tmp_path, steps("a", 0), progress=False)
-    assert set(res.skipped) == {"a", "b", "c", "d"} and not res.done
-    res = run_steps(tmp_path, steps("a", 1), progress=False)
-    assert res.done == ["c"] and calls == [0, 1]
-    res = run_steps(tmp_path, steps("a2", 1), progress=False)          # upstream command changed
-    assert set(res.done) == {"a", "b", "c"} and res.skipped == ["d"]
-    assert out.read_text().split() == ["a", "b", "d", "a2", "b"]
 
 
 @pytest.mark.skipif(not (REAL / "mr_chaos_t2").is_dir(), reason="needs ../shared/data/real")

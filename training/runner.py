@@ -47,6 +47,7 @@ class Step:
     gpu: bool = False                      # uses the GPU (for the runner's bookkeeping only)
     info: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)   # what a function step is made with (its "done" fingerprint)
+    verify: Callable[[object], bool] | None = None  # given the recorded info: are the step's outputs still there?
 
 
 def _signature(step: Step) -> list[str] | str | dict:
@@ -73,7 +74,8 @@ def is_done(work: Path, step: Step) -> bool:
     if not isinstance(rec, dict):
         return False
     return (json.loads(json.dumps(_signature(step), default=str)) == rec.get("signature")
-            and rec.get("upstream", {}) == {d: _digest(work, d) for d in step.deps})
+            and rec.get("upstream", {}) == {d: _digest(work, d) for d in step.deps}
+            and (step.verify is None or bool(step.verify(rec.get("info")))))
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -117,7 +119,8 @@ def _execute(work: Path, step: Step) -> tuple[float, object]:
     return seconds, info
 
 
-def run_steps(work: Path, steps: list[Step], jobs: int = 1, progress: bool = True) -> RunResult:
+def run_steps(work: Path, steps: list[Step], jobs: int = 1, progress: bool = True, desc: str = "benchmark steps"
+              ) -> RunResult:
     work = Path(work)
     by_name = {s.name: s for s in steps}
     for s in steps:
@@ -139,7 +142,7 @@ def run_steps(work: Path, steps: list[Step], jobs: int = 1, progress: bool = Tru
             raise ValueError(f"step {s.name}: its dependencies form a cycle")
         if state[s.name] == "done":
             result.skipped.append(s.name)
-    bar = tqdm(total=len(steps), initial=len(result.skipped), desc="benchmark steps", unit="step", disable=not progress)
+    bar = tqdm(total=len(steps), initial=len(result.skipped), desc=desc, unit="step", disable=not progress)
     lock = threading.Lock()
     running: dict[Future, str] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from inference.atomic import write_json
@@ -41,8 +42,18 @@ def cmd_spec(a: argparse.Namespace) -> int:
 def cmd_convert(a: argparse.Namespace) -> int:
     from .convert import Source, convert
 
-    out = convert([Source.parse(s) for s in a.source], folders_of(a.work).raw, a.dataset_id, load_spec(a.spec),
-                  stages=tuple(a.stages), workers=a.workers)
+    sources = [Source.parse(s) for s in a.source]
+    for text in a.optional_source:   # kept only when it holds a labelled case (e.g. a filter that kept none)
+        src = Source.parse(text)
+        try:
+            src.cases()
+            sources.append(src)
+        except FileNotFoundError as exc:
+            print(f"skipped: {exc}")
+    if not sources:
+        raise SystemExit("convert: no source holds a labelled case")
+    out = convert(sources, folders_of(a.work).raw, a.dataset_id, load_spec(a.spec), stages=tuple(a.stages),
+                  workers=a.workers)
     for stage, folder in out.items():
         print(f"{stage}: {folder}")
     return 0
@@ -61,33 +72,44 @@ def cmd_plan(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .train import TrainArgs, train
+    from .train import TrainArgs, resumable, train
 
     args = TrainArgs(folders=folders_of(a.work), dataset=_stage_dataset(a.dataset_id, a.stage), trainer=a.trainer,
                      fold=a.fold, device=a.device, num_gpus=a.num_gpus, epochs=a.epochs,
                      iterations_per_epoch=a.iterations, val_iterations_per_epoch=a.val_iterations,
-                     initial_lr=a.lr, time_budget_s=a.time_budget, continue_training=a.continue_training, pretrained=a.pretrained,
-                     validate=a.validate, workers=a.workers, threads=a.threads)
+                     initial_lr=a.lr, time_budget_s=a.time_budget, continue_training=a.continue_training,
+                     pretrained=a.pretrained, validate=a.validate, workers=a.workers, threads=a.threads)
+    if a.resume and not a.continue_training and resumable(args):   # an interrupted run goes on where it stopped
+        args = replace(args, continue_training=True, pretrained=None)
+    print(f"{a.stage}: " + ("resuming from the latest checkpoint" if args.continue_training else
+                            f"starting from {a.pretrained}" if a.pretrained else "starting"), flush=True)
     print(train(args))
     return 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
     from inference.config import TTA
+    from inference.model_folder import load_model_folder
 
     from .export import DEFAULT_ROI_MAX_EXTENT_MM, TrainedStage, export_c2f
     from .planner import CONFIGURATION, PLANS_NAME
 
     results = folders_of(a.work).results
+    like = None if a.settings_from is None else load_model_folder(a.settings_from, verify=False).card
     stages = {}
     for stage, trainer, axes in (("coarse", a.coarse_trainer or a.trainer, a.coarse_tta_axes),
                                  ("fine", a.fine_trainer or a.trainer, a.fine_tta_axes)):
         folder = results / _stage_dataset(a.dataset_id, stage) / f"{trainer}__{PLANS_NAME}__{CONFIGURATION}"
-        stages[stage] = TrainedStage(folder=folder, fold=a.fold, checkpoint=a.checkpoint,
-                                     tta=TTA(axes=tuple(axes), mode=a.tta_mode), step_size=a.step_size)
+        tta, step = TTA(axes=tuple(axes), mode=a.tta_mode), a.step_size
+        if like is not None:   # a fine-tuned model keeps the inference settings of the model it started from
+            tta, step = like.stage(stage).tta, like.stage(stage).step_size
+        stages[stage] = TrainedStage(folder=folder, fold=a.fold, checkpoint=a.checkpoint, tta=tta, step_size=step)
     cap = None if a.no_roi_cap else tuple(a.roi_max_extent_mm or DEFAULT_ROI_MAX_EXTENT_MM)
     out = export_c2f(Path(a.out), stages["coarse"], stages["fine"], name=a.name, description=a.description,
-                     modalities=tuple(a.modalities), onnx=not a.no_onnx, roi_max_extent_mm=cap)
+                     modalities=tuple(a.modalities), onnx=not a.no_onnx, roi_max_extent_mm=cap,
+                     extra_provenance=None if a.provenance is None else json.loads(a.provenance.read_text()),
+                     roi_from=None if like is None else like.roi,
+                     postprocess=None if like is None else like.postprocess)
     print(out)
     return 0
 
@@ -108,8 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("convert", help="labelled folders -> nnU-Net raw datasets (coarse + fine), engine-prepared")
     common(s)
-    s.add_argument("--source", action="append", required=True,
+    s.add_argument("--source", action="append", default=[],
                    help="NAME=IMAGES_DIR[,LABELS_DIR] (repeat: labelled CT, synthetic MRI/PET, pseudo-labels)")
+    s.add_argument("--optional-source", action="append", default=[],
+                   help="as --source, but skipped (with a line) when it holds no labelled case, e.g. a "
+                        "pseudo-labelled set whose filter kept none")
     s.add_argument("--spec", type=Path, help="C2FSpec JSON (default: the built-in spec; see `spec`)")
     s.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     s.add_argument("--workers", type=int, default=1, help="conversion processes")
@@ -136,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "epochs measured so far say the run would take longer")
     s.add_argument("--continue", dest="continue_training", action="store_true",
                    help="resume from the latest checkpoint of this stage")
+    s.add_argument("--resume", action="store_true",
+                   help="resume when an interrupted run of this same training (same arguments, current plans) left a "
+                        "checkpoint, else start (from --pretrained)")
     s.add_argument("--pretrained", help="start from these weights, all layers incl. the segmentation heads "
                                         "(nnU-Net checkpoint or an exported weights/<model>/<stage>.pt; self-training)")
     s.add_argument("--validate", action="store_true", help="nnU-Net's full validation after training")
@@ -160,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tta-mode", choices=("all", "joint"), default="all")
     s.add_argument("--step-size", type=float, default=0.5)
     s.add_argument("--no-onnx", action="store_true")
+    s.add_argument("--provenance", type=Path, help="JSON object added to the card's provenance (e.g. the "
+                                                   "self-training cycle's sources and filter)")
+    s.add_argument("--settings-from", type=Path, metavar="MODEL",
+                   help="take TTA, step size, ROI cap / regrowth and clean-up from this model folder's card (a "
+                        "fine-tuned model keeps the inference settings of the model it started from)")
     cap = s.add_mutually_exclusive_group()
     cap.add_argument("--roi-max-extent-mm", nargs=3, type=float, metavar=("Z", "Y", "X"),
                      help="largest plausible extent of the coarse organs' union before the ROI margin, written to "

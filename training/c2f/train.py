@@ -51,6 +51,26 @@ def output_folder(folders: NnunetFolders, dataset: str, trainer: str = DEFAULT_T
     return Path(folders.results) / dataset / f"{trainer}__{PLANS_NAME}__{CONFIGURATION}" / f"fold_{fold}"
 
 
+# what defines a training run: a checkpoint of another run of these fields is not resumed (`resumable`)
+RUN_FIELDS = ("dataset", "trainer", "fold", "epochs", "iterations_per_epoch", "val_iterations_per_epoch",
+              "initial_lr", "time_budget_s")
+
+
+def resumable(args: TrainArgs) -> bool:
+    """A checkpoint of this stage that an interrupted run of the same training left: its recorded arguments
+    (RUN_FIELDS) are these, and it is newer than the current plans (a re-planned dataset starts over)."""
+    from inference.atomic import read_json
+
+    fold = output_folder(args.folders, args.dataset, args.trainer, args.fold)
+    ckpts = [fold / f for f in ("checkpoint_latest.pth", "checkpoint_final.pth") if (fold / f).is_file()]
+    record = read_json(fold / ARGS_FILE)
+    plans = Path(args.folders.preprocessed) / args.dataset / f"{PLANS_NAME}.json"
+    if not ckpts or not isinstance(record, dict) or not plans.is_file():
+        return False
+    same = all(record.get(k) == getattr(args, k) for k in RUN_FIELDS)
+    return same and max(c.stat().st_mtime for c in ckpts) > plans.stat().st_mtime
+
+
 def _make_trainer(args: TrainArgs, device):
     from batchgenerators.utilities.file_and_folder_operations import load_json
 

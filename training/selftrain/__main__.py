@@ -25,7 +25,7 @@ from pathlib import Path
 
 from inference.atomic import write_text
 
-from .cycle import CycleError
+from .cycle_config import CycleError
 from .filtering import FilterConfig, FilterError, format_table4, load_table4, run_filter
 from .predict import MODALITY_CHOICES, PredictConfig, PredictError, parse_shard, run_predict
 from .stats import StatsError, compute_stats, load_stats, save_stats
@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-progress", action="store_true")
 
     c = sub.add_parser("cycle", help="one full self-training cycle: predict, filter, convert, plan, train, export "
-                                     "(resumable; a rerun skips finished steps)")
-    c.add_argument("--work", type=Path, required=True, help="this cycle's work folder (state: WORK/cycle.json)")
+                                     "(resumable: a rerun skips finished steps, a changed setting re-runs "
+                                     "what it defines)")
+    c.add_argument("--work", type=Path, required=True, help="this cycle's work folder (done markers: WORK/state/)")
     c.add_argument("--ct", required=True, help="labelled CT: IMAGES_DIR,LABELS_DIR (training source 'ct')")
     c.add_argument("--synthetic", action="append", default=[],
                    help="NAME=IMAGES_DIR,LABELS_DIR labelled synthetic MRI/PET (repeat)")
@@ -200,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             except PredictFailed as exc:
                 _say(f"error: {exc}")
                 return 1
-            _say(f"cycle {result.cycle}: {len(result.ran)} step(s) run, "
-                 f"{len(result.steps) - len(result.ran)} finished earlier; model {result.model}")
+            _say(f"cycle {result.cycle}: {len(result.ran)} step(s) run, {len(result.skipped)} finished earlier; "
+                 f"model {result.model}")
             return 0
     except (StatsError, PredictError, FilterError, CycleError) as exc:
         _say(f"error: {exc}")

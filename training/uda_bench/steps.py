@@ -20,8 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+from training.c2f.chain import C2FChain, StageTraining, chain_steps
 from training.pet_check import PET_CASES
-
 from training.runner import Step
 
 from .protocol import ROWS, SOURCE_CASES, TARGET_CASES, TEST_CASES, TS_CT_CASES, Profile
@@ -121,27 +121,14 @@ def write_inputs(work: Path, profile: Profile) -> None:
 
 def _c2f_row(row: str, work: Path, sources: list[str], deps: tuple[str, ...], profile: Profile,
              device: str, modalities: tuple[str, ...] = ("MRI",)) -> list[Step]:
-    w = str(work / "rows" / row)
-    spec = str(work / "inputs/spec.json")
-    src = [a for s in sources for a in ("--source", s)]
-    steps = [
-        Step(f"r{row}.convert", deps, [PY, "-m", "training.c2f", "convert", "--work", w, "--spec", spec,
-                                       "--workers", str(profile.workers), *src]),
-        Step(f"r{row}.plan", (f"r{row}.convert",),
-             [PY, "-m", "training.c2f", "plan", "--work", w, "--workers", str(profile.workers)]),
-    ]
-    for stage, run in (("coarse", profile.coarse), ("fine", profile.fine)):
-        argv = [PY, "-m", "training.c2f", "train", "--work", w, "--stage", stage, "--trainer", profile.trainer,
-                "--lr", str(profile.lr), "--device", device, "--workers", str(profile.da_workers), *run.args()]
-        if device == "cpu":
-            argv += ["--threads", "1"]
-        steps.append(Step(f"r{row}.{stage}", (f"r{row}.plan",), argv, gpu=True))
-    steps.append(Step(f"r{row}.export", (f"r{row}.coarse", f"r{row}.fine"),
-                      [PY, "-m", "training.c2f", "export", "--work", w, "--trainer", profile.trainer,
-                       "--out", str(work / "models" / f"r{row}"), "--name", f"r{row}",
-                       "--description", f"UDA benchmark row {row} ({profile.name} profile)",
-                       "--modalities", *modalities, "--no-onnx"]))
-    return steps
+    stage = {name: StageTraining(run.epochs, run.iterations, run.val_iterations, run.time_budget_s)
+             for name, run in (("coarse", profile.coarse), ("fine", profile.fine))}
+    chain = C2FChain(work=work / "rows" / row, sources=tuple(sources), out=work / "models" / f"r{row}",
+                     name=f"r{row}", description=f"UDA benchmark row {row} ({profile.name} profile)",
+                     spec=work / "inputs/spec.json", trainer=profile.trainer, lr=profile.lr, device=device,
+                     threads=1 if device == "cpu" else None, workers=profile.workers, da_workers=profile.da_workers,
+                     coarse=stage["coarse"], fine=stage["fine"], modalities=modalities, onnx=False)
+    return chain_steps(f"r{row}.", chain, deps)
 
 
 def _cyclegan(kind: str, work: Path, device: str, threads: int = 1) -> list[Step]:
