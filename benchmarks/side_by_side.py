@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -37,6 +38,7 @@ from benchmarks.engine_benchmark import machine_description, seed_size_stages  #
 from eval.resources import ResourceConfig, measure_folder  # noqa: E402
 from inference.atomic import atomic_path, write_text  # noqa: E402
 from inference.config import TTA, Architecture, Normalization, RoiConfig, StageConfig  # noqa: E402
+from training.c2f.planner import architecture_plans  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 NUM_CLASSES = 14
@@ -60,10 +62,48 @@ def fine_stage(arch: Architecture, spacing, patch, tta: TTA) -> StageConfig:
                        architecture=arch, label_ids=tuple(range(NUM_CLASSES)), tta=tta, step_size=0.5)
 
 
+def plans_dict(*, dataset_name: str, plans_name: str, planner: str, arch: Architecture, spacing, patch_size,
+               median_shape, batch_size: int, normalization: str, batch_dice: bool,
+               intensity_properties: dict[str, Any]) -> dict[str, Any]:
+    """An nnU-Net v2 plans dict with one 3d_fullres configuration (identity transpose, nnU-Net's resampling), as
+    nnU-Net's default planner writes it for a trained model folder (the comparison model is built, not trained)."""
+    spacing = [float(s) for s in spacing]
+    median_shape = [int(v) for v in median_shape]
+    config = {
+        "data_identifier": f"{plans_name}_3d_fullres",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": int(batch_size),
+        "patch_size": [int(p) for p in patch_size],
+        "median_image_size_in_voxels": median_shape,
+        "spacing": spacing,
+        "normalization_schemes": [normalization],
+        "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": architecture_plans(arch),
+        "batch_dice": batch_dice,
+    }
+    return {
+        "dataset_name": dataset_name,
+        "plans_name": plans_name,
+        "original_median_spacing_after_transp": spacing,
+        "original_median_shape_after_transp": median_shape,
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": config},
+        "experiment_planner_used": planner,
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": intensity_properties,
+    }
+
+
 def nnunet_plans(arch: Architecture, spacing, patch) -> dict:
     """A plans.json like nnU-Net's default planner writes (3d_fullres only), for `arch` at `spacing`/`patch`."""
-    from training.c2f.planner import plans_dict
-
     return plans_dict(
         dataset_name="Dataset999_SideBySide", plans_name="nnUNetPlans", planner="ExperimentPlanner", arch=arch,
         spacing=spacing, patch_size=patch, median_shape=patch, batch_size=2, normalization="ZScoreNormalization",

@@ -64,7 +64,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from .planner import plan_and_preprocess
 
     folders = folders_of(a.work)
-    bind_folders(folders, a.workers)
+    bind_folders(folders, max(1, a.workers or 1))   # nnU-Net's planner uses nnUNet_n_proc_DA torch threads: >= 1
     for stage in a.stages:
         raw = folders.raw / _stage_dataset(a.dataset_id, stage)
         print(f"{stage}: {plan_and_preprocess(raw, folders.preprocessed, workers=max(1, a.workers or 1))}")

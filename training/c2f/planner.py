@@ -1,8 +1,8 @@
-"""Step 2: plans for one converted stage dataset, then nnU-Net's own preprocessing of its cases.
+"""Step 2: nnU-Net's fingerprint and plans for one converted stage dataset, then nnU-Net's preprocessing of its cases.
 
-The plans are generated from the stage's `StageSpec` (recorded in the raw dataset.json by convert.py): target
-spacing = the spacing the data already have, NoNormalization (the data are already normalised), identity
-transpose, PlainConvUNet of the spec. With those, nnU-Net's DefaultPreprocessor only crops to the non-zero
+The plans come from nnU-Net's ExperimentPlanner, extended through its hooks with the stage's `StageSpec` (recorded
+in the raw dataset.json by convert.py): target spacing = the spacing the data already have, NoNormalization (the
+data are already normalised), identity transpose, the spec's patch, batch and PlainConvUNet. With those, nnU-Net's DefaultPreprocessor only crops to the non-zero
 bounding box (a no-op on normalised data, which is non-zero almost everywhere) and samples foreground locations;
 the voxels reach the network exactly as the engine prepares them.
 """
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
-from inference.atomic import copy_file, write_json
+from inference.atomic import copy_file
 from inference.config import Architecture
 
 from .config import C2FSpec, StageSpec
@@ -66,97 +66,61 @@ def architecture_plans(arch: Architecture) -> dict[str, Any]:
     }
 
 
-def plans_dict(*, dataset_name: str, plans_name: str, planner: str, arch: Architecture, spacing, patch_size,
-               median_shape, batch_size: int, normalization: str, batch_dice: bool,
-               intensity_properties: dict[str, Any]) -> dict[str, Any]:
-    """An nnU-Net v2 plans dict with one 3d_fullres configuration (identity transpose, nnU-Net's resampling)."""
-    spacing = [float(s) for s in spacing]
-    median_shape = [int(v) for v in median_shape]
-    config = {
-        "data_identifier": f"{plans_name}_{CONFIGURATION}",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": int(batch_size),
-        "patch_size": [int(p) for p in patch_size],
-        "median_image_size_in_voxels": median_shape,
-        "spacing": spacing,
-        "normalization_schemes": [normalization],
-        "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": architecture_plans(arch),
-        "batch_dice": batch_dice,
-    }
-    return {
-        "dataset_name": dataset_name,
-        "plans_name": plans_name,
-        "original_median_spacing_after_transp": spacing,
-        "original_median_shape_after_transp": median_shape,
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {CONFIGURATION: config},
-        "experiment_planner_used": planner,
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": intensity_properties,
-    }
+def c2f_planner_class():
+    """nnU-Net's ExperimentPlanner for one converted C2F stage dataset, extended through its hooks: the target
+    spacing is the spacing the data already have, NoNormalization, identity transpose, no 3d_lowres, and the
+    3d_fullres configuration gets the spec's patch, batch and PlainConvUNet (nnU-Net's own planning of every other
+    field is kept: resampling functions, data identifier, 2d configuration, the plans file itself)."""
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
+    class _C2FPlanner(ExperimentPlanner):
+        def __init__(self, dataset_name: str, stage: StageSpec):
+            super().__init__(dataset_name, plans_name=PLANS_NAME, suppress_transpose=True)
+            self.stage = stage
+            self.lowres_creation_threshold = 0.0   # the coarse stage is a dataset (and a model) of its own
 
-def fingerprint(raw_folder: Path, ids: list[str], file_ending: str, max_fg_samples: int = 10000) -> dict[str, Any]:
-    """nnU-Net's dataset fingerprint (shapes, spacings, foreground intensity statistics) of the raw images."""
-    shapes, spacings, fg = [], [], []
-    rng = np.random.default_rng(1234)
-    for cid in tqdm(ids, desc="fingerprint", unit="case"):
-        img = sitk.ReadImage(str(Path(raw_folder) / "imagesTr" / f"{cid}_0000{file_ending}"))
-        lab = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(raw_folder) / "labelsTr" / f"{cid}{file_ending}")))
-        arr = sitk.GetArrayFromImage(img)
-        shapes.append(list(arr.shape))
-        spacings.append([float(s) for s in reversed(img.GetSpacing())])
-        vals = arr[lab > 0]
-        if vals.size:
-            fg.append(rng.choice(vals, min(max_fg_samples, vals.size), replace=False))
-    v = np.concatenate(fg) if fg else np.zeros(1, dtype=np.float32)
-    props = {"max": float(v.max()), "mean": float(v.mean()), "median": float(np.median(v)), "min": float(v.min()),
-             "percentile_00_5": float(np.percentile(v, 0.5)), "percentile_99_5": float(np.percentile(v, 99.5)),
-             "std": float(v.std())}
-    return {"foreground_intensity_properties_per_channel": {"0": props},
-            "median_relative_size_after_cropping": 1.0, "shapes_after_crop": shapes, "spacings": spacings}
+        def determine_fullres_target_spacing(self) -> np.ndarray:
+            return np.array(self.stage.spacing_mm, dtype=float)
 
+        def determine_normalization_scheme_and_whether_mask_is_used_for_norm(self):
+            return ["NoNormalization"], [False]
 
-def make_plans(dataset_name: str, stage: StageSpec, fp: dict[str, Any]) -> dict[str, Any]:
-    """The plans dict (nnU-Net v2 format) for a stage whose data already sit at `stage.spacing_mm`."""
-    return plans_dict(
-        dataset_name=dataset_name, plans_name=PLANS_NAME, planner="training.c2f.planner",
-        arch=stage.network.architecture(), spacing=stage.spacing_mm, patch_size=stage.patch_size,
-        median_shape=[int(round(v)) for v in np.median(np.array(fp["shapes_after_crop"]), 0)],
-        batch_size=stage.batch_size, normalization="NoNormalization", batch_dice=False,
-        intensity_properties=fp["foreground_intensity_properties_per_channel"])
+        def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
+                                        _cache):
+            plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
+                                                       approximate_n_voxels_dataset, _cache)
+            if len(spacing) == 3:
+                plan.update(patch_size=list(self.stage.patch_size), batch_size=self.stage.batch_size,
+                            architecture=architecture_plans(self.stage.network.architecture()))
+            return plan
+
+    _C2FPlanner.__name__ = _C2FPlanner.__qualname__ = "C2FPlanner"
+    return _C2FPlanner
 
 
 def plan_and_preprocess(raw_folder: Path, preprocessed_dir: Path, workers: int = 1) -> Path:
-    """Write `preprocessed_dir/<dataset>/{dataset.json, dataset_fingerprint.json, C2FPlans.json}` and the
-    preprocessed cases (nnU-Net's DefaultPreprocessor; `workers` processes). Resumable: cases already
-    preprocessed are skipped.
+    """nnU-Net's fingerprint (DatasetFingerprintExtractor) and plans (`c2f_planner_class`) of a converted stage
+    dataset, then its preprocessed cases (nnU-Net's DefaultPreprocessor, `workers` processes). Resumable: cases
+    already preprocessed are skipped.
 
-    nnU-Net must already point at the folders (nnunet_env.bind_folders). Returns the preprocessed dataset folder.
+    nnU-Net must already point at the folders (nnunet_env.bind_folders), with `raw_folder` inside its nnUNet_raw and
+    `preprocessed_dir` its nnUNet_preprocessed. Returns the preprocessed dataset folder.
     """
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     raw_folder = Path(raw_folder)
     ds, spec, stage_name = read_raw_dataset(raw_folder)
-    stage = spec.stage(stage_name)
+    for var, folder in (("nnUNet_raw", raw_folder.parent), ("nnUNet_preprocessed", Path(preprocessed_dir))):
+        if Path(os.environ.get(var, "")).resolve() != folder.resolve():
+            raise ValueError(f"{raw_folder}: nnU-Net's {var} is {os.environ.get(var)!r}, not {folder} "
+                             "(call nnunet_env.bind_folders first)")
     ending = ds["file_ending"]
     ids = raw_cases(raw_folder, ending)
     out = Path(preprocessed_dir) / raw_folder.name
     out.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(raw_folder, ids, ending)
-    plans = make_plans(raw_folder.name, stage, fp)
-    write_json(out / "dataset.json", ds)
-    write_json(out / "dataset_fingerprint.json", fp)
-    write_json(out / f"{PLANS_NAME}.json", plans)
+    DatasetFingerprintExtractor(raw_folder.name, num_processes=max(1, workers)).run(overwrite_existing=True)
+    plans = c2f_planner_class()(raw_folder.name, spec.stage(stage_name)).plan_experiment()
 
     pm = PlansManager(plans)
     cm = pm.get_configuration(CONFIGURATION)
