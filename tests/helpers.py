@@ -1,4 +1,5 @@
-"""Test helpers: tiny randomly initialised models in temporary weights folders, synthetic images."""
+"""Test helpers: tiny randomly initialised models in temporary weights folders, a tiny C2F spec, an image writer
+(the phantoms are in phantoms.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 
 from inference.config import TTA, Architecture, Normalization, PostprocessConfig, RoiConfig, StageConfig
 from inference.network import build_network
+from training.c2f.config import C2FSpec, NetworkSpec, StageSpec
 from training.export import export_model
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -61,15 +63,6 @@ def write_image(arr: np.ndarray, path: Path, spacing=(1.0, 1.0, 1.0), origin=(0.
     return img
 
 
-def blob_image(shape=(40, 64, 64), center=None, radius=8.0, seed=0) -> np.ndarray:
-    """Noisy background with one bright sphere (float32)."""
-    rng = np.random.default_rng(seed)
-    zz, yy, xx = np.indices(shape)
-    c = center or tuple(s // 2 for s in shape)
-    inside = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= radius ** 2
-    return (rng.normal(0, 1, shape) + 10 * inside).astype(np.float32)
-
-
 def stub_card_model(folder: Path, description: str, **card_fields) -> Path:
     """A coarse (4 mm) + fine (2 mm) model folder with unnormalised input, for tests that replace the networks by a
     stub backend (pipeline.make_backend patched): only the card matters. Returns the weights folder (parent)."""
@@ -86,15 +79,12 @@ def stub_card_model(folder: Path, description: str, **card_fields) -> Path:
     return folder.parent
 
 
-def abdomen_phantom(shape=(12, 80, 96), kidney_zy=((4, 9), (50, 60)), kidney_x=((25, 35), (60, 70))):
-    """Elliptic body with a liver block, a spleen block and two kidneys (FLARE labels 1, 3, 2 right, 13 left),
-    numpy (z, y, x) in the canonical frame (axis 1 anterior -> posterior, x towards the patient's left)."""
-    _, yy, xx = np.indices(shape)
-    body = ((yy - 40) / 36.0) ** 2 + ((xx - 48) / 44.0) ** 2 <= 1.0
-    labels = np.zeros(shape, np.uint8)
-    labels[2:10, 20:45, 15:45] = 1
-    labels[2:10, 20:40, 60:78] = 3
-    (z0, z1), (y0, y1) = kidney_zy
-    for organ, (x0, x1) in zip((2, 13), kidney_x):
-        labels[z0:z1, y0:y1, x0:x1] = organ
-    return labels, body
+def tiny_spec(crops_per_case: int = 2) -> C2FSpec:
+    """training.c2f spec with small grids and 3-stage nets (CPU tests: a training iteration takes a fraction of a
+    second)."""
+    net = NetworkSpec((4, 8, 16), ((1, 1, 1), (2, 2, 2), (2, 2, 2)), n_conv_per_stage=1, n_conv_per_stage_decoder=1)
+    coarse = StageSpec(spacing_mm=(6.0, 6.0, 6.0), patch_size=(8, 16, 16), network=net, batch_size=2)
+    fine_net = NetworkSpec((8, 16, 32), ((1, 1, 1), (2, 2, 2), (2, 2, 2)))
+    fine = StageSpec(spacing_mm=(3.0, 2.0, 2.0), patch_size=(16, 32, 32), network=fine_net, batch_size=2)
+    return C2FSpec(coarse=coarse, fine=fine, margin_mm=(6.0, 6.0, 6.0), jitter_mm=(3.0, 3.0, 3.0),
+                   crops_per_case=crops_per_case)

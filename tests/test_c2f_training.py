@@ -19,7 +19,8 @@ from inference.pipeline import Segmenter, segment_image
 from training.c2f import cli
 from training.c2f.config import C2FSpec, default_spec
 from training.c2f.convert import Source, jittered_box, load_canonical, stage_arrays, write_volume
-from synthetic_c2f import tiny_spec, write_synthetic_source
+from helpers import tiny_spec
+from phantoms import write_synthetic_source
 
 DS = 601
 COARSE, FINE = "Dataset601_FLAREc2fCoarse", "Dataset602_FLAREc2fFine"
@@ -157,7 +158,7 @@ def test_export_card_provenance_and_engine_run(trained, tmp_path):
     assert prov["training"]["fine"]["training_cases"] == 8
     assert {"coarse.pt", "coarse.onnx", "fine.pt", "fine.onnx"} <= set(card.sha256)
 
-    from synthetic_c2f import synthetic_case
+    from phantoms import synthetic_case
 
     image, _ = synthetic_case(seed=7)
     img = sitk.GetImageFromArray(image)

@@ -13,7 +13,8 @@ from inference.config import ModelCardError, RoiConfig
 from inference.model_folder import load_model_folder, sha256_of, write_card
 from training.export import compose_model
 
-from helpers import blob_image, make_random_model, tiny_stage
+from helpers import make_random_model, tiny_stage
+from phantoms import blob_image
 
 
 @pytest.fixture()

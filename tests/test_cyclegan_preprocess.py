@@ -10,7 +10,7 @@ from training.cyclegan.options import CycleGANOptions
 from training.cyclegan.preprocess import (InPlaneCrop, InPlanePad, InPlaneResample, IntensityWindow, Reorientation,
                                           percentile_window, prepare_arrays, prepare_image, restore_labels,
                                           restore_volume)
-from synthetic_cyclegan import phantom
+from phantoms import slice_phantom
 
 torch.set_num_threads(1)
 
@@ -119,7 +119,7 @@ def test_pad_to_multiple_round_trip():
 
 @pytest.mark.parametrize("body_crop", [False, True])
 def test_volume_round_trip(body_crop):
-    img, lab = phantom((5, 48, 56), "ct", noise=0.0)
+    img, lab = slice_phantom((5, 48, 56), "ct", noise=0.0)
     direction = (-1, 0, 0, 0, 0, 1, 0, -1, 0)          # flipped x, y and z swapped: a coronal-ordered array
     vol = prepare_arrays(img, (0.8, 0.8, 2.0), direction, "ct", spacing_mm=1.6, ct_window_hu=(-600, 600),
                          percentiles=(0.1, 99.9), body_crop=body_crop, label=lab)
@@ -137,7 +137,7 @@ def test_volume_round_trip(body_crop):
 
 
 def test_prepare_image_uses_options():
-    img, lab = phantom((3, 32, 32), "mri")
+    img, lab = slice_phantom((3, 32, 32), "mri")
     sitk_img = sitk.GetImageFromArray(img)
     sitk_img.SetSpacing((2.0, 2.0, 5.0))
     opts = CycleGANOptions(spacing_mm=4.0, slice_size=32, seg_depth=2)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.cyclegan.__main__ import main
-from synthetic_cyclegan import write_case
+from phantoms import write_case
 from training.cyclegan.translate import load_checkpoint
 
 torch.set_num_threads(1)

@@ -10,7 +10,7 @@ from training.cyclegan.__main__ import main
 from training.cyclegan.data import find_cases, read_case
 from training.cyclegan.model import OrganAttentionCycleGAN
 from training.cyclegan.options import CycleGANOptions
-from synthetic_cyclegan import write_case
+from phantoms import write_case
 from training.cyclegan.train import save_checkpoint
 from training.cyclegan.translate import load_checkpoint, translate
 

@@ -3,7 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import blob_image, write_image
+from helpers import write_image
+from phantoms import blob_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers import blob_image, write_image
+from helpers import write_image
+from phantoms import blob_image
 from inference import pipeline
 from inference.backends import Backend
 from inference.cli import main

@@ -12,7 +12,8 @@ from inference import orientation, roi
 from inference.io import LoadedImage
 from inference.pipeline import CaseRecord, EngineOptions
 
-from helpers import blob_image, make_random_model, write_image
+from helpers import make_random_model, write_image
+from phantoms import blob_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.oracle_roi import GivenRoiSegmenter, oracle_box  # noqa: E402

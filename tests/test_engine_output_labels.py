@@ -13,7 +13,8 @@ from inference.model_folder import load_model_folder, write_card
 from inference.labels import OUTPUT_SCHEMES, PET_FROM_MRI
 from inference.pipeline import segment_image
 
-from helpers import blob_image, make_random_model, write_image
+from helpers import make_random_model, write_image
+from phantoms import blob_image
 
 
 def test_default_maps_are_the_flare_and_pet_schemes_and_bad_maps_are_rejected(tmp_path):

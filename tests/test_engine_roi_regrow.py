@@ -10,7 +10,7 @@ import pytest
 from inference import pipeline, roi
 from inference.config import ModelCardError, RoiConfig
 from inference.io import read_image
-from inference.pipeline import CaseRecord, EngineOptions, Segmenter
+from inference.pipeline import CaseRecord, EngineOptions
 
 from helpers import stub_card_model, write_image
 from test_engine_roi_cap import ValueBackend, _block

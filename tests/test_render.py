@@ -11,7 +11,8 @@ from scipy import ndimage
 from training.render import RenderConfig, body_mask_from_image, render_case, render_ct, write_body_mask
 from training.render.ct import ORGAN_HU
 
-from helpers import REAL, abdomen_phantom, write_image
+from helpers import REAL, write_image
+from phantoms import abdomen_phantom
 
 SPACING = (5.0, 2.0, 2.0)
 

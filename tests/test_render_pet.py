@@ -15,7 +15,8 @@ from training.render import (PetRenderConfig, SynthRenderConfig, render_pet, ren
 from training.render.pet import ORGAN_SUV, RELATIVE_TO_LIVER
 from training.render.synth import tissue_classes
 
-from helpers import abdomen_phantom, write_image
+from helpers import write_image
+from phantoms import abdomen_phantom
 
 SPACING = (5.0, 2.0, 2.0)
 # PSF, noise and texture off: every voxel holds the value drawn for its tissue

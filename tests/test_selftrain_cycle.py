@@ -24,42 +24,27 @@ from inference.config import TTA, PostprocessConfig, RoiConfig, StageConfig
 from inference.model_folder import load_model_folder
 from inference.network import build_network
 from inference.pipeline import segment_image
-from synthetic_c2f import tiny_spec
+from helpers import tiny_spec, write_image
+from phantoms import organ_grid_case
 from training.export import export_model
 from training.selftrain.__main__ import main
 from training.selftrain.cycle import (CycleError, TargetSet, parse_labelled, train_labels, training_spec)
 from training.selftrain.stats import compute_stats, save_stats
 
-SHAPE = (24, 48, 48)  # numpy z, y, x
-SPACING = (3.0, 2.0, 2.0)
-CELLS = dict(zip(range(1, 14), (5, 0, 3, 1, 2, 4, 6, 7, 8, 9, 10, 12, 15)))  # organ -> cell of a 4 x 4 y-x grid
+SPACING = (3.0, 2.0, 2.0)  # numpy z, y, x
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def organ_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(image, labels): 13 box organs, one per grid cell (+-1 voxel jitter), intensity painted per organ."""
-    rng = np.random.default_rng(seed)
-    lab = np.zeros(SHAPE, np.uint8)
-    for organ, cell in CELLS.items():
-        cy, cx = divmod(cell, 4)
-        y0, x0, h = cy * 12 + 6, cx * 12 + 6, 4 + int(rng.integers(-1, 2))
-        lab[4 + int(rng.integers(-1, 2)):20 + int(rng.integers(-1, 2)), y0 - h:y0 + h, x0 - h:x0 + h] = organ
-    img = np.where(lab > 0, 30.0 + 15.0 * lab, 10.0) + rng.normal(0.0, 2.0, SHAPE)
-    return img.astype(np.float32), lab
-
-
 def _write(arr: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = sitk.GetImageFromArray(arr)
-    img.SetSpacing(tuple(reversed(SPACING)))
-    sitk.WriteImage(img, str(path))
+    write_image(arr, path, spacing=tuple(reversed(SPACING)))
 
 
 def write_labelled(folder: Path, prefix: str, seeds) -> tuple[Path, Path]:
     for i, seed in enumerate(seeds):
-        img, lab = organ_case(seed)
+        img, lab = organ_grid_case(seed)
         _write(img, folder / "images" / f"{prefix}{i}_0000.nii.gz")
         _write(lab, folder / "labels" / f"{prefix}{i}.nii.gz")
     return folder / "images", folder / "labels"
@@ -111,12 +96,12 @@ def cycles(tmp_path_factory):
     write_labelled(root / "ct", "ct", range(4))
     write_labelled(root / "syn", "syn", range(20, 22))
     for i, seed in enumerate(range(30, 33)):
-        _write(organ_case(seed)[0], root / "mr" / f"mr_{'abc'[i]}_0000.nii.gz")
+        _write(organ_grid_case(seed)[0], root / "mr" / f"mr_{'abc'[i]}_0000.nii.gz")
     for i, seed in enumerate(range(40, 42)):
-        _write(organ_case(seed)[0], root / "pet" / f"fdg_{'ab'[i]}_0000.nii.gz")
+        _write(organ_grid_case(seed)[0], root / "pet" / f"fdg_{'ab'[i]}_0000.nii.gz")
     save_stats(compute_stats(root / "ct" / "labels", progress=False), root / "stats.json")
     (root / "spec.json").write_text(json.dumps(tiny_spec().to_dict()))
-    sample = organ_case(0)[0]
+    sample = organ_grid_case(0)[0]
     calibrated_model(root / "weights" / "ct_best", 0, sample)
     calibrated_model(root / "weights" / "ct_second", 0, sample)  # same weights: Dice 1, vote = best's labels
     calibrated_model(root / "weights" / "ct_extra", 1, sample)
@@ -190,7 +175,7 @@ def test_new_model_loads_segments_and_names_the_cycle_and_sources(cycles):
     assert folder.card.roi.max_extent_mm == best.roi.max_extent_mm == (900.0, 900.0, 900.0)
     assert folder.card.roi.regrow_rounds == 5 and folder.card.roi.regrow_mm == best.roi.regrow_mm
     assert folder.card.postprocess == best.postprocess and folder.card.postprocess.connectivity == 18
-    img, _ = organ_case(99)
+    img, _ = organ_grid_case(99)
     image = sitk.GetImageFromArray(img)
     image.SetSpacing(tuple(reversed(SPACING)))
     out = sitk.GetArrayFromImage(segment_image(image, root / "weights", model="st_c1", modality="MRI",

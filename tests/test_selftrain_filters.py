@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_selftrain_phantoms import phantom, write_ct_label_set
+from phantoms import grid_phantom, write_ct_label_set
 from training.selftrain import labels as L
 from training.selftrain.filtering import (CaseResult, format_table4, sample_measures, select_top_k, table4_row)
 from training.selftrain.stats import StatsError, compute_stats, load_stats, save_stats
@@ -28,7 +28,7 @@ def test_relative_volume_by_hand():
 
 
 def test_dice_identical_is_one_and_shifted_cube_by_hand():
-    p = phantom(1)
+    p = grid_phantom(1)
     assert L.mean_foreground_dice(p, p.copy(), range(1, 14)) == 1.0
     a = np.zeros((8, 8, 8), np.uint8)
     a[2:6, 2:6, 2:6] = 3
@@ -66,7 +66,7 @@ def test_pet_numbering_round_trip():
 # ---- statistics ------------------------------------------------------------------------------------------------
 
 def test_ct_statistics_match_numpy_and_round_trip(ct_stats, tmp_path):
-    maps = [phantom(100 + i) for i in range(8)]
+    maps = [grid_phantom(100 + i) for i in range(8)]
     liver = np.array([L.relative_volumes(m, range(1, 14))[1] for m in maps])
     s = ct_stats.for_set("mri")
     assert s.n_cases == 8
@@ -81,13 +81,13 @@ def test_ct_statistics_match_numpy_and_round_trip(ct_stats, tmp_path):
 
 
 def test_statistics_exclude_incomplete_maps_and_name_bad_files(tmp_path):
-    from test_selftrain_phantoms import write_labels_nii
+    from phantoms import write_labels_nii
 
     folder = tmp_path / "ct"
     folder.mkdir()
-    write_labels_nii(phantom(1), folder / "full.nii.gz")
-    write_labels_nii(phantom(2, organs=(1, 2, 3, 13)), folder / "pet_only_a.nii.gz")
-    write_labels_nii(phantom(3, organs=(1, 2, 3, 13)), folder / "pet_only_b.nii.gz")
+    write_labels_nii(grid_phantom(1), folder / "full.nii.gz")
+    write_labels_nii(grid_phantom(2, organs=(1, 2, 3, 13)), folder / "pet_only_a.nii.gz")
+    write_labels_nii(grid_phantom(3, organs=(1, 2, 3, 13)), folder / "pet_only_b.nii.gz")
     stats = compute_stats(folder, progress=False)
     assert stats.for_set("pet").n_cases == 3
     with pytest.raises(StatsError, match="'mri'"):  # one complete 13-organ map is not enough for sigma
@@ -107,14 +107,14 @@ def test_statistics_exclude_incomplete_maps_and_name_bad_files(tmp_path):
 # ---- stage 1 ---------------------------------------------------------------------------------------------------
 
 def test_plausible_prediction_passes_every_rule(ct_stats):
-    p = phantom(7)
+    p = grid_phantom(7)
     r = sample_measures(p, p.copy(), ct_stats.for_set("mri"), n_sigma=3.0)
     assert r.passed_class and r.passed_volume and not r.out_of_range
     assert r.mean_dice == 1.0
 
 
 def test_too_small_liver_fails_the_volume_rule_only(ct_stats):
-    p = phantom(7, liver_half=1)
+    p = grid_phantom(7, liver_half=1)
     r = sample_measures(p, p.copy(), ct_stats.for_set("mri"), n_sigma=3.0)
     assert r.passed_class
     assert not r.passed_volume
@@ -124,7 +124,7 @@ def test_too_small_liver_fails_the_volume_rule_only(ct_stats):
 
 
 def test_missing_kidney_fails_the_class_rule(ct_stats):
-    p = phantom(7, organs=[o for o in range(1, 14) if o != 13])
+    p = grid_phantom(7, organs=[o for o in range(1, 14) if o != 13])
     for set_name in ("mri", "pet"):
         r = sample_measures(p, p.copy(), ct_stats.for_set(set_name), n_sigma=3.0)
         assert r.missing_organs == [13]
@@ -133,7 +133,7 @@ def test_missing_kidney_fails_the_class_rule(ct_stats):
 
 
 def test_pet_set_ignores_organs_pet_labels_do_not_carry(ct_stats):
-    p = phantom(7, organs=(1, 2, 3, 13))  # no pancreas, aorta, ...: irrelevant for PET
+    p = grid_phantom(7, organs=(1, 2, 3, 13))  # no pancreas, aorta, ...: irrelevant for PET
     r = sample_measures(p, p.copy(), ct_stats.for_set("pet"), n_sigma=3.0)
     assert r.passed_class and r.passed_volume
     assert not sample_measures(p, p, ct_stats.for_set("mri"), n_sigma=3.0).passed_class

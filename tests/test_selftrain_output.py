@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from helpers import write_image
-from test_selftrain_phantoms import SHAPE, phantom, write_ct_label_set
+from phantoms import SHAPE, grid_phantom, write_ct_label_set
 from training.selftrain.__main__ import main
 from training.selftrain.predict import build_record, write_record
 from training.selftrain.stats import compute_stats, save_stats
@@ -29,12 +29,12 @@ def _shift_liver(p: np.ndarray) -> np.ndarray:
 
 def _cases() -> dict[str, tuple[str, list[np.ndarray]]]:
     """case -> (modality, [best, second, third]) with known fates under the default thresholds."""
-    good_a = phantom(11)
-    good_b = phantom(12)
-    small = phantom(13, liver_half=1)
-    no_kidney = phantom(14, organs=[o for o in range(1, 14) if o != 13])
-    low = phantom(15)
-    pet = phantom(16)
+    good_a = grid_phantom(11)
+    good_b = grid_phantom(12)
+    small = grid_phantom(13, liver_half=1)
+    no_kidney = grid_phantom(14, organs=[o for o in range(1, 14) if o != 13])
+    low = grid_phantom(15)
+    pet = grid_phantom(16)
     return {
         "good_a": ("MRI", [good_a, good_a, good_a]),  # Dice 1
         "good_b": ("MRI", [good_b, _shift_liver(good_b), good_b]),  # Dice just below 1; vote = best

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers import blob_image, make_random_model, tiny_stage, write_image
-from test_selftrain_phantoms import write_ct_label_set
+from helpers import make_random_model, tiny_stage, write_image
+from phantoms import blob_image
+from phantoms import write_ct_label_set
 from training.selftrain.__main__ import main
 from training.selftrain.geometry import physical_spacing_xyz
 from training.selftrain.predict import (PredictConfig, PredictError, find_images, is_finished, parse_shard,
