@@ -19,7 +19,7 @@ from training.inplane import augment, protocol
 from training.inplane.data import SliceBank, Volume
 from training.inplane.export import card_stage, to_card_state
 from training.inplane.loop import build_net2d, dice_ce_loss, dice_per_label
-from training.inplane.recipe import Appearance, Spatial, StageRecipe, load_profile
+from training.inplane.recipe import Appearance, Spatial, StageRecipe, as_profile, load_profile
 
 from helpers import REAL
 
@@ -32,6 +32,23 @@ def test_builtin_profile_has_the_issue_rows_and_in_plane_stages():
     assert prof.fine.spacing_mm[0] is None and prof.coarse.spacing_mm[0] is None
     # each row trains within the CPU profile's 90 minutes (shared coarse + one fine stage)
     assert prof.coarse.time_budget_s + prof.fine.time_budget_s <= 90 * 60
+
+
+def test_a_run_reads_its_profile_once(tmp_path):
+    """The steps of a run get the Profile object it loaded: an edit (or removal) of the file later cannot reach
+    them."""
+    from training.inplane.bench import score_file
+    from training.inplane.steps import row_steps
+
+    child = tmp_path / "p.json"
+    child.write_text(json.dumps({"extends": "cpu"}))
+    prof = load_profile(str(child))
+    assert as_profile(prof) is prof and as_profile(str(child)) == prof
+    steps = row_steps(tmp_path / "w", prof, "A3")
+    child.write_text("{ not json")
+    assert [s.name for s in steps][-1] == "rA3.score" and score_file(tmp_path / "w", prof, "P").name.endswith(".csv")
+    with pytest.raises(ValueError):
+        as_profile(str(child))
 
 
 def test_profile_extends_merges_and_rejects_bad_files(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 from inference.atomic import copy_file, write_json, write_text
 
 from . import protocol
-from .recipe import load_profile
+from .recipe import Profile, as_profile
 
 # final.pt last: its presence marks a finished stage (train_one, seed_work skip such a stage)
 STAGE_FILES = ("settings.json", "summary.json", "curve.csv", "final.pt")
@@ -52,8 +52,8 @@ def target_folder(work: Path, data: Path = protocol.REAL_DATA) -> Path:
     return target
 
 
-def train_one(work: Path, profile: str, row: str, stage: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
-              threads: int | None = None, curve_on_test: bool = True, packed: Path | None = None) -> Path:
+def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Path = protocol.REAL_DATA,
+              device: str = "cpu", threads: int | None = None, curve_on_test: bool = True, packed: Path | None = None) -> Path:
     """Train (or resume, or find trained) `stage` of `row`: the coarse stage is shared by the rows and trained
     with the appearance policy of the profile's `coarse_row`. Volumes come from the NIfTI files under `data`, or
     from a pack (training.inplane.pack) when `packed` is given. Returns the stage folder."""
@@ -62,7 +62,7 @@ def train_one(work: Path, profile: str, row: str, stage: str, data: Path = proto
     from .data import MixedBank, SliceBank, load_volumes
     from .loop import train_stage
 
-    prof = load_profile(profile)
+    prof = as_profile(profile)
     if row not in prof.rows:
         raise ValueError(f"profile {prof.name} has no row {row!r} (rows: {sorted(prof.rows)})")
     own = prof.rows[row].own_coarse
@@ -136,7 +136,7 @@ def _still_to_train(out: Path, settings: dict) -> bool:
     return False
 
 
-def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
+def run_row(work: Path, profile: str | Profile, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
             threads: int | None = None, curve_on_test: bool = True) -> Path:
     """Run (on the shared step runner, steps.row_steps) what is missing or outdated for `row` and for the rows it
     needs: train, export and score; returns the scores CSV (an MRI row: DSC / NSD on the CHAOS test scans; a PET
@@ -145,15 +145,15 @@ def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA,
 
     from .steps import row_steps
 
-    prof = load_profile(profile)
+    prof = as_profile(profile)
     if row not in prof.rows:
         raise ValueError(f"profile {prof.name} has no row {row!r} (rows: {sorted(prof.rows)})")
-    res = run_steps(work, row_steps(work, profile, prof, row, data, device, threads, curve_on_test), progress=False)
+    res = run_steps(work, row_steps(work, prof, row, data, device, threads, curve_on_test), progress=False)
     if not res.ok:
         raise RuntimeError(f"row {row}: " + "; ".join(f"{k} failed: {v.splitlines()[0]}" for k, v in
                                                       res.failed.items()) + (f" (not run: {res.blocked})"
                                                                               if res.blocked else ""))
-    return score_file(work, profile, row)
+    return score_file(work, prof, row)
 
 
 def score_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int | None = None) -> Path:
@@ -168,19 +168,19 @@ def score_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads
     return (check_model if pet else score)(model, out, data, threads)
 
 
-def score_file(work: Path, profile: str, row: str) -> Path:
+def score_file(work: Path, profile: str | Profile, row: str) -> Path:
     """Where a row's scores are: scores.csv (MRI rows) or pet_check.csv (PET rows) in WORK/scores/r<row>/."""
-    pet = load_profile(profile).rows[row].modality == "PET"
+    pet = as_profile(profile).rows[row].modality == "PET"
     return work / "scores" / f"r{row}" / ("pet_check.csv" if pet else "scores.csv")
 
 
-def publish(work: Path, profile: str, out: Path, weights_of: tuple[str, ...] = ("A",)) -> Path:
+def publish(work: Path, profile: str | Profile, out: Path, weights_of: tuple[str, ...] = ("A",)) -> Path:
     """Copy the results of every scored row of `work` into `out` and write out/table.md: scores, every stage's
     summary and curve, and the final weights of the coarse stage and of the rows in `weights_of` only (those
     that later rows start from; a few MB each, and the GPU machine's upload carries the whole tree)."""
     from .report import plot_curves, plot_translator, table
 
-    prof = load_profile(profile)
+    prof = as_profile(profile)
     out.mkdir(parents=True, exist_ok=True)
     rows, pet_rows = {}, {}
     for row, r in prof.rows.items():
@@ -247,7 +247,7 @@ def seed_work(results: Path, work: Path) -> list[Path]:
     return copied
 
 
-def ship(work: Path, profile: str, row: str, out: Path, name: str, note: str = "") -> Path:
+def ship(work: Path, profile: str | Profile, row: str, out: Path, name: str, note: str = "") -> Path:
     """Copy row `row`'s scored model into `out` (e.g. weights/<name>) with ONNX weights only (the container's
     runtime) and a card recording the benchmark row, per-organ test DSC / NSD, machine and training length.
     Weights first, card last."""
@@ -271,7 +271,7 @@ def ship(work: Path, profile: str, row: str, out: Path, name: str, note: str = "
         sha[files["onnx"]] = copy_weight_file(src / files["onnx"], out / files["onnx"])
         stages[stage_name] = replace(cfg, files=files)
     prov = dict(model.card.provenance)
-    title = load_profile(profile).rows[row].title
+    title = as_profile(profile).rows[row].title
     if csv_path.name == "pet_check.csv":
         from training.pet_check import PET_CASES
 

@@ -20,7 +20,7 @@ from inference.config import (FLARE_CAUDAL_TO, Architecture, PostprocessConfig, 
 from .bench import stage_dirs
 from .data import NORMALIZATION
 from .loop import build_net2d
-from .recipe import StageRecipe, load_profile
+from .recipe import Profile, StageRecipe, as_profile
 
 
 # The fine stage reruns on a grown ROI while its organs touch an inner face: the 2D coarse stage trained on the CPU
@@ -57,11 +57,11 @@ def _engine_net(stage_dir: Path, recipe: StageRecipe, cfg: StageConfig):
     return net
 
 
-def export_row(work: Path, profile: str, row: str, out: Path, name: str, machine: str = "") -> Path:
+def export_row(work: Path, profile: str | Profile, row: str, out: Path, name: str, machine: str = "") -> Path:
     """weights/<name>: the shared coarse stage + row `row`'s fine stage of the work folder `work`."""
     from training.export import export_model
 
-    prof = load_profile(profile)
+    prof = as_profile(profile)
     stages, prov = {}, {"profile": prof.to_dict(), "row": row, "machine": machine}
     r = prof.rows[row]
     dirs = stage_dirs(work, row, r.own_coarse)

@@ -22,7 +22,7 @@ from inference import resample
 
 from . import protocol
 from .data import Volume, load_volumes, organ_box
-from .recipe import load_profile
+from .recipe import as_profile
 
 
 def _write(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
@@ -33,7 +33,7 @@ def _write(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
 
 def pack(out: Path, profile: str, data: Path = protocol.REAL_DATA) -> Path:
     """Write the pack of `profile` to `out` (.npz; temporary name, then rename)."""
-    prof = load_profile(profile)
+    prof = as_profile(profile)
     fine = min((prof.coarse.spacing_mm, prof.fine.spacing_mm), key=lambda s: s[1] * s[2])
     # the real scans' sources (a PET row renders its source from the BTCV labels in the work folder)
     sources = sorted({r.source for r in prof.rows.values() if r.source in ("btcv", "chaos_target")})

@@ -170,6 +170,12 @@ def _build(cls, d: dict[str, Any], where: str):
     return cls(**out)
 
 
+def as_profile(profile: "str | Profile") -> Profile:
+    """`profile` itself, or the profile of that name or path: a run loads its profile once and hands the object on,
+    so that an edit of the file during a run cannot reach its later steps."""
+    return profile if isinstance(profile, Profile) else load_profile(profile)
+
+
 def load_profile(name_or_path: str) -> Profile:
     """A profile by name (training/inplane/profiles/<name>.json) or path, `extends` resolved."""
     path = find_profile(name_or_path, PROFILE_DIR, PROFILE_DIR)

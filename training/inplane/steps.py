@@ -23,7 +23,7 @@ from . import protocol
 from .recipe import Profile
 
 
-def row_steps(work: Path, profile: str, prof: Profile, row: str, data: Path = protocol.REAL_DATA,
+def row_steps(work: Path, prof: Profile, row: str, data: Path = protocol.REAL_DATA,
               device: str = "cpu", threads: int | None = None, curve_on_test: bool = True) -> list[Step]:
     """The steps of `row` and of every row it needs (its teachers, its start row), in dependency order."""
     from . import bench
@@ -31,7 +31,7 @@ def row_steps(work: Path, profile: str, prof: Profile, row: str, data: Path = pr
     steps: dict[str, Step] = {}
 
     def train(rw: str, stage: str):
-        return lambda: str(bench.train_one(work, profile, rw, stage, data, device, threads, curve_on_test))
+        return lambda: str(bench.train_one(work, prof, rw, stage, data, device, threads, curve_on_test))
 
     def add(rw: str) -> None:
         if f"r{rw}.score" in steps:
@@ -64,24 +64,24 @@ def row_steps(work: Path, profile: str, prof: Profile, row: str, data: Path = pr
             deps.append(f"r{r.start}.fine")
         steps[f"r{rw}.fine"] = Step(f"r{rw}.fine", tuple(deps), func=train(rw, "fine"),
                                     settings=prof.stage_settings(rw, "fine"))
-        steps[f"r{rw}.export"] = Step(f"r{rw}.export", (coarse, f"r{rw}.fine"), func=lambda: _export(work, profile, rw),
+        steps[f"r{rw}.export"] = Step(f"r{rw}.export", (coarse, f"r{rw}.fine"), func=lambda: _export(work, prof, rw),
                                       settings={"modality": r.modality})
         steps[f"r{rw}.score"] = Step(f"r{rw}.score", (f"r{rw}.export",),
-                                     func=lambda: _score(work, profile, rw, data, threads),
+                                     func=lambda: _score(work, prof, rw, data, threads),
                                      settings={"modality": r.modality, "data": str(data)})
 
     add(row)
     return list(steps.values())
 
 
-def _export(work: Path, profile: str, row: str) -> str:
+def _export(work: Path, profile: Profile, row: str) -> str:
     from .bench import machine
     from .export import export_row
 
     return str(export_row(work, profile, row, work / "models" / f"r{row}", name=f"r{row}", machine=machine()))
 
 
-def _score(work: Path, profile: str, row: str, data: Path, threads: int | None) -> str:
+def _score(work: Path, profile: Profile, row: str, data: Path, threads: int | None) -> str:
     from .bench import score_file, score_model
 
     return str(score_model(work / "models" / f"r{row}", score_file(work, profile, row).parent, data, threads))

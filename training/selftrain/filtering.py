@@ -41,6 +41,7 @@ SET_MODALITY = {"mri": "MRI", "pet": "PET", "mri_large": "MRI"}
 SCAN_MODALITIES = ("mri", "pet")
 
 
+# (constants, an error type and a typed config: the layout of inference/config.py's head, other content)
 class FilterError(ValueError):
     """Unusable predictions folder, statistics or output folder; the message names the file."""
 
