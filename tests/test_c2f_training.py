@@ -249,11 +249,15 @@ def test_sources_merge_into_one_training_set(tmp_path):
         convert([Source.parse(f"ct={ct}"), Source.parse(f"ct={syn}")], tmp_path / "raw2", 700, tiny_spec())
 
 
-def test_trainers_are_found_by_nnunet_lookup_and_cosine_schedule():
+def test_trainers_are_found_ours_directly_nnunets_by_its_lookup_and_cosine_schedule():
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
     from training.c2f.nnunet_env import find_trainer
     from training.c2f.trainers import CosineLRScheduler, nnUNetTrainerC2F
 
-    assert find_trainer("nnUNetTrainerC2F") is nnUNetTrainerC2F
+    assert find_trainer("nnUNetTrainerC2F") is nnUNetTrainerC2F and find_trainer("nnUNetTrainer") is nnUNetTrainer
+    with pytest.raises(LookupError, match="nnUNetTrainerNope"):
+        find_trainer("nnUNetTrainerNope")
     assert nnUNetTrainerC2F.c2f_initial_lr == 1e-5
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = CosineLRScheduler(opt, 1e-3, 10, min_lr=1e-5)

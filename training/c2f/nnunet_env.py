@@ -3,10 +3,11 @@
 nnU-Net reads nnUNet_raw / nnUNet_preprocessed / nnUNet_results from the environment when `nnunetv2.paths` is
 first imported, and its modules copy those values into their own globals. `bind_folders` sets the variables (for
 processes nnU-Net spawns) and rebinds the copies in every nnunetv2 module already imported, so one Python process
-can use the folders its caller names. `register_trainers` makes our trainer classes visible to nnU-Net 2.6.0's
-class lookup (recursive_find_python_class, which only searches nnunetv2.training.nnUNetTrainer) by adding them to
-the namespace of the module `nnunetv2.training.nnUNetTrainer.nnUNetTrainer` in this process; no file of nnU-Net
-is written or changed.
+can use the folders its caller names (nnU-Net offers no other way). Training instantiates our trainer classes
+directly (`find_trainer`). Only nnU-Net's own tools that look a trainer up by name from a checkpoint (its
+`nnUNetPredictor`, used by the parity test) need `register_trainers`: it adds our classes to the namespace of
+`nnunetv2.training.nnUNetTrainer.nnUNetTrainer` in this process (nnU-Net 2.6.0's lookup only searches there); no
+file of nnU-Net is written or changed.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def bind_folders(folders: NnunetFolders, cpu_workers: int | None = None) -> None
 
 
 def register_trainers() -> None:
-    """Make training.c2f.trainers' classes findable by nnU-Net's trainer lookup in this process (idempotent)."""
+    """Make training.c2f.trainers' classes findable by nnU-Net's own trainer lookup in this process (idempotent):
+    for nnU-Net's predictor on our trained folders; training does not need it."""
     import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as host
 
     from . import trainers
@@ -63,13 +65,17 @@ def register_trainers() -> None:
 
 
 def find_trainer(name: str):
-    """The trainer class called `name`, looked up the way nnU-Net does (after registering ours)."""
+    """The trainer class called `name`: ours (training.c2f.trainers) directly, nnU-Net's own through nnU-Net's
+    lookup; nothing is added to nnU-Net's modules for training."""
     from os.path import join
 
     import nnunetv2
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
-    register_trainers()
+    from . import trainers
+
+    if name in trainers.__all__:
+        return getattr(trainers, name)
     cls = recursive_find_python_class(join(nnunetv2.__path__[0], "training", "nnUNetTrainer"), name,
                                       "nnunetv2.training.nnUNetTrainer")
     if cls is None:
