@@ -269,6 +269,7 @@ def measure_case(config: ResourceConfig, input_path: Path, gpu: GpuMemorySampler
     max_gpu, auc_gpu = gpu_memory_summary(samples.gpu_used_mib, SAMPLE_INTERVAL_S) if gpu_measured else (None, None)
     cpu = samples.cpu_used_percent or [0.0]
     ram = samples.ram_used_mb or [0.0]
+    # one keyword per measured field (the shape of eval/__main__'s config blocks, other fields)
     return CaseMeasurement(
         input_name=input_name,
         case=case,
