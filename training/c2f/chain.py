@@ -116,7 +116,7 @@ def chain_steps(prefix: str, chain: C2FChain, deps: tuple[str, ...] = (), export
         argv = cmds[name]
         trains = name in STAGES
         if in_process:
-            steps.append(Step(f"{prefix}{name}", needs[name], func=lambda a=argv: _in_process(a), gpu=trains,
+            steps.append(Step(f"{prefix}{name}", needs[name], func=lambda a=argv: _in_process(a), gpu=trains and gpu,
                               settings={"command": ["training.c2f", *argv]}))
         else:
             steps.append(Step(f"{prefix}{name}", needs[name], [PY, "-m", "training.c2f", *argv], gpu=trains and gpu))

@@ -1,10 +1,11 @@
-"""Step 2: nnU-Net's fingerprint and plans for one converted stage dataset, then nnU-Net's preprocessing of its cases.
+"""Step 2: nnU-Net's fingerprint and plans for one converted stage dataset, then nnU-Net's preprocessing of its
+cases.
 
 The plans come from nnU-Net's ExperimentPlanner, extended through its hooks with the stage's `StageSpec` (recorded
 in the raw dataset.json by convert.py): target spacing = the spacing the data already have, NoNormalization (the
-data are already normalised), identity transpose, the spec's patch, batch and PlainConvUNet. With those, nnU-Net's DefaultPreprocessor only crops to the non-zero
-bounding box (a no-op on normalised data, which is non-zero almost everywhere) and samples foreground locations;
-the voxels reach the network exactly as the engine prepares them.
+data are already normalised), identity transpose, the spec's patch, batch and PlainConvUNet. With those, nnU-Net's
+DefaultPreprocessor only crops to the non-zero bounding box (a no-op on normalised data, which is non-zero almost
+everywhere) and samples foreground locations; the voxels reach the network exactly as the engine prepares them.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from inference.atomic import write_json
+from inference.atomic import read_json, write_json
 
 from .nnunet_env import NnunetFolders, bind_folders, find_trainer
 from .planner import CONFIGURATION, PLANS_NAME
@@ -59,8 +59,6 @@ RUN_FIELDS = ("dataset", "trainer", "fold", "epochs", "iterations_per_epoch", "v
 def resumable(args: TrainArgs) -> bool:
     """A checkpoint of this stage that an interrupted run of the same training left: its recorded arguments
     (RUN_FIELDS) are these, and it is newer than the current plans (a re-planned dataset starts over)."""
-    from inference.atomic import read_json
-
     fold = output_folder(args.folders, args.dataset, args.trainer, args.fold)
     ckpts = [fold / f for f in ("checkpoint_latest.pth", "checkpoint_final.pth") if (fold / f).is_file()]
     record = read_json(fold / ARGS_FILE)

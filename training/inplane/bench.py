@@ -53,7 +53,8 @@ def target_folder(work: Path, data: Path = protocol.REAL_DATA) -> Path:
 
 
 def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Path = protocol.REAL_DATA,
-              device: str = "cpu", threads: int | None = None, curve_on_test: bool = True, packed: Path | None = None) -> Path:
+              device: str = "cpu", threads: int | None = None, curve_on_test: bool = True,
+              packed: Path | None = None) -> Path:
     """Train (or resume, or find trained) `stage` of `row`: the coarse stage is shared by the rows and trained
     with the appearance policy of the profile's `coarse_row`. Volumes come from the NIfTI files under `data`, or
     from a pack (training.inplane.pack) when `packed` is given. Returns the stage folder."""

@@ -210,8 +210,7 @@ class Cycle:
                             verify=lambda info, t=t: (self.pred_dir(t) / "records").is_dir()))
             out.append(Step(f"filter.{t.name}", (f"predict.{t.name}",), func=lambda t=t: self._filter(t),
                             settings={"stats": fp["stats"], "filter": fp["filter"]},
-                            verify=lambda info, t=t: isinstance(info, dict) and file_sha256(
-                                self.pseudo_dir(t) / "manifest.json") == info.get("manifest_sha256")))
+                            verify=lambda info, t=t: isinstance(info, dict) and self._manifest_is(t, info)))
         out.append(Step("labels", tuple(f"filter.{t.name}" for t in cfg.targets), func=self._labels,
                         settings={"ignore_label": self.spec.ignore_label},
                         verify=lambda info: isinstance(info, dict) and all(
@@ -240,6 +239,11 @@ class Cycle:
             raise error(f"step {name}: {reason}")
         self.say(f"[cycle {self.number}] finished: {self.out_model}")
         return CycleResult(cycle=self.number, model=self.out_model, ran=result.done, skipped=result.skipped)
+
+    def _manifest_is(self, t: TargetSet, info: dict[str, Any]) -> bool:
+        """The filter's manifest of `t` is still there, as the filter step recorded it."""
+        manifest = self.pseudo_dir(t) / "manifest.json"
+        return manifest.is_file() and file_sha256(manifest) == info.get("manifest_sha256")
 
     def _target(self, name: str) -> TargetSet:
         return next(t for t in self.cfg.targets if t.name == name)
@@ -304,10 +308,11 @@ class Cycle:
         pseudo = {}
         for t in self.cfg.targets:
             manifest = self.pseudo_dir(t) / "manifest.json"
+            data = manifest.read_bytes()
             table4 = json.loads((self.pseudo_dir(t) / "table4.json").read_text())
             pseudo[t.name] = {"set": t.target_set, "images": str(Path(t.images).resolve()), "manifest": str(manifest),
-                              "manifest_sha256": file_sha256(manifest),
-                              "cases": json.loads(manifest.read_text())["numTraining"], "table4": table4,
+                              "manifest_sha256": hashlib.sha256(data).hexdigest(),
+                              "cases": json.loads(data)["numTraining"], "table4": table4,
                               "trained_labels": ("annotated organs only; every other voxel = ignore label "
                                                  f"{self.spec.ignore_label}") if t.target_set == "pet" else
                               ("13 organs + background" + (f"; no-majority voxels = ignore label "
