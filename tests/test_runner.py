@@ -141,3 +141,16 @@ def test_convert_skips_an_optional_source_without_cases(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no source holds a labelled case"):
         main(["convert", "--work", str(tmp_path / "w"), "--optional-source", f"mr={tmp_path / 'empty'}"])
     assert "skipped: source mr: no <case>_0000.nii.gz" in capsys.readouterr().out
+
+
+def test_export_refuses_an_unreadable_provenance_file_before_writing(tmp_path):
+    from training.c2f.cli import main
+
+    bad = tmp_path / "p.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="a JSON object is needed"):
+        main(["export", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "m"), "--provenance", str(bad)])
+    with pytest.raises(SystemExit, match="not a readable JSON file"):
+        main(["export", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "m"),
+              "--provenance", str(tmp_path / "missing.json")])
+    assert not (tmp_path / "m").exists()

@@ -105,9 +105,17 @@ def cmd_export(a: argparse.Namespace) -> int:
             tta, step = like.stage(stage).tta, like.stage(stage).step_size
         stages[stage] = TrainedStage(folder=folder, fold=a.fold, checkpoint=a.checkpoint, tta=tta, step_size=step)
     cap = None if a.no_roi_cap else tuple(a.roi_max_extent_mm or DEFAULT_ROI_MAX_EXTENT_MM)
+    provenance = None
+    if a.provenance is not None:
+        try:
+            provenance = json.loads(a.provenance.read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"export --provenance {a.provenance}: not a readable JSON file ({exc})") from None
+        if not isinstance(provenance, dict):
+            raise SystemExit(f"export --provenance {a.provenance}: a JSON object is needed")
     out = export_c2f(Path(a.out), stages["coarse"], stages["fine"], name=a.name, description=a.description,
                      modalities=tuple(a.modalities), onnx=not a.no_onnx, roi_max_extent_mm=cap,
-                     extra_provenance=None if a.provenance is None else json.loads(a.provenance.read_text()),
+                     extra_provenance=provenance,
                      roi_from=None if like is None else like.roi,
                      postprocess=None if like is None else like.postprocess)
     print(out)
