@@ -5,6 +5,8 @@ read -> canonical orientation -> modality -> intensity statistics -> COARSE (fix
 found) -> FINE (ROI at the fine spacing, sliding window, mirror TTA) -> argmax -> per-organ largest component on
 the ROI -> PET label scheme -> nearest-neighbour labels back to the ROI of the input grid (uncrop + undo
 orientation by writing through a view) -> write.
+`Segmenter.segment_array` runs the same path on an array already on the canonical grid (no file, no SimpleITK):
+SimpleITK is imported only by the functions that read or return SimpleITK images.
 """
 from __future__ import annotations
 
@@ -13,17 +15,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from . import normalization, orientation, postprocess, resample, roi
 from .backends import Backend, BackendError, available_backend, cuda_available, make_backend
 from .config import StageConfig
 from .model_folder import ModelFolder, select_model
-from .io import LoadedImage, read_image
 from .modality import modality_of
 from .sliding_window import sliding_window_labels
+
+if TYPE_CHECKING:  # only for annotations: the array path must import without SimpleITK
+    import SimpleITK as sitk
+
+    from .io import LoadedImage
 
 
 @dataclass(frozen=True)
@@ -62,23 +68,33 @@ class CaseRecord:
     seconds: dict = field(default_factory=dict)
 
 
+IDENTITY = orientation.Orientation(axes_order=(0, 1, 2), flip_axes=(), oblique_deg=0.0)
+
+
 @dataclass(frozen=True)
 class CaseContext:
     """One image on the engine's canonical grid: what every stage of a case reads."""
 
-    loaded: LoadedImage
     modality: str
-    orient: orientation.Orientation
+    orient: orientation.Orientation        # input voxel order -> canonical
     canon: np.ndarray                      # the image in canonical voxel order (a view where possible)
     spacing: tuple[float, float, float]    # canonical (z, y, x) mm
     sample: np.ndarray                     # the whole image's intensity statistics sample
+    out_shape: tuple[int, ...]             # the output label map's shape: the input array's (its voxel order)
 
     @classmethod
-    def of(cls, loaded: LoadedImage, modality: str) -> "CaseContext":
+    def of(cls, loaded: "LoadedImage", modality: str) -> "CaseContext":
         image = loaded.image
-        orient = orientation.orientation_from_direction(image.GetDirection())
-        return cls(loaded, modality, orient, orient.apply(loaded.array),
-                   orient.spacing(tuple(reversed(image.GetSpacing()))), normalization.stats_sample(loaded.array))
+        return cls.of_array(loaded.array, tuple(reversed(image.GetSpacing())), modality,
+                            orientation.orientation_from_direction(image.GetDirection()))
+
+    @classmethod
+    def of_array(cls, array: np.ndarray, spacing_zyx: tuple[float, float, float], modality: str,
+                 orient: orientation.Orientation = IDENTITY) -> "CaseContext":
+        """`array` (z, y, x) in its own voxel order with that order's spacing in mm; `orient` brings it to the
+        canonical order (identity: `array` is already canonical)."""
+        return cls(modality, orient, orient.apply(array), orient.spacing(spacing_zyx),
+                   normalization.stats_sample(array), tuple(array.shape))
 
 
 class Segmenter:
@@ -115,22 +131,46 @@ class Segmenter:
             self._models[modality] = (folder, stages, backend, device)
         return self._models[modality]
 
-    def segment(self, loaded: LoadedImage, modality: str, record: CaseRecord | None = None) -> np.ndarray:
+    def segment(self, loaded: "LoadedImage", modality: str, record: CaseRecord | None = None) -> np.ndarray:
         """Label map (uint8, numpy z, y, x in the INPUT's voxel order) for a checked image."""
         rec = record if record is not None else CaseRecord()
         if loaded.constant:  # nothing to segment: all background, no network run (read_image noted why)
             rec.modality, rec.input_size_xyz = modality, tuple(loaded.image.GetSize())
             return np.zeros(loaded.array.shape, dtype=np.uint8)
+        rec.input_size_xyz = tuple(loaded.image.GetSize())
+        rec.input_spacing_xyz = tuple(round(s, 5) for s in loaded.image.GetSpacing())
+        return self._segment_case(lambda: CaseContext.of(loaded, modality), modality, rec)
+
+    def segment_array(self, canon: np.ndarray, spacing_zyx: tuple[float, float, float], modality: str,
+                      record: CaseRecord | None = None) -> np.ndarray:
+        """Label map (uint8, same shape) for an image already on the engine's canonical grid: `canon` in canonical
+        voxel order (z, y, x; see orientation.py) with its spacing in mm. The same path as `segment`, without
+        SimpleITK; a constant array gets an all-background map without running a network, as in `segment`."""
+        canon = np.asarray(canon)
+        spacing = tuple(float(s) for s in spacing_zyx)
+        if canon.ndim != 3 or len(spacing) != 3:
+            raise ValueError(f"a 3D array with 3 spacings expected, got shape {canon.shape} and {spacing_zyx}")
+        if not all(math.isfinite(s) and s > 0 for s in spacing):
+            raise ValueError(f"invalid voxel spacing {spacing_zyx}")
+        if not np.isfinite(canon).all():
+            raise ValueError("the array holds NaN or Inf voxels")
+        rec = record if record is not None else CaseRecord()
+        rec.modality, rec.input_size_xyz = modality, tuple(reversed(canon.shape))
+        rec.input_spacing_xyz = tuple(round(s, 5) for s in reversed(spacing))
+        if canon.size == 0 or canon.min() == canon.max():
+            rec.notes.append("constant image: all-background mask")
+            return np.zeros(canon.shape, dtype=np.uint8)
+        return self._segment_case(lambda: CaseContext.of_array(canon, spacing, modality), modality, rec)
+
+    def _segment_case(self, make_case, modality: str, rec: CaseRecord) -> np.ndarray:
+        """The model for `modality`, then COARSE -> ROI -> FINE -> clean-up -> output on the case `make_case()`."""
         t = time.perf_counter()
         folder, nets, backend, device = self._model_for(modality)
         card = folder.card
         rec.model, rec.backend, rec.device, rec.modality = card.name, backend, device, modality
         rec.seconds["load_model"] = round(time.perf_counter() - t, 4)
 
-        image = loaded.image
-        rec.input_size_xyz = tuple(image.GetSize())
-        rec.input_spacing_xyz = tuple(round(s, 5) for s in image.GetSpacing())
-        case = CaseContext.of(loaded, modality)
+        case = make_case()
         rec.orientation = case.orient.describe() or "canonical"
         box, coarse_params = self._region(case, nets, card, rec)
         rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
@@ -210,7 +250,7 @@ class Segmenter:
         _clean_up(fine_labels, post, canon.shape[2], box, post.largest_component_organs, post.connectivity,
                   post.caudal_to)
         fine_labels = postprocess.relabel(fine_labels, card.output_map(case.modality))
-        labels = np.zeros(case.loaded.array.shape, dtype=np.uint8)
+        labels = np.zeros(case.out_shape, dtype=np.uint8)
         roi_view = orient.apply(labels)[box.slices]
         resample.labels_to_shape(fine_labels, box.shape, out=roi_view)
         counts = postprocess.label_counts(roi_view)
@@ -250,12 +290,16 @@ def _midline_x(image_width: int, box: roi.Box, grid_width: int) -> float:
     return (image_width / 2.0 - box.start[2]) * grid_width / box.shape[2] - 0.5
 
 
-def segment_image(image: sitk.Image | str | Path, weights_dir: str | Path, *, modality: str | None = None,
-                  device: str = "auto", backend: str = "auto", model: str | None = None) -> sitk.Image:
+def segment_image(image: "sitk.Image | str | Path", weights_dir: str | Path, *, modality: str | None = None,
+                  device: str = "auto", backend: str = "auto", model: str | None = None) -> "sitk.Image":
     """Segment one image: returns a uint8 SimpleITK label map with the input's geometry.
 
     `image` is a path (modality from its name unless given) or a 3D SimpleITK image (modality defaults to MRI).
     """
+    import SimpleITK as sitk
+
+    from .io import LoadedImage, read_image
+
     if isinstance(image, (str, Path)):
         loaded = read_image(Path(image))
         modality = modality or modality_of(image)

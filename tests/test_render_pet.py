@@ -123,22 +123,25 @@ def test_same_seed_same_image_and_bad_input():
         PetRenderConfig(psf_fwhm_mm=(9.0, 5.0))
 
 
-def test_render_pet_case_extends_the_body_and_keeps_the_labels_in_place(tmp_path):
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, -1, 0, 0, 0, 1),     # y flipped on disk, like CHAOS files
+                                       (1, 0, 0, 0, -1, 0, 0, 0, -1)])   # and z: file order head -> feet
+def test_render_pet_case_extends_the_body_and_keeps_the_labels_in_place(tmp_path, direction):
     labels, body = _phantom()
     spacing_xyz = tuple(reversed(SPACING))
-    direction = (1, 0, 0, 0, -1, 0, 0, 0, 1)   # y flipped on disk, like CHAOS files
     origin = (-90.0, 80.0, -30.0)
     write_image(labels, tmp_path / "c.nii.gz", spacing_xyz, origin, direction)
     write_image(body.astype(np.uint8), tmp_path / "body.nii.gz", spacing_xyz, origin, direction)
     cfg = replace(EXACT, pad_mm=(20.0, 40.0))
     rec = render_pet_case(tmp_path / "c.nii.gz", tmp_path / "body.nii.gz", tmp_path / "x_pet0_0000.nii.gz",
                           tmp_path / "x_pet0.nii.gz", seed=3, config=cfg)
-    below, above = rec["pad_slices"]
+    below, above = rec["pad_slices"]   # physically below (feet) and above (head) the labelled slices
     assert 4 <= below <= 8 and 4 <= above <= 8   # 20-40 mm at 5 mm slices
     img = sitk.ReadImage(str(tmp_path / "x_pet0_0000.nii.gz"))
     lab = sitk.ReadImage(str(tmp_path / "x_pet0.nii.gz"))
     assert img.GetSize() == lab.GetSize() == (96, 80, 12 + below + above)
-    assert img.GetOrigin() == lab.GetOrigin() == pytest.approx((origin[0], origin[1], origin[2] - 5.0 * below))
+    first = below if direction[8] > 0 else above     # the slices before the labelled ones in file order
+    assert img.GetOrigin() == lab.GetOrigin() == pytest.approx((origin[0], origin[1],
+                                                                origin[2] - direction[8] * 5.0 * first))
     assert img.GetDirection() == lab.GetDirection() == pytest.approx(direction)
     # the labels sit at the same physical places: resampled back onto the original grid they are the original
     ref = sitk.ReadImage(str(tmp_path / "c.nii.gz"))
@@ -146,7 +149,7 @@ def test_render_pet_case_extends_the_body_and_keeps_the_labels_in_place(tmp_path
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
     suv = sitk.GetArrayFromImage(img)
     lab_arr = sitk.GetArrayFromImage(lab)
-    assert not lab_arr[:below].any() and not lab_arr[below + 12:].any()
+    assert not lab_arr[:first].any() and not lab_arr[first + 12:].any()
     # the body goes on in the extension slices (a copy of the outermost full body slice), air stays air
     ext_body = suv[0] > 0
     np.testing.assert_array_equal(ext_body, body[0] | (labels[0] > 0))

@@ -46,13 +46,13 @@ class Step:
     func: Callable[[], object] | None = None  # or a function (run in the runner's process)
     gpu: bool = False                      # uses the GPU (for the runner's bookkeeping only)
     info: dict = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)   # what a function step is made with (its "done" fingerprint)
+    settings: dict = field(default_factory=dict)   # what the step is made with (its "done" fingerprint)
     verify: Callable[[object], bool] | None = None  # given the recorded info: are the step's outputs still there?
 
 
 def _signature(step: Step) -> list[str] | str | dict:
-    if step.argv is not None:
-        return step.argv
+    if step.argv is not None:   # a command, and what it is made with where its arguments do not say it all
+        return {"command": step.argv, "settings": step.settings} if step.settings else step.argv
     return {"function": step.name, "settings": step.settings} if step.settings else f"function:{step.name}"
 
 

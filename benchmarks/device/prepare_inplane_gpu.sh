@@ -1,8 +1,10 @@
 #!/bin/bash
-# Prepare .devrun/ (git-ignored) for benchmarks/device/inplane_gpu.sh on a lent GPU machine (python3 + CUDA torch +
-# numpy, no SimpleITK / scipy / dynamic-network-architectures, no network, at most 64 MiB uploaded):
-#   .devrun/inplane_pack.npz    the profile's volumes on both grids (python -m training.inplane pack, ~55 MB)
-#   .devrun/inplane_site.tar.xz dynamic-network-architectures and tqdm (pure Python wheels)
+# Prepare .devrun/ (git-ignored) for benchmarks/device/inplane_gpu.sh on a lent GPU machine (python3 3.12 + CUDA
+# torch + numpy + scipy, no SimpleITK / connected-components-3d / dynamic-network-architectures, no network, at most
+# 64 MiB uploaded):
+#   .devrun/inplane_pack.npz    the profile's volumes (python -m training.inplane pack, ~41 MB)
+#   .devrun/inplane_site.tar.xz dynamic-network-architectures and tqdm (pure Python), connected-components-3d (the
+#                               engine's clean-up, for the teachers' pseudo-labels; the cp312 manylinux wheel)
 # Usage: bash benchmarks/device/prepare_inplane_gpu.sh [PROFILE]   (default gpu). Move weights/ and
 # benchmarks/results/ aside before the device call (the shipped models and the published stage weights: the run
 # trains from scratch and needs neither); the script prints what would travel and fails when it is over the
@@ -15,6 +17,9 @@ grep -qx "/.devrun/" .git/info/exclude 2>/dev/null || echo "/.devrun/" >> .git/i
 mkdir -p .devrun && rm -rf /tmp/inplane_whl /tmp/inplane_site && mkdir -p /tmp/inplane_whl /tmp/inplane_site
 $PY -m training.inplane pack --profile "$PROFILE" --out .devrun/inplane_pack.npz
 $PY -m pip wheel -q --no-deps -w /tmp/inplane_whl dynamic-network-architectures==0.3.1 tqdm==4.70.1
+$PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
+  -d /tmp/inplane_whl connected-components-3d==4.1.1
 for f in /tmp/inplane_whl/*.whl; do unzip -q -o "$f" -d /tmp/inplane_site; done
 tar cf - -C /tmp/inplane_site . | xz -T0 -6 > .devrun/inplane_site.tar.xz
 # what travels: tracked + untracked-not-ignored files (weights/ and benchmarks/results/ excluded), plus .devrun

@@ -5,8 +5,8 @@ co-trained segmenter, for training segmentation models on synthetic target-modal
     model.py       wiring and the optimisation step (reads like the paper's objective)
     options.py     CycleGANOptions: every tunable, defaults = the seed's
     preprocess.py  volume transforms, each next to its inverse
-    data.py        FLARE folders -> cached preprocessed volumes -> unpaired slice dataset
-    train.py       training loop, checkpoints, resume
+    data.py        FLARE folders or in-memory arrays -> cached preprocessed volumes -> unpaired slice dataset
+    train.py       training loop (from folders or case lists), checkpoints, resume
     translate.py   CT volumes -> synthetic target volumes with the CT labels (FLARE layout)
     quality.py     Dice / structure preservation / cycle error, PNG grids
     __main__.py    `python -m training.cyclegan train|translate`

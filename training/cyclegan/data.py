@@ -1,26 +1,33 @@
-"""Cases from folders of NIfTI (FLARE naming), their preprocessing into a cache, and the unpaired slice dataset.
+"""Cases from folders of NIfTI (FLARE naming) or from memory, their preprocessing into a cache, and the unpaired
+slice dataset.
 
 Folder conventions: images `<case>_0000.nii.gz`, labels `<case>.nii.gz` (uint8, FLARE organ numbering).
+`ArrayCase` holds a volume in memory (numpy, SimpleITK array order); every function taking cases takes either kind,
+and SimpleITK is imported only where a file is read (training runs from arrays on a machine without it).
 Preprocessed volumes are cached as `.npy` (float16 images, uint8 labels) and memory-mapped by the dataset, so
 the number of training volumes is bounded by disk, not RAM.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
 from inference.atomic import atomic_path, write_json
-from inference.io import read_volume
 
 from .options import CycleGANOptions
-from .preprocess import BACKGROUND, IntensityWindow, PreparedVolume, prepare_image
+from .preprocess import BACKGROUND, IntensityWindow, PreparedVolume, prepare_arrays, preprocess_kwargs
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 CHANNEL_TAG = "_0000"
@@ -31,6 +38,33 @@ class Case:
     name: str
     image: Path
     label: Path | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayCase:
+    """A case in memory: `image` in SimpleITK array order (z, y, x), SimpleITK's (x, y, z) spacing and row-major
+    3 x 3 direction, optional `label` on the same grid (FLARE organ numbering). Equality is identity."""
+    name: str
+    image: np.ndarray
+    spacing_xyz: tuple[float, float, float]
+    direction: tuple[float, ...]
+    label: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        shape = np.shape(self.image)
+        if len(shape) != 3:
+            raise ValueError(f"{self.name}: image must be 3D (z, y, x), got shape {shape}")
+        if len(self.spacing_xyz) != 3 or not all(float(s) > 0 for s in self.spacing_xyz):
+            raise ValueError(f"{self.name}: spacing must be 3 positive numbers (x, y, z), got {self.spacing_xyz}")
+        if len(self.direction) != 9:
+            raise ValueError(f"{self.name}: direction must be 9 numbers (3 x 3, row-major), got {self.direction}")
+        if self.label is not None and np.shape(self.label) != shape:
+            raise ValueError(f"{self.name}: label shape {np.shape(self.label)} != image shape {shape}")
+        object.__setattr__(self, "spacing_xyz", tuple(float(v) for v in self.spacing_xyz))
+        object.__setattr__(self, "direction", tuple(float(v) for v in self.direction))
+
+
+AnyCase = Union[Case, ArrayCase]
 
 
 def _strip_suffix(filename: str) -> str | None:
@@ -66,13 +100,29 @@ def find_cases(images_dir: Path, labels_dir: Path | None = None) -> list[Case]:
 
 def read_image(path: Path) -> sitk.Image:
     """Read a volume; any failure is a ValueError naming the file."""
+    from inference.io import read_volume
+
     return read_volume(path)
+
+
+def checked_labels(labels: np.ndarray, what: str, num_classes: int | None = None) -> np.ndarray:
+    """`labels` as uint8 after checking they are integers in [0, num_classes) (0..255 without num_classes)."""
+    arr = np.asarray(labels)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"label {what} has non-integer values")
+    top = 255 if num_classes is None else num_classes - 1
+    if arr.min() < 0 or arr.max() > top:
+        raise ValueError(f"label {what} has values in [{arr.min()}, {arr.max()}], expected 0..{top}")
+    return arr.astype(np.uint8)
 
 
 def read_case(case: Case, num_classes: int | None = None) -> tuple[sitk.Image, sitk.Image | None]:
     """Image and label of a case, checked against each other: the label must have the image's size and integer
     values in [0, num_classes); a geometry difference (spacing/origin/direction) only warns, the label's voxels
     are then taken on the image's grid (nnU-Net does the same)."""
+    import SimpleITK as sitk
+
     image = read_image(case.image)
     if case.label is None:
         return image, None
@@ -85,23 +135,43 @@ def read_case(case: Case, num_classes: int | None = None) -> tuple[sitk.Image, s
             and np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3)):
         warnings.warn(f"label {case.label} geometry differs from image {case.image}; using the image's",
                       stacklevel=2)
-    arr = sitk.GetArrayFromImage(label)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise ValueError(f"label {case.label} has non-integer values")
-    if arr.min() < 0 or (num_classes is not None and arr.max() >= num_classes):
-        raise ValueError(f"label {case.label} has values in [{arr.min()}, {arr.max()}], expected 0..{num_classes - 1}")
-    fixed = sitk.GetImageFromArray(arr.astype(np.uint8))
+    fixed = sitk.GetImageFromArray(checked_labels(sitk.GetArrayFromImage(label), str(case.label), num_classes))
     fixed.CopyInformation(image)
     return image, fixed
 
 
-def prepare_case(case: Case, modality: str, opts: CycleGANOptions) -> PreparedVolume:
-    image, label = read_case(case, opts.num_classes)
+def array_case(name: str, image: sitk.Image, label: sitk.Image | None = None) -> ArrayCase:
+    """The ArrayCase of SimpleITK images (the label's voxels as they are: read_case puts them on the image grid)."""
+    import SimpleITK as sitk
+
+    return ArrayCase(name, sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(),
+                     None if label is None else sitk.GetArrayFromImage(label))
+
+
+def load_case(case: AnyCase, num_classes: int | None = None) -> ArrayCase:
+    """The arrays of either kind of case, its label checked and uint8: a file case is read (`read_case`), an
+    in-memory one has its label checked (`checked_labels`)."""
+    if isinstance(case, Case):
+        return array_case(case.name, *read_case(case, num_classes))
+    if case.label is None:
+        return case
+    return dataclasses.replace(case, label=checked_labels(case.label, case.name, num_classes))
+
+
+def case_source(case: AnyCase) -> str:
+    """How messages name a case: its image file, or an in-memory case's name."""
+    return str(case.image) if isinstance(case, Case) else case.name
+
+
+def prepare_case(case: AnyCase, modality: str, opts: CycleGANOptions) -> PreparedVolume:
+    """Preprocess either kind of case (with its label when it has one); errors name the case (`case_source`)."""
+    arrays = load_case(case, opts.num_classes)
+    source = case_source(case)
     try:
-        return prepare_image(image, modality, opts, label=label, name=str(case.image))
+        return prepare_arrays(arrays.image, arrays.spacing_xyz, arrays.direction, modality, **preprocess_kwargs(opts),
+                              label=arrays.label, name=source)
     except ValueError as exc:
-        raise ValueError(f"{case.image}: {exc}") from exc
+        raise ValueError(str(exc) if str(exc).startswith(source) else f"{source}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -126,22 +196,37 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
-def cache_cases(cases: list[Case], modality: str, opts: CycleGANOptions, cache_dir: Path,
+def _source_key(case: AnyCase) -> dict:
+    """What tells whether a cached case is still fresh: a file case's paths, sizes and mtimes; an in-memory case's
+    content hash (image, label, spacing, direction), so it is preprocessed again only when its arrays changed."""
+    if isinstance(case, Case):
+        return {"image": str(case.image), "label": str(case.label) if case.label else None,
+                "stat": [[p.stat().st_size, p.stat().st_mtime_ns] for p in (case.image, case.label) if p]}
+    digest = hashlib.blake2b(repr((case.spacing_xyz, case.direction)).encode(), digest_size=16)
+    for tag, arr in (("image", case.image), ("label", case.label)):
+        if arr is not None:
+            arr = np.ascontiguousarray(arr)
+            digest.update(f"{tag} {arr.dtype.str} {arr.shape}".encode())
+            digest.update(memoryview(arr).cast("B"))
+    return {"array": digest.hexdigest()}
+
+
+def cache_cases(cases: list[AnyCase], modality: str, opts: CycleGANOptions, cache_dir: Path,
                 progress: bool = True) -> list[CachedVolume]:
-    """Preprocess each case once into `cache_dir` (reused when the preprocessing options are unchanged)."""
+    """Preprocess each case (file or in memory) once into `cache_dir` (reused when the preprocessing options and
+    the case are unchanged, see `_source_key`)."""
     from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = {"modality": modality, "spacing_mm": opts.spacing_mm, "ct_window_hu": list(opts.ct_window_hu),
-           "percentiles": list(opts.percentiles), "body_crop": opts.body_crop, "body_margin_mm": opts.body_margin_mm}
+    key = {"modality": modality,
+           **{k: list(v) if isinstance(v, tuple) else v for k, v in preprocess_kwargs(opts).items()}}
     out = []
     for case in tqdm(cases, desc=f"preprocess {modality}", disable=not progress, leave=False):
         meta_path = cache_dir / f"{case.name}.json"
         img_path = cache_dir / f"{case.name}_img.npy"
         lab_path = cache_dir / f"{case.name}_lab.npy" if case.label is not None else None
-        source = {"image": str(case.image), "label": str(case.label) if case.label else None,
-                  "stat": [[p.stat().st_size, p.stat().st_mtime_ns] for p in (case.image, case.label) if p]}
+        source = _source_key(case)
         meta = None
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
@@ -221,7 +306,7 @@ class UnpairedSliceDataset(Dataset):
                 "B": torch.from_numpy(np.ascontiguousarray(tg_img))[None]}
 
 
-def split_cases(cases: list[Case], val_fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
+def split_cases(cases: list[AnyCase], val_fraction: float, seed: int) -> tuple[list[AnyCase], list[AnyCase]]:
     """Held-out CT cases for the quality numbers: round(fraction * n), at least one when n >= 2, none when n < 2."""
     n = len(cases)
     n_val = 0 if n < 2 or val_fraction <= 0 else min(n - 1, max(1, int(round(val_fraction * n))))

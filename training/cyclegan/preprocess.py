@@ -1,6 +1,6 @@
 """Volume preprocessing for the 2D CycleGAN, each transform next to its inverse.
 
-Pipeline (forward), on a SimpleITK volume:
+Pipeline (forward), on a volume in SimpleITK array order (numpy; SimpleITK itself only for `prepare_image`):
   reorient   array axes to canonical (z, y, x) with direction ~ identity (axial slices, same in-plane orientation
              for every scan, whatever its direction matrix)                      <-> undo the permutation/flips
   window     intensities to [-1, 1]: CT clipped to a fixed HU window, MRI/PET to per-volume percentiles
@@ -16,12 +16,15 @@ translated one, say) back onto the original voxel grid, so writing it with the i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 BACKGROUND = -1.0          # value of empty space in normalised images
 BODY_THRESHOLD = -0.9      # normalised intensity above which a voxel counts as body (5 % of the window)
@@ -291,10 +294,17 @@ def restore_labels(labels: np.ndarray, transform: VolumeTransform) -> np.ndarray
     return transform.reorientation.invert(out)
 
 
+def preprocess_kwargs(opts) -> dict:
+    """The preprocessing settings of a `CycleGANOptions`, as `prepare_arrays` keywords."""
+    return {"spacing_mm": opts.spacing_mm, "ct_window_hu": opts.ct_window_hu, "percentiles": opts.percentiles,
+            "body_crop": opts.body_crop, "body_margin_mm": opts.body_margin_mm}
+
+
 def prepare_image(image: sitk.Image, modality: str, opts, label: sitk.Image | None = None,
                   name: str = "volume") -> PreparedVolume:
     """`prepare_arrays` for SimpleITK images and a `CycleGANOptions`."""
+    import SimpleITK as sitk
+
     return prepare_arrays(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(), modality,
-                          spacing_mm=opts.spacing_mm, ct_window_hu=opts.ct_window_hu, percentiles=opts.percentiles,
-                          body_crop=opts.body_crop, body_margin_mm=opts.body_margin_mm,
-                          label=None if label is None else sitk.GetArrayFromImage(label), name=name)
+                          **preprocess_kwargs(opts), label=None if label is None else sitk.GetArrayFromImage(label),
+                          name=name)

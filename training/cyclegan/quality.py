@@ -15,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-import SimpleITK as sitk
-
 from inference.atomic import atomic_path
 from inference.labels import FLARE_KEYS
 
-from .data import Case, prepare_case, read_case
+from .data import AnyCase, load_case, prepare_case
 from .model import OrganAttentionCycleGAN
-from .preprocess import PreparedVolume, prepare_image, restore_labels
+from .preprocess import PreparedVolume, restore_labels
 from .translate import run_slices, translate_prepared
 
 ORGAN_NAMES = FLARE_KEYS
@@ -62,18 +60,19 @@ def _segment(model: OrganAttentionCycleGAN, images: np.ndarray, batch_size: int)
     return np.argmax(logits, axis=1).astype(np.uint8)
 
 
-def evaluate(model: OrganAttentionCycleGAN, ct_cases: list[Case], *, held_out: bool,
-             target_cases: list[Case] | None = None, batch_size: int = 8, grid_dir: Path | None = None,
+def evaluate(model: OrganAttentionCycleGAN, ct_cases: list[AnyCase], *, held_out: bool,
+             target_cases: list[AnyCase] | None = None, batch_size: int = 8, grid_dir: Path | None = None,
              progress: bool = True) -> dict:
-    """Quality numbers over `ct_cases` (labelled CT) and optional labelled target cases; PNG grids to `grid_dir`."""
+    """Quality numbers over `ct_cases` (labelled CT) and optional labelled target cases, files or in memory;
+    PNG grids to `grid_dir`."""
     from tqdm import tqdm
 
     opts = model.opts
     model.eval()
     seg, struct, mae = {}, {}, {}
     for i, case in enumerate(tqdm(ct_cases, desc="quality", disable=not progress, leave=False)):
-        image, label = read_case(case, opts.num_classes)
-        vol = prepare_image(image, "ct", opts, label=label, name=case.name)
+        arrays = load_case(case, opts.num_classes)          # read once: prepared here, label kept for struct
+        vol = prepare_case(arrays, "ct", opts)
         fake = translate_prepared(model, vol, batch_size)
         rec = run_slices(model.G_B, fake, opts.divisor, batch_size, model.device)[:, 0]
         win = vol.transform.window
@@ -82,7 +81,7 @@ def evaluate(model: OrganAttentionCycleGAN, ct_cases: list[Case], *, held_out: b
         if model.S is not None:
             pred = _segment(model, fake, batch_size)
             seg[case.name] = dice_per_organ(pred, vol.label, opts.num_classes)
-            struct[case.name] = dice_per_organ(restore_labels(pred, vol.transform), sitk.GetArrayFromImage(label),
+            struct[case.name] = dice_per_organ(restore_labels(pred, vol.transform), arrays.label,
                                                opts.num_classes)
         if grid_dir is not None and i < opts.grid_cases:
             save_grid(vol, fake, rec, pred, Path(grid_dir) / f"{case.name}.png", opts.grid_slices)

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from inference.atomic import atomic_path, write_json, write_text
 from training.budget import epochs_within_budget
 
-from .data import UnpairedSliceDataset, cache_cases, find_cases, split_cases, typical_window
+from .data import AnyCase, UnpairedSliceDataset, cache_cases, find_cases, split_cases, typical_window
 from .model import OrganAttentionCycleGAN
 from .options import CycleGANOptions
 from .quality import evaluate
@@ -99,7 +99,19 @@ def _fit_to_budget(opts: CycleGANOptions, requested: int, started: float, epoch_
 
 def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, opts: CycleGANOptions, *,
           device: str | torch.device = "cpu", target_labels: Path | None = None, progress: bool = True) -> dict:
-    """Train (or resume) one model for `opts.target_modality`; returns the quality numbers (also in quality.json)."""
+    """Train (or resume) one model for `opts.target_modality` on FLARE folders; returns the quality numbers (also
+    in quality.json). The folders are checked (every CT image has its label, ...) before anything is written."""
+    return train_cases(find_cases(ct_images, ct_labels), find_cases(target_images), out_dir, opts, device=device,
+                       target_eval=find_cases(target_images, target_labels) if target_labels is not None else None,
+                       progress=progress)
+
+
+def train_cases(ct_cases: list[AnyCase], target_cases: list[AnyCase], out_dir: Path, opts: CycleGANOptions, *,
+                device: str | torch.device = "cpu", target_eval: list[AnyCase] | None = None,
+                progress: bool = True) -> dict:
+    """Train (or resume) one model from labelled CT cases and unlabelled target cases, files (`data.Case`) or
+    in memory (`data.ArrayCase`); `target_eval`: labelled target cases for the target_dice quality number.
+    Returns the quality numbers (also in quality.json)."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -117,10 +129,8 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
                              "use another --out folder or the same options")
     opts.save(out_dir / "options.json")
 
-    ct_cases = find_cases(ct_images, ct_labels)
-    target_cases = find_cases(target_images)
-    train_cases, val_cases = split_cases(ct_cases, opts.val_fraction, opts.seed)
-    ct_cache = cache_cases(train_cases, "ct", opts, out_dir / "cache" / "ct", progress)
+    fit_cases, val_cases = split_cases(ct_cases, opts.val_fraction, opts.seed)
+    ct_cache = cache_cases(fit_cases, "ct", opts, out_dir / "cache" / "ct", progress)
     tgt_cache = cache_cases(target_cases, opts.target_modality, opts, out_dir / "cache" / "target", progress)
     window = typical_window(tgt_cache)
 
@@ -136,7 +146,7 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
         trained_s = float(resume.get("trained_s", 0.0))
         del resume
     held_out = bool(val_cases)
-    eval_cases = val_cases or train_cases
+    eval_cases = val_cases or fit_cases
     curve_path = out_dir / "quality_curve.csv"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -187,7 +197,6 @@ def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, 
             opts = _fit_to_budget(opts, requested, started, epoch_seconds, epoch)
             model.opts = opts
 
-    target_eval = find_cases(target_images, target_labels) if target_labels is not None else None
     quality = evaluate(model, eval_cases, held_out=held_out, target_cases=target_eval, grid_dir=out_dir / "grids",
                        batch_size=max(1, opts.batch_size * 2), progress=progress)
     quality.update({"epochs": opts.epochs, "steps": step, "trained_s": round(trained_s, 1),

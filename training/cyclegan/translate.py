@@ -6,22 +6,26 @@
     OUT/translate.json              provenance (checkpoint, epoch, modality, window, cases)
 
 Finished cases are skipped unless `overwrite`; every file is written under a temporary name and renamed.
+`translate_case` does one case, file or in memory, and returns the array (no SimpleITK needed for an ArrayCase).
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from inference.atomic import atomic_path, write_json
 
-from .data import find_cases, read_case
+from .data import AnyCase, array_case, find_cases, prepare_case, read_case
 from .model import OrganAttentionCycleGAN
 from .options import CycleGANOptions
-from .preprocess import BACKGROUND, InPlanePad, IntensityWindow, PreparedVolume, prepare_image, restore_volume
+from .preprocess import BACKGROUND, InPlanePad, IntensityWindow, PreparedVolume, restore_volume
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 CHECKPOINT_FORMAT = "flare-uda-cyclegan/1"
 
@@ -64,7 +68,18 @@ def translate_prepared(model: OrganAttentionCycleGAN, volume: PreparedVolume, ba
     return run_slices(model.G_A, volume.image, model.opts.divisor, batch_size, model.device)[:, 0]
 
 
+def translate_case(model: OrganAttentionCycleGAN, ckpt: dict, case: AnyCase, batch_size: int = 8) -> np.ndarray:
+    """G_A(CT) of one case (file or in memory) on the case's own voxel grid (SimpleITK array order, float32),
+    intensities on the checkpoint's target window; the case's label is not used."""
+    prepared = prepare_case(dataclasses.replace(case, label=None), "ct", model.opts)
+    fake = translate_prepared(model, prepared, batch_size)
+    restored = restore_volume(fake, prepared.transform, IntensityWindow(*ckpt["target_window"]))
+    return restored.astype(np.float32, copy=False)
+
+
 def _write(image: sitk.Image, path: Path) -> None:
+    import SimpleITK as sitk
+
     with atomic_path(path) as tmp:       # keeps the .nii.gz suffix SimpleITK picks the format from
         sitk.WriteImage(image, str(tmp), useCompression=True)
 
@@ -73,11 +88,11 @@ def translate(checkpoint: Path, ct_images: Path, ct_labels: Path, out_dir: Path,
               device: torch.device | str = "cpu", batch_size: int = 8, overwrite: bool = False,
               progress: bool = True) -> list[str]:
     """Translate every labelled CT case of `ct_images`/`ct_labels`; returns the names of the cases written."""
+    import SimpleITK as sitk
     from tqdm import tqdm
 
     model, ckpt = load_checkpoint(checkpoint, device)
     opts = model.opts
-    window = IntensityWindow(*ckpt["target_window"])
     cases = find_cases(ct_images, ct_labels)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -89,13 +104,9 @@ def translate(checkpoint: Path, ct_images: Path, ct_labels: Path, out_dir: Path,
         if not overwrite and img_out.exists() and lab_out.exists():
             continue
         image, label = read_case(case, opts.num_classes)
-        try:
-            prepared = prepare_image(image, "ct", opts, name=str(case.image))
-        except ValueError as exc:
-            raise ValueError(f"{case.image}: {exc}") from exc
-        fake = translate_prepared(model, prepared, batch_size)
-        restored = restore_volume(fake, prepared.transform, window)
-        out = sitk.GetImageFromArray(restored.astype(np.float32))
+        # read once (the outputs take its geometry); named by its file so errors name it
+        restored = translate_case(model, ckpt, array_case(str(case.image), image), batch_size)
+        out = sitk.GetImageFromArray(restored)
         out.CopyInformation(image)
         _write(out, img_out)
         _write(label, lab_out)        # read_case returns it as uint8 on the image's grid

@@ -1,4 +1,5 @@
-"""python -m training.inplane run|train|export|score|publish|ship|pack|seed ... (see training/inplane/README.md)."""
+"""python -m training.inplane run|train|export|score|publish|ship|pack|seed|prepare|run-packed|score-trained ...
+(see training/inplane/README.md)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,53 @@ def cmd_train(args) -> int:
                           args.curve_on_test, args.packed)
     print(f"trained {out}")
     return 0
+
+
+def cmd_prepare(args) -> int:
+    from .packed import prepare
+
+    print(f"prepared {prepare(args.work, args.profile, args.row, args.part, args.packed, args.device, args.threads)}")
+    return 0
+
+
+def _report(res, what: str) -> int:
+    for name, seconds in res.seconds.items():
+        print(f"{name}: {seconds} s")
+    if not res.ok:
+        for name, err in res.failed.items():
+            print(f"FAILED {name}: {err}", file=sys.stderr)
+        if res.blocked:
+            print(f"not run (an earlier step failed): {res.blocked}", file=sys.stderr)
+        return 1
+    print(f"{what}: {len(res.done)} step(s) run, {len(res.skipped)} already done")
+    return 0
+
+
+def cmd_run_packed(args) -> int:
+    from .packed import run_packed
+
+    rows = [r for r in args.rows.split(",") if r] if args.rows else None
+    return _report(run_packed(args.work, args.profile, args.packed, rows, args.device, args.jobs, args.threads),
+                   "trained from the pack")
+
+
+def cmd_score_trained(args) -> int:
+    from training.runner import run_steps
+
+    from .recipe import as_profile
+    from .steps import trained_steps
+
+    prof = as_profile(args.profile)
+    rows = [r for r in args.rows.split(",") if r] if args.rows else list(prof.rows)
+    steps = trained_steps(args.work, prof, rows, args.data, args.threads)
+    if not steps:
+        raise ValueError(f"{args.work}: no row of {rows} has both stages trained")
+    code = _report(run_steps(args.work, steps, progress=False), "exported and scored")
+    names = {s.name for s in steps}
+    for row in rows:
+        if f"r{row}.score" in names and bench.score_file(args.work, prof, row).is_file():
+            _print_score(f"r{row}", bench.score_file(args.work, prof, row))
+    return code
 
 
 def cmd_export(args) -> int:
@@ -102,6 +150,28 @@ def main(argv=None) -> int:
         c.add_argument("--no-curve-on-test", dest="curve_on_test", action="store_false",
                        help="learning curve without the test-scan Dice (loss only)")
         c.set_defaults(func=func)
+    pr = sub.add_parser("prepare", help="from a pack: a row's translator, pseudo-labels or PET renders (packed.py)")
+    _common(pr)
+    pr.add_argument("--row", required=True)
+    pr.add_argument("--part", required=True, choices=("translator", "pseudo", "render"))
+    pr.add_argument("--packed", type=Path, required=True, help="the pack (python -m training.inplane pack)")
+    pr.add_argument("--device", default="cpu", help="cpu or cuda")
+    pr.add_argument("--threads", type=int, default=None)
+    pr.set_defaults(func=cmd_prepare)
+    rp = sub.add_parser("run-packed", help="train every row (or --rows) from a pack in one run, steps at once "
+                                           "(--jobs): the GPU machine's path; score afterwards with score-trained")
+    _common(rp)
+    rp.add_argument("--packed", type=Path, required=True)
+    rp.add_argument("--rows", default="", help="comma-separated rows (default: all of the profile)")
+    rp.add_argument("--device", default="cpu", help="cpu or cuda")
+    rp.add_argument("--jobs", type=int, default=1, help="steps at once (each its own process)")
+    rp.add_argument("--threads", type=int, default=None)
+    rp.set_defaults(func=cmd_run_packed)
+    st = sub.add_parser("score-trained", help="export and score every row whose stages are trained (no training)")
+    _common(st, data=True)
+    st.add_argument("--rows", default="", help="comma-separated rows (default: all of the profile)")
+    st.add_argument("--threads", type=int, default=None)
+    st.set_defaults(func=cmd_score_trained)
     for name, func, help_ in (("export", cmd_export, "a trained row -> a weights folder (card, torch, ONNX)"),
                               ("ship", cmd_ship, "a scored row -> weights/<name> (ONNX, card with its scores)")):
         c = sub.add_parser(name, help=help_)

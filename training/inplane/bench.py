@@ -60,7 +60,6 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
     from a pack (training.inplane.pack) when `packed` is given. Returns the stage folder."""
     from dataclasses import replace
 
-    from .data import MixedBank, SliceBank, load_volumes
     from .loop import train_stage
 
     prof = as_profile(profile)
@@ -73,39 +72,53 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
     recipe = prof.coarse if stage == "coarse" else prof.fine_recipe(row)
     if threads:
         recipe = replace(recipe, threads=threads)
-    r = prof.rows[prof.coarse_row if stage == "coarse" and not own else row]
+    trainer = prof.coarse_row if stage == "coarse" and not own else row
+    r = prof.rows[trainer]
+    label_ids = protocol.BTCV_LABELS if r.source == "btcv_pet" else protocol.source_cases(r.source, data)[1]
+    curve_on_test = curve_on_test and r.modality == "MRI"    # the test scans are MRI (PET: no labels here)
+    start = r.start if stage == "fine" else None
+    init = stage_dirs(work, start)["fine"] / "final.pt" if start else None
+    if init is not None and not init.is_file():
+        raise ValueError(f"row {row} starts from row {start}'s fine stage: train it first ({init} missing)")
+    if packed is not None:
+        from .packed import packed_bank
+
+        bank, evals = packed_bank(work, prof, trainer, stage, recipe.spacing_mm, packed, curve_on_test)
+    else:
+        bank, evals = _nifti_bank(work, prof, trainer, stage, recipe.spacing_mm, data, device, threads, curve_on_test)
+    train_stage(out, bank, recipe, prof.spatial, r.appearance, label_ids, evals,
+                protocol.SCORED_ORGANS if evals else (), seed=prof.seed if r.seed is None else r.seed, device=device,
+                init=init)
+    return out
+
+
+def _nifti_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, data: Path, device: str,
+                threads: int | None, curve_on_test: bool):
+    """The training bank and the curve's test volumes of `stage` of `row` (the row that trains it) from the NIfTI
+    scans under `data` and the files the row's earlier steps wrote (translated CT, pseudo-labels, renders)."""
+    from .data import MixedBank, SliceBank, load_volumes
+
+    r = prof.rows[row]
     if r.source == "btcv_pet":
         from .pet import pet_cases
 
         cases, label_ids = pet_cases(work, data, r.render_variants, prof.seed), protocol.BTCV_LABELS
     else:
         cases, label_ids = protocol.source_cases(r.source, data)
-    curve_on_test = curve_on_test and r.modality == "MRI"    # the test scans are MRI (PET: no labels here)
 
     def volumes(cases_, label_ids_):
-        if packed is not None:
-            from .pack import load_packed
-
-            return load_packed(packed, recipe.spacing_mm, cases_)
         missing = [str(c.image) for c in cases_ if not c.image.is_file() or not c.label.is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} case(s) missing, e.g. {missing[0]}")
-        return load_volumes(cases_, recipe.spacing_mm, label_ids_)
+        return load_volumes(cases_, spacing_mm, label_ids_)
 
-    st = r.selftrain if stage == "fine" else None
-    start = r.start if stage == "fine" else None
-    init = stage_dirs(work, start)["fine"] / "final.pt" if start else None
-    if init is not None and not init.is_file():
-        raise ValueError(f"row {row} starts from row {start}'s fine stage: train it first ({init} missing)")
-    if (st is not None or (r.synthetic and stage == "fine")) and packed is not None:
-        raise ValueError(f"row {row} trains on NIfTI files it writes into the work folder, not on a pack")
     bank = SliceBank(volumes(cases, label_ids))
     if r.synthetic and stage == "fine":
         from .synthetic import synthetic_cases, synthetic_folder
 
         synth = synthetic_folder(work, prof, r.synthetic, data, device, threads)
         bank = MixedBank(bank, SliceBank(volumes(synthetic_cases(synth), label_ids)), r.p_synthetic)
-    if st is not None:
+    if r.selftrain is not None and stage == "fine":
         from .pseudo import pseudo_cases, pseudo_label
 
         pseudo_label(work, prof, row, data, device, threads)
@@ -113,12 +126,9 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
         if not targets:
             raise ValueError(f"row {row}: the filter kept no target scan "
                              f"({work / 'rows' / row / 'pseudo' / 'filtered' / 'table4.md'})")
-        bank = MixedBank(bank, SliceBank(volumes(targets, label_ids)), st.p_target)
+        bank = MixedBank(bank, SliceBank(volumes(targets, label_ids)), r.selftrain.p_target)
     evals = volumes(protocol.test_cases(data), protocol.CHAOS_LABELS) if curve_on_test else []
-    train_stage(out, bank, recipe, prof.spatial, r.appearance, label_ids, evals,
-                protocol.SCORED_ORGANS if evals else (), seed=prof.seed if r.seed is None else r.seed, device=device,
-                init=init)
-    return out
+    return bank, evals
 
 
 def _still_to_train(out: Path, settings: dict) -> bool:

@@ -34,6 +34,14 @@ class Volume:
     spacing_mm: tuple[float, float, float]
     organ_box: tuple[tuple[int, int], tuple[int, int]] | None  # in-plane (y0, y1), (x0, x1) of all organs, or None
     label_ids: tuple[int, ...]
+    window: tuple[float, float] | None = None   # the scan's intensities at image 0 and 1 (None: unknown)
+
+    def raw(self) -> np.ndarray:
+        """The scan's intensities back from the image (float32; clipped where the normalisation clipped)."""
+        if self.window is None:
+            raise ValueError(f"{self.name}: the intensity window of this volume is unknown")
+        low, high = self.window
+        return low + self.image.astype(np.float32) * (high - low)
 
 
 def _read_canonical(path: Path) -> tuple[np.ndarray, tuple[float, float, float], orientation.Orientation]:
@@ -67,10 +75,19 @@ def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...]) -> Volume:
     lab, _, lab_orient = _read_canonical(case.label)
     if lab.shape != arr.shape or lab_orient != orient:
         raise ValueError(f"{case.label}: label map of shape {lab.shape} does not match its image {arr.shape}")
+    return prepare_volume(case.name, arr, spacing, lab, spacing_mm, label_ids)
+
+
+def prepare_volume(name: str, arr: np.ndarray, spacing, lab: np.ndarray, spacing_mm,
+                   label_ids: tuple[int, ...]) -> Volume:
+    """A scan and its label map (label ids; IGNORE kept), both in canonical order with the scan's canonical
+    (z, y, x) spacing, on the grid of `spacing_mm`: resampled in-plane with the engine's functions and scaled to
+    [0, 1] between the engine normalisation's percentiles of the whole scan."""
     params = normalization.resolve(NORMALIZATION, normalization.stats_sample(arr))
+    low, width = float(params.low), max(float(params.high - params.low), 1e-6)
     shape = resample.shape_at_spacing(arr.shape, spacing, spacing_mm)
     img = resample.resample_linear(arr, shape)
-    img = (np.clip(img, params.low, params.high) - params.low) / max(params.high - params.low, 1e-6)
+    img = (np.clip(img, params.low, params.high) - low) / width
     lut = np.zeros(256, dtype=np.uint8)
     for ch, lid in enumerate(label_ids):
         lut[lid] = ch
@@ -80,8 +97,16 @@ def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...]) -> Volume:
     regions[regions == IGNORE] = 0
     regions[(regions == 0) & body_mask(img)] = len(label_ids)  # body outside the organs (and ignored); 0: air
     out_spacing = tuple(s if t is None else t * 1.0 for s, t in zip(spacing, spacing_mm))
-    return Volume(case.name, img.astype(np.float16), labels, regions, out_spacing, organ_box(labels),
-                  tuple(label_ids))
+    return Volume(name, img.astype(np.float16), labels, regions, out_spacing, organ_box(labels),
+                  tuple(label_ids), (low, low + width))
+
+
+def label_map(vol: Volume) -> np.ndarray:
+    """The volume's labels as label ids (IGNORE kept): the inverse of the channel mapping."""
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[: len(vol.label_ids)] = vol.label_ids
+    lut[IGNORE] = IGNORE
+    return lut[vol.labels]
 
 
 def organ_box(labels: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:

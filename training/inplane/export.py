@@ -57,8 +57,10 @@ def _engine_net(stage_dir: Path, recipe: StageRecipe, cfg: StageConfig):
     return net
 
 
-def export_row(work: Path, profile: str | Profile, row: str, out: Path, name: str, machine: str = "") -> Path:
-    """weights/<name>: the shared coarse stage + row `row`'s fine stage of the work folder `work`."""
+def export_row(work: Path, profile: str | Profile, row: str, out: Path, name: str, machine: str = "",
+               onnx: bool = True) -> Path:
+    """weights/<name>: the shared coarse stage + row `row`'s fine stage of the work folder `work` (`onnx` False:
+    torch weights only, for the engine's torch backend on a machine that makes no ONNX files)."""
     from training.export import export_model
 
     prof = as_profile(profile)
@@ -77,7 +79,7 @@ def export_row(work: Path, profile: str | Profile, row: str, out: Path, name: st
     organs = tuple(sorted(set(stages["fine"][1].label_ids[1:])))
     caudal = tuple(p for p in FLARE_CAUDAL_TO if set(p) <= set(organs))
     return export_model(
-        out, name=name, modalities=(r.modality,), stages=stages, provenance=prov,
+        out, name=name, modalities=(r.modality,), stages=stages, provenance=prov, onnx=onnx,
         description=f"in-plane C2F, benchmark row {r.title}, profile {prof.name}; trained on labelled CT "
                     f"(BTCV) only unless the row says otherwise; network labels {list(organs)}",
         roi=RoiConfig(margin_mm=(20.0, 20.0, 20.0), max_extent_mm=(350.0, 350.0, 400.0), **ROI_REGROW),

@@ -1,12 +1,18 @@
-"""A compact preprocessed copy of the benchmark's training and curve volumes, for a machine without the data.
+"""A compact preprocessed copy of the benchmark's volumes, for a machine without the data.
 
-The GPU machine lent to a session receives at most 64 MiB, and the 30 BTCV scans alone are 95 MB as NIfTI. A pack
-holds every volume a profile trains on (all rows' sources) and the test volumes of the learning curve on the
-profile's finest in-plane grid, as prepared by `data.load_volume`: images as uint8 in [0, 1] (BTCV is an 8-bit CT
-window from its publisher; the step of 1/255 is below the noise of either modality), labels and region maps as
-they are, LZMA-compressed (~45 MB for the `cpu` / `gpu` profiles). A coarser grid is made on loading with the
-engine's resampling from the packed one (linear for images, nearest for labels and regions): two resampling steps
-instead of the engine's one, a small difference that only the coarse stage (its ROI) sees.
+The GPU machine lent to a session receives at most 64 MiB and has no SimpleITK, and the 30 BTCV scans alone are
+95 MB as NIfTI. A pack holds every volume a profile learns from (all rows' real sources, the unlabelled target
+scans) and the test volumes of the learning curve on the profile's finest in-plane grid, as prepared by
+`data.load_volume`: images as uint8 in [0, 1] (BTCV is an 8-bit CT window from its publisher; the step of 1/255 is
+below the noise of either modality), labels and region maps as they are, each scan's intensity window (so the
+scan's own intensities come back, `Volume.raw`, for the translator and the teachers' engine), which cases form
+which set, and the relative-volume statistics of the labelled CT (the self-training filter's rule (b), computed
+from the original label maps). LZMA-compressed (~41 MB for the `cpu` / `gpu` profiles).
+
+A coarser grid is made on loading with the engine's resampling from the packed one (linear for images, nearest for
+labels and regions): two resampling steps instead of the engine's one, a small difference that only the coarse
+stage (its ROI) sees. Volumes made on the GPU machine from the pack (translated CT, pseudo-labelled target scans,
+PET renders: `packed.py`) are written in the same format, so every stage reads its volumes one way.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from . import protocol
 from .data import Volume, load_volumes, organ_box
 from .recipe import as_profile
 
+FORMAT = "flare-uda inplane pack v2"
+
 
 def _write(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
     buf = io.BytesIO()
@@ -31,37 +39,84 @@ def _write(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
     zf.writestr(name + ".npy", buf.getvalue())
 
 
-def pack(out: Path, profile: str, data: Path = protocol.REAL_DATA) -> Path:
-    """Write the pack of `profile` to `out` (.npz; temporary name, then rename)."""
-    prof = as_profile(profile)
-    fine = min((prof.coarse.spacing_mm, prof.fine.spacing_mm), key=lambda s: s[1] * s[2])
-    # the real scans' sources (a PET row renders its source from the BTCV labels in the work folder)
-    sources = sorted({r.source for r in prof.rows.values() if r.source in ("btcv", "chaos_target")})
-    todo = [protocol.source_cases(s, data) for s in sources] + [(protocol.test_cases(data), protocol.CHAOS_LABELS)]
+def write_pack(out: Path, volumes: list[Volume], sets: dict[str, list[str]], extra: dict | None = None) -> Path:
+    """Write `volumes` (all on one in-plane grid) as a pack: `sets` names which cases form which set (e.g.
+    "btcv", "chaos_target", "test"); `extra` goes into the metadata as it is. Temporary name, then rename."""
+    if not volumes:
+        raise ValueError(f"{out}: no volumes to pack")
+    grid = volumes[0].spacing_mm[1:]
+    if any(tuple(v.spacing_mm[1:]) != tuple(grid) for v in volumes):
+        raise ValueError(f"{out}: the volumes are not on one in-plane grid")
+    meta = {"format": FORMAT, "spacing_mm": [None, *grid], "sets": sets, "cases": {}, **(extra or {})}
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"spacing_mm": list(fine), "cases": {}}
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
-        for cases, label_ids in todo:
-            for vol in load_volumes(cases, fine, label_ids):
-                _write(zf, f"{vol.name}/image", np.round(vol.image.astype(np.float32) * 255).astype(np.uint8))
-                _write(zf, f"{vol.name}/labels", vol.labels)
-                _write(zf, f"{vol.name}/regions", vol.regions)
-                meta["cases"][vol.name] = {"spacing_mm": vol.spacing_mm, "label_ids": list(vol.label_ids)}
+        for vol in volumes:
+            _write(zf, f"{vol.name}/image", np.round(vol.image.astype(np.float32) * 255).astype(np.uint8))
+            _write(zf, f"{vol.name}/labels", vol.labels)
+            _write(zf, f"{vol.name}/regions", vol.regions)
+            meta["cases"][vol.name] = {"spacing_mm": list(vol.spacing_mm), "label_ids": list(vol.label_ids),
+                                       "window": None if vol.window is None else list(vol.window)}
         _write(zf, "meta", np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
     return out
 
 
-def load_packed(path: Path, spacing_mm, cases: list[protocol.Case]) -> list[Volume]:
-    """The volumes of `cases` on the grid of `spacing_mm` (the packed grid, or a coarser one made from it)."""
+def pack(out: Path, profile: str, data: Path = protocol.REAL_DATA) -> Path:
+    """Write the pack of `profile` to `out` (.npz; temporary name, then rename)."""
+    prof = as_profile(profile)
+    fine = min((prof.coarse.spacing_mm, prof.fine.spacing_mm), key=lambda s: s[1] * s[2])
+    rows = prof.rows.values()
+    # the real scans' sources (a PET row renders its source from the BTCV label maps); the target scans also for
+    # the translators and the self-training rows, the BTCV scans for the PET renders
+    sources = {r.source for r in rows if r.source in ("btcv", "chaos_target")}
+    if any(r.synthetic or r.selftrain for r in rows):
+        sources |= {"btcv", "chaos_target"}
+    if any(r.source == "btcv_pet" for r in rows):
+        sources.add("btcv")
+    todo = {s: protocol.source_cases(s, data) for s in sorted(sources)}
+    todo["test"] = (protocol.test_cases(data), protocol.CHAOS_LABELS)
+    extra = {}
+    if any(r.selftrain for r in rows):
+        from training.selftrain.stats import compute_stats
+
+        extra["btcv_stats"] = compute_stats(data / "ct_btcv" / "labelsTr", progress=False).to_dict()
+    volumes = [vol for cases, label_ids in todo.values() for vol in load_volumes(cases, fine, label_ids)]
+    return write_pack(out, volumes, {s: [c.name for c in cases] for s, (cases, _) in todo.items()}, extra)
+
+
+def read_meta(path: Path) -> dict:
+    """The pack's metadata (format, grid, sets, cases, extras)."""
+    try:
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable pack ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: pack format {meta.get('format')!r}, expected {FORMAT!r} (make it again: "
+                         f"python -m training.inplane pack)")
+    return meta
+
+
+def packed_set(path: Path, name: str) -> list[str]:
+    """The case names of set `name` in the pack."""
+    sets = read_meta(path)["sets"]
+    if name not in sets:
+        raise ValueError(f"{path}: the pack has no set {name!r} (sets: {sorted(sets)})")
+    return list(sets[name])
+
+
+def load_packed(path: Path, spacing_mm, cases: list) -> list[Volume]:
+    """The volumes of `cases` (protocol.Case objects or names) on the grid of `spacing_mm` (the packed grid, or a
+    coarser one made from it)."""
+    meta = read_meta(path)
     with np.load(path) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
         out = []
         for case in cases:
-            if case.name not in meta["cases"]:
-                raise ValueError(f"{path}: case {case.name} is not in the pack")
-            m = meta["cases"][case.name]
-            image = z[f"{case.name}/image"].astype(np.float32) / 255
-            labels, regions = z[f"{case.name}/labels"], z[f"{case.name}/regions"]
+            name = case if isinstance(case, str) else case.name
+            if name not in meta["cases"]:
+                raise ValueError(f"{path}: case {name} is not in the pack")
+            m = meta["cases"][name]
+            image = z[f"{name}/image"].astype(np.float32) / 255
+            labels, regions = z[f"{name}/labels"], z[f"{name}/regions"]
             spacing = tuple(m["spacing_mm"])
             if tuple(spacing_mm[1:]) != tuple(meta["spacing_mm"][1:]):
                 shape = resample.shape_at_spacing(image.shape, spacing, spacing_mm)
@@ -69,6 +124,7 @@ def load_packed(path: Path, spacing_mm, cases: list[protocol.Case]) -> list[Volu
                 labels = resample.labels_to_shape(labels, shape)
                 regions = resample.labels_to_shape(regions, shape)
                 spacing = tuple(s if t is None else float(t) for s, t in zip(spacing, spacing_mm))
-            out.append(Volume(case.name, image.astype(np.float16), labels, regions, spacing, organ_box(labels),
-                              tuple(m["label_ids"])))
+            window = None if m.get("window") is None else tuple(m["window"])
+            out.append(Volume(name, image.astype(np.float16), labels, regions, spacing, organ_box(labels),
+                              tuple(m["label_ids"]), window))
     return out

@@ -69,13 +69,10 @@ def pseudo_cases(work: Path, prof: Profile, row: str) -> list[protocol.Case]:
     """The kept target scans as training cases (image, training label), writing the training labels first."""
     from inference.io import write_labels
     from training.selftrain.filtering import read_prediction
-    from training.selftrain.labels import organ_set
 
     st = prof.rows[row].selftrain
     base = _folder(work, row)
     manifest = json.loads((base / "filtered" / "manifest.json").read_text())
-    checked = np.zeros(256, dtype=bool)
-    checked[[0, IGNORE, *organ_set(st.organ_set)]] = True
     (base / "labels").mkdir(parents=True, exist_ok=True)
     out = []
     for entry in manifest["cases"]:
@@ -84,8 +81,18 @@ def pseudo_cases(work: Path, prof: Profile, row: str) -> list[protocol.Case]:
         if not label.is_file():
             ref, consensus = read_prediction(base / "filtered" / entry["label"])
             _, best = read_prediction(base / "pred" / f"r{st.teachers[0]}" / f"{name}.nii.gz", consensus.shape)
-            train = consensus.copy()
-            train[~checked[best]] = IGNORE
-            write_labels(train, ref, label)
+            write_labels(training_label(consensus, best, st.organ_set), ref, label)
         out.append(protocol.Case(name, base / "filtered" / entry["image"], label))
+    return out
+
+
+def training_label(consensus: np.ndarray, best: np.ndarray, set_name: str) -> np.ndarray:
+    """The training label of a kept scan: the teachers' consensus, with IGNORE wherever the best teacher gives an
+    organ outside the filter's organ set `set_name` (such organs were not checked)."""
+    from training.selftrain.labels import organ_set
+
+    checked = np.zeros(256, dtype=bool)
+    checked[[0, IGNORE, *organ_set(set_name)]] = True
+    out = consensus.copy()
+    out[~checked[best]] = IGNORE
     return out

@@ -85,3 +85,20 @@ def _score(work: Path, profile: Profile, row: str, data: Path, threads: int | No
     from .bench import score_file, score_model
 
     return str(score_model(work / "models" / f"r{row}", score_file(work, profile, row).parent, data, threads))
+
+
+def trained_steps(work: Path, prof: Profile, rows: list[str], data: Path = protocol.REAL_DATA,
+                  threads: int | None = None) -> list[Step]:
+    """Export and score the rows of `rows` whose stages are trained (e.g. on a GPU machine, from a pack), without
+    training anything: one export and one score step per such row."""
+    from .bench import stage_dirs
+
+    steps = []
+    for rw in rows:
+        r = prof.rows[rw]
+        if not all((d / "final.pt").is_file() for d in stage_dirs(work, rw, r.own_coarse).values()):
+            continue
+        steps.append(Step(f"r{rw}.export", func=lambda rw=rw: _export(work, prof, rw), settings={"modality": r.modality}))
+        steps.append(Step(f"r{rw}.score", (f"r{rw}.export",), func=lambda rw=rw: _score(work, prof, rw, data, threads),
+                          settings={"modality": r.modality, "data": str(data)}))
+    return steps

@@ -6,7 +6,6 @@ generator is seeded from (seed, case name), so a case renders the same whatever 
 """
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -19,12 +18,9 @@ from inference.io import write_image_atomic
 from inference.orientation import Orientation, orientation_from_direction
 
 from .ct import RenderConfig, body_mask_from_image, render_ct
-from .pet import PetRenderConfig, render_pet
+from .pet import PetRenderConfig, painter
 from .synth import SynthRenderConfig, render_synth
-
-
-def _case_seed(seed: int, case: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{case}".encode()).digest()[:8], "little")
+from .variants import case_seed as _case_seed, render_canonical
 
 
 def _read_with_labels(label_path: Path, other_path: Path) -> tuple[sitk.Image, sitk.Image, Orientation]:
@@ -100,49 +96,27 @@ def _z_axis(image: sitk.Image) -> int:
     return int(np.argmax(np.abs(d[2])))
 
 
-def _extend_body(body: np.ndarray, extension: np.ndarray) -> np.ndarray:
-    """The body mask (z, y, x) continued into the extension slices (whole slices along axis 0 outside the
-    labelled range) as a copy of the outermost labelled slice on that side whose body is at least half the median
-    body area (the scan's edge slices are often partial)."""
-    ext = extension.all(axis=(1, 2))
-    kept = np.flatnonzero(~ext)
-    if not ext.any() or not len(kept):
-        return body
-    area = body[kept].sum(axis=(1, 2))
-    good = kept[area >= 0.5 * np.median(area)] if area.any() else kept
-    out = body.copy()
-    for z in np.flatnonzero(ext):
-        src = good[0] if z < kept[0] else good[-1]
-        out[z] = body[src]
-    return out
-
-
 def _render_variant(label_path: Path, body_path: Path, out_image: Path, out_label: Path, seed: int,
                     pad_mm: tuple[float, float], paint) -> dict:
-    """One render of a labelled case through `paint(labels, body, spacing, rng, extension) -> (image, drawn)`
-    in the canonical frame; with `pad_mm` > 0 the body is first extended above and below the labelled slices
-    (the outermost full body slice repeated, no organs), so the written grid has more slices than the label map.
-    Image (float32) and label map are written on that grid; the generator is seeded from (seed, output name)."""
-    lab_img, body_img, _ = _read_with_labels(label_path, body_path)
+    """One render of a labelled case (variants.render_canonical in the canonical frame; with `pad_mm` > 0 the
+    written grid has more slices than the label map): image (float32) and label map written on the label file's
+    own voxel order and geometry, extended along its axis closest to physical z."""
+    lab_img, body_img, orient = _read_with_labels(label_path, body_path)
     stem = Path(out_image).name[: -len("_0000.nii.gz")]
-    rng = np.random.default_rng(_case_seed(seed, stem))
-    axis = _z_axis(lab_img)
-    pads = [int(round(rng.uniform(*pad_mm) / lab_img.GetSpacing()[axis])) for _ in range(2)]
-    lower, upper = [0, 0, 0], [0, 0, 0]
-    lower[axis], upper[axis] = pads
-    inside = sitk.Image(lab_img.GetSize(), sitk.sitkUInt8)
-    inside.CopyInformation(lab_img)
-    inside += 1
-    lab_img = sitk.ConstantPad(lab_img, lower, upper, 0)
-    body_img = sitk.ConstantPad(body_img, lower, upper, 0)
-    inside = sitk.ConstantPad(inside, lower, upper, 0)
-    orient = orientation_from_direction(lab_img.GetDirection())
     spacing = orient.spacing(tuple(reversed(lab_img.GetSpacing())))
-    labels = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(lab_img)))
-    extension = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(inside) == 0))
-    body = _extend_body(np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(body_img) > 0)), extension)
-    image, drawn = paint(labels, body, spacing, rng, extension)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(orient.undo(image.astype(np.float32))))
+    image, labels, drawn, pads = render_canonical(
+        np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(lab_img))),
+        np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(body_img) > 0)), spacing, stem, seed, pad_mm, paint)
+    axis = _z_axis(lab_img)
+    # canonical axis 0 is the file's z axis, reversed when the orientation flips it
+    first, last = (pads[1], pads[0]) if 0 in orient.flip_axes else (pads[0], pads[1])
+    lower, upper = [0, 0, 0], [0, 0, 0]
+    lower[axis], upper[axis] = first, last
+    lab_img = sitk.ConstantPad(lab_img, lower, upper, 0)
+    if orient.spacing(tuple(reversed(lab_img.GetSpacing()))) != spacing or orient.apply(
+            sitk.GetArrayViewFromImage(lab_img)).shape != labels.shape:
+        raise AssertionError(f"{label_path}: the padded grid does not match the render")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(orient.undo(image)))
     img.CopyInformation(lab_img)
     for path in (out_image, out_label):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -155,8 +129,7 @@ def render_pet_case(label_path: Path, body_path: Path, out_image: Path, out_labe
                     config: PetRenderConfig = PetRenderConfig()) -> dict:
     """Write one FDG-PET-like render of a case (float32 SUV) and its label map (`config.pad_mm`: the body
     extension, see `_render_variant`)."""
-    return _render_variant(label_path, body_path, out_image, out_label, seed, config.pad_mm,
-                           lambda lab, body, sp, rng, ext: render_pet(lab, body, sp, rng, config, extension=ext))
+    return _render_variant(label_path, body_path, out_image, out_label, seed, config.pad_mm, painter(config))
 
 
 def render_synth_case(label_path: Path, body_path: Path, out_image: Path, out_label: Path, seed: int = 0,

@@ -211,3 +211,10 @@ def render_pet(labels: np.ndarray, body: np.ndarray, spacing_zyx, rng: np.random
         suv = suv + level * np.sqrt(np.maximum(suv, 0.0)) * noise
     drawn.update(psf_fwhm_mm=round(float(fwhm), 2), noise=round(float(level), 3))
     return np.maximum(suv, 0.0).astype(np.float32), drawn
+
+
+def painter(config: PetRenderConfig = PetRenderConfig()):
+    """`render_pet` with `config` as the paint function of `variants.render_canonical` (the body extension goes
+    to the large hot structures first)."""
+    return lambda labels, body, spacing, rng, extension: render_pet(labels, body, spacing, rng, config,
+                                                                    extension=extension)

@@ -24,15 +24,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
 from inference.atomic import atomic_path, write_json, write_text
-from inference.io import write_labels
 
 from . import labels as L
-from .predict import RECORD_FORMAT
 from .stats import SetStats, file_sha256, load_stats
+from .table4 import Table4Row, format_table4, table4_row  # noqa: F401 (importers use this module, their old home)
+
+# SimpleITK is imported where files are read: the rules also serve arrays in memory (training/inplane/packed.py)
 
 MANIFEST_FORMAT = "flare-uda selftrain pseudo-labels v1"
 DEFAULT_DICE_THRESHOLD = {"mri": 0.9, "pet": 0.82, "mri_large": 0.9}
@@ -114,35 +114,6 @@ class CaseResult:
         return None
 
 
-@dataclass(frozen=True)
-class Table4Row:
-    """Samples surviving each filter, cumulatively (the paper's Table 4), for one target set."""
-
-    target_set: str
-    total: int
-    class_number: int  # + class number
-    relative_volume: int  # + relative volume
-    top_k_dice: int  # + top-k Dice
-    above_threshold: int  # passing (a), (b) and the threshold before the top-k cut (not a column of the paper)
-    dice_threshold: float
-    top_k: int | None
-
-
-TABLE4_HEADER = ("target set", "total", "+ class number", "+ relative volume", "+ top-k Dice")
-
-
-def format_table4(rows: list[Table4Row]) -> str:
-    """Markdown table with the paper's columns, one row per target set, and each row's k and threshold."""
-    lines = ["| " + " | ".join(TABLE4_HEADER) + " |", "|" + "---|" * len(TABLE4_HEADER)]
-    for r in rows:
-        lines.append(f"| {r.target_set} | {r.total} | {r.class_number} | {r.relative_volume} | {r.top_k_dice} |")
-    for r in rows:
-        k = "all" if r.top_k is None else r.top_k
-        lines.append(f"{r.target_set}: Dice threshold {r.dice_threshold:g}, k = {k}, "
-                     f"{r.above_threshold} above the threshold before the top-k cut")
-    return "\n".join(lines)
-
-
 # ---- stage 1 -------------------------------------------------------------------------------------------------
 
 def sample_measures(best: np.ndarray, second: np.ndarray, stats: SetStats, n_sigma: float, min_voxels: int = 1,
@@ -177,13 +148,27 @@ def select_top_k(results: list[CaseResult], threshold: float, top_k: int | None)
     return [r for r in ranked if r.selected]
 
 
-def table4_row(target_set: str, results: list[CaseResult], threshold: float, top_k: int | None) -> Table4Row:
-    return Table4Row(target_set=target_set, total=len(results),
-                     class_number=sum(r.passed_class for r in results),
-                     relative_volume=sum(r.passed_volume for r in results),
-                     top_k_dice=sum(r.selected for r in results),
-                     above_threshold=sum(r.above_threshold for r in results),
-                     dice_threshold=threshold, top_k=top_k)
+def rank_cases(names: list[str], load_two, set_stats: SetStats, n_sigma: float, min_voxels: int, threshold: float,
+               top_k: int | None, progress: bool = False) -> tuple[list[CaseResult], list[CaseResult]]:
+    """Stage 1 over `names`: `load_two(name)` gives the best and the second-best model's label maps of a case.
+    Returns every case's result and the selected ones in rank order."""
+    results = [sample_measures(*load_two(n), set_stats, n_sigma, min_voxels, case=n)
+               for n in tqdm(names, desc="stage 1", unit="case", disable=not progress)]
+    return results, select_top_k(results, threshold, top_k)
+
+
+def vote(preds: list[np.ndarray], organs, no_majority_label: int) -> np.ndarray:
+    """Stage 2: the models' label maps (best first), restricted to `organs`, majority-voted per class."""
+    return L.majority_vote([L.restrict(p, organs) for p in preds], organs, no_majority_label)
+
+
+def write_report(out: Path, target_set: str, row: Table4Row, results: list[CaseResult], ignored: int = 0) -> None:
+    """OUT/filter_report.json (every case's measurements and the first rule it failed), table4.json / .md."""
+    report = {"target_set": target_set, "ignored_other_modality_records": ignored, "table4": asdict(row),
+              "cases": [{**{k: v for k, v in asdict(r).items()}, "failed_rule": r.failed_rule} for r in results]}
+    write_json(out / "filter_report.json", json.loads(json.dumps(report, default=str)), indent=1, mkdir=True)
+    write_json(out / "table4.json", asdict(row), indent=1, mkdir=True)
+    write_text(out / "table4.md", format_table4([row]) + "\n")
 
 
 # ---- reading the predictions folder --------------------------------------------------------------------------
@@ -199,6 +184,8 @@ class CaseFiles:
 def load_records(pred: Path, modality: str, images: Path | None) -> tuple[list[CaseFiles], list[dict], int]:
     """Cases of `modality` ("MRI" / "PET") in the predictions folder, the model list they share, and how many
     other-modality records were ignored."""
+    from .predict import RECORD_FORMAT
+
     rec_dir = Path(pred) / "records"
     if not rec_dir.is_dir():
         raise FilterError(f"{pred}: not a predictions folder of `python -m training.selftrain predict` "
@@ -243,7 +230,9 @@ def load_records(pred: Path, modality: str, images: Path | None) -> tuple[list[C
     return cases, models, ignored
 
 
-def read_prediction(path: Path, shape: tuple[int, ...] | None = None) -> tuple[sitk.Image, np.ndarray]:
+def read_prediction(path: Path, shape: tuple[int, ...] | None = None) -> tuple["sitk.Image", np.ndarray]:
+    import SimpleITK as sitk
+
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -259,6 +248,8 @@ def read_prediction(path: Path, shape: tuple[int, ...] | None = None) -> tuple[s
 # ---- stage 2 and the output folder ---------------------------------------------------------------------------
 
 def _copy_image(src: Path, dst: Path, compression: int) -> None:
+    import SimpleITK as sitk
+
     with atomic_path(dst) as tmp:
         if src.name.endswith(".nii.gz"):
             shutil.copyfile(src, tmp)
@@ -299,21 +290,26 @@ def run_filter(cfg: FilterConfig) -> tuple[Table4Row, list[CaseResult], dict]:
     old_files = _prepare_out(cfg)
     out = Path(cfg.out)
 
-    results: list[CaseResult] = []
-    for cf in tqdm(cases, desc=f"stage 1 ({cfg.target_set})", unit="case", disable=not cfg.progress):
-        _, best = read_prediction(cf.labels[0])
-        _, second = read_prediction(cf.labels[1], best.shape)
-        results.append(sample_measures(best, second, set_stats, cfg.n_sigma, cfg.min_voxels, case=cf.case))
-    selected = select_top_k(results, cfg.threshold, cfg.top_k)
-    row = table4_row(cfg.target_set, results, cfg.threshold, cfg.top_k)
+    import SimpleITK as sitk
+
+    from inference.io import write_labels
 
     by_case = {cf.case: cf for cf in cases}
+
+    def load_two(case: str) -> tuple[np.ndarray, np.ndarray]:
+        _, best = read_prediction(by_case[case].labels[0])
+        return best, read_prediction(by_case[case].labels[1], best.shape)[1]
+
+    results, selected = rank_cases([cf.case for cf in cases], load_two, set_stats, cfg.n_sigma, cfg.min_voxels,
+                                   cfg.threshold, cfg.top_k, cfg.progress)
+    row = table4_row(cfg.target_set, results, cfg.threshold, cfg.top_k)
+
     entries = []
     for res in tqdm(selected, desc=f"stage 2 vote ({cfg.target_set})", unit="case", disable=not cfg.progress):
         cf = by_case[res.case]
         ref, first = read_prediction(cf.labels[0])
         preds = [first] + [read_prediction(p, first.shape)[1] for p in cf.labels[1:]]
-        consensus = L.majority_vote([L.restrict(p, organs) for p in preds], organs, cfg.no_majority_label)
+        consensus = vote(preds, organs, cfg.no_majority_label)
         image_rel, label_rel = f"images/{res.case}_0000.nii.gz", f"labels/{res.case}.nii.gz"
         img_info = sitk.ImageFileReader()
         img_info.SetFileName(str(cf.image))
@@ -360,11 +356,7 @@ def run_filter(cfg: FilterConfig) -> tuple[Table4Row, list[CaseResult], dict]:
         "numTraining": len(entries),
         "cases": entries,
     }
-    report = {"target_set": cfg.target_set, "ignored_other_modality_records": ignored, "table4": asdict(row),
-              "cases": [{**{k: v for k, v in asdict(r).items()}, "failed_rule": r.failed_rule} for r in results]}
-    write_json(out / "filter_report.json", json.loads(json.dumps(report, default=str)), indent=1, mkdir=True)
-    write_json(out / "table4.json", asdict(row), indent=1, mkdir=True)
-    write_text(out / "table4.md", format_table4([row]) + "\n")
+    write_report(out, cfg.target_set, row, results, ignored)
     write_json(out / "manifest.json", manifest, indent=1, mkdir=True)
     return row, results, manifest
 

@@ -14,14 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
 from inference.atomic import write_json
-from inference.io import read_volume
 
 from . import labels as L
-from .geometry import physical_spacing_xyz
 
 FORMAT = "flare-uda selftrain ct-stats v1"
 
@@ -95,8 +92,12 @@ def label_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_label_map(path: Path) -> tuple[sitk.Image, np.ndarray]:
+def read_label_map(path: Path) -> tuple["sitk.Image", np.ndarray]:
     """A FLARE label map: 3D, integer, values 0..13. Raises StatsError naming the file otherwise."""
+    import SimpleITK as sitk   # here, not above: the statistics' types also serve a machine without SimpleITK
+
+    from inference.io import read_volume
+
     try:
         image = read_volume(path, "label map")
     except ValueError as exc:
@@ -112,6 +113,8 @@ def read_label_map(path: Path) -> tuple[sitk.Image, np.ndarray]:
 
 
 def compute_stats(ct_labels: Path, progress: bool = True) -> CTStats:
+    from .geometry import physical_spacing_xyz
+
     files = label_files(ct_labels)
     spacings = []
     ratios: dict[str, dict[int, list[float]]] = {name: {o: [] for o in organs} for name, organs in L.ORGAN_SETS.items()}
