@@ -118,7 +118,7 @@ def prepare_translator(work: Path, prof: Profile, kind: str, pack: Path, device:
     finally:
         torch.set_num_threads(before)
     return write_pack(dest, volumes, {"all": [v.name for v in volumes]}, {"translator": kind,
-                                                                          "options": recorded})
+                                                                          "options": recorded}, compress=False)
 
 
 def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str = "cpu",
@@ -169,7 +169,7 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
         label = training_label(consensus, preds[res.case][0], st.organ_set)
         volumes.append(prepare_volume(v.name, v.raw(), v.spacing_mm, label, v.spacing_mm, protocol.BTCV_LABELS))
     return write_pack(dest, volumes, {"all": [v.name for v in volumes]},
-                      {"teachers": list(st.teachers), "kept": [r.case for r in selected]})
+                      {"teachers": list(st.teachers), "kept": [r.case for r in selected]}, compress=False)
 
 
 def _render(name: str, labels, body, spacing, seed: int):
@@ -207,7 +207,7 @@ def prepare_render(work: Path, prof: Profile, row: str, pack: Path, workers: int
             futures += [pool.submit(_render, f"{v.name}_pet{k}", labels, body, v.spacing_mm, prof.seed)
                         for k in range(r.render_variants)]
         volumes = [f.result() for f in futures]
-    return write_pack(dest, volumes, {"all": [v.name for v in volumes]}, {"settings": settings})
+    return write_pack(dest, volumes, {"all": [v.name for v in volumes]}, {"settings": settings}, compress=False)
 
 
 def _render_settings(prof: Profile, row: str) -> dict:

@@ -98,7 +98,8 @@ def trained_steps(work: Path, prof: Profile, rows: list[str], data: Path = proto
         r = prof.rows[rw]
         if not all((d / "final.pt").is_file() for d in stage_dirs(work, rw, r.own_coarse).values()):
             continue
-        steps.append(Step(f"r{rw}.export", func=lambda rw=rw: _export(work, prof, rw), settings={"modality": r.modality}))
+        steps.append(Step(f"r{rw}.export", func=lambda rw=rw: _export(work, prof, rw),
+                          settings={"modality": r.modality}))
         steps.append(Step(f"r{rw}.score", (f"r{rw}.export",), func=lambda rw=rw: _score(work, prof, rw, data, threads),
                           settings={"modality": r.modality, "data": str(data)}))
     return steps
