@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import bench, protocol
+from .packed import PARTS
 
 
 def cmd_run(args) -> int:
@@ -64,8 +65,9 @@ def cmd_score_trained(args) -> int:
     code = _report(run_steps(args.work, steps, progress=False), "exported and scored")
     names = {s.name for s in steps}
     for row in rows:
-        if f"r{row}.score" in names and bench.score_file(args.work, prof, row).is_file():
-            _print_score(f"r{row}", bench.score_file(args.work, prof, row))
+        csv_path = bench.score_file(args.work, prof, row)
+        if f"r{row}.score" in names and csv_path.is_file():
+            _print_score(f"r{row}", csv_path)
     return code
 
 
@@ -153,7 +155,7 @@ def main(argv=None) -> int:
     pr = sub.add_parser("prepare", help="from a pack: a row's translator, pseudo-labels or PET renders (packed.py)")
     _common(pr)
     pr.add_argument("--row", required=True)
-    pr.add_argument("--part", required=True, choices=("translator", "pseudo", "render"))
+    pr.add_argument("--part", required=True, choices=PARTS)
     pr.add_argument("--packed", type=Path, required=True, help="the pack (python -m training.inplane pack)")
     pr.add_argument("--device", default="cpu", help="cpu or cuda")
     pr.add_argument("--threads", type=int, default=None)

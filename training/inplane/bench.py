@@ -85,15 +85,16 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
 
         bank, evals = packed_bank(work, prof, trainer, stage, recipe.spacing_mm, packed, curve_on_test)
     else:
-        bank, evals = _nifti_bank(work, prof, trainer, stage, recipe.spacing_mm, data, device, threads, curve_on_test)
+        bank, evals = _nifti_bank(work, prof, trainer, stage, recipe.spacing_mm, label_ids, data, device, threads,
+                                  curve_on_test)
     train_stage(out, bank, recipe, prof.spatial, r.appearance, label_ids, evals,
                 protocol.SCORED_ORGANS if evals else (), seed=prof.seed if r.seed is None else r.seed, device=device,
                 init=init)
     return out
 
 
-def _nifti_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, data: Path, device: str,
-                threads: int | None, curve_on_test: bool):
+def _nifti_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, label_ids: tuple[int, ...], data: Path,
+                device: str, threads: int | None, curve_on_test: bool):
     """The training bank and the curve's test volumes of `stage` of `row` (the row that trains it) from the NIfTI
     scans under `data` and the files the row's earlier steps wrote (translated CT, pseudo-labels, renders)."""
     from .data import MixedBank, SliceBank, load_volumes
@@ -102,9 +103,9 @@ def _nifti_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, dat
     if r.source == "btcv_pet":
         from .pet import pet_cases
 
-        cases, label_ids = pet_cases(work, data, r.render_variants, prof.seed), protocol.BTCV_LABELS
+        cases = pet_cases(work, data, r.render_variants, prof.seed)
     else:
-        cases, label_ids = protocol.source_cases(r.source, data)
+        cases = protocol.source_cases(r.source, data)[0]
 
     def volumes(cases_, label_ids_):
         missing = [str(c.image) for c in cases_ if not c.image.is_file() or not c.label.is_file()]

@@ -29,7 +29,7 @@ from pathlib import Path
 from training.runner import RunResult, Step, run_steps
 
 from . import protocol
-from .data import IGNORE, MixedBank, SliceBank, label_map, prepare_volume
+from .data import IGNORE, MixedBank, SliceBank, Volume, label_map, prepare_volume
 from .pack import load_packed, packed_set, read_meta, write_pack
 from .recipe import Profile, as_profile
 
@@ -100,21 +100,22 @@ def prepare_translator(work: Path, prof: Profile, kind: str, pack: Path, device:
     if (run / "options.json").is_file() and CycleGANOptions.load(run / "options.json").differences(opts):
         shutil.rmtree(run)      # trained with other options: train again (the same options resume)
     grid = _grid(pack)
-    ct = load_packed(pack, grid, packed_set(pack, "btcv"))
-    target = load_packed(pack, grid, packed_set(pack, "chaos_target"))
 
-    def case(v, labelled: bool) -> ArrayCase:
-        return ArrayCase(v.name, v.raw(), tuple(reversed(v.spacing_mm)), IDENTITY, label_map(v) if labelled else None)
+    def cases(set_name: str, labelled: bool) -> list[tuple[Volume, ArrayCase]]:
+        return [(v, ArrayCase(v.name, v.raw(), tuple(reversed(v.spacing_mm)), IDENTITY,
+                              label_map(v) if labelled else None))
+                for v in load_packed(pack, grid, packed_set(pack, set_name))]
 
+    ct = cases("btcv", True)
     before = torch.get_num_threads()
     torch.set_num_threads(threads or prof.fine.threads)
     try:
         if not (run / "quality.json").is_file():
-            train_cases([case(v, True) for v in ct], [case(v, False) for v in target], run, opts, device=device,
+            train_cases([c for _, c in ct], [c for _, c in cases("chaos_target", False)], run, opts, device=device,
                         progress=False)
         model, ckpt = load_checkpoint(run / "checkpoints" / "latest.pt", device)
-        volumes = [prepare_volume(v.name, translate_case(model, ckpt, case(v, True)), v.spacing_mm, label_map(v),
-                                  v.spacing_mm, v.label_ids) for v in ct]
+        volumes = [prepare_volume(v.name, translate_case(model, ckpt, c), v.spacing_mm, c.label, v.spacing_mm,
+                                  v.label_ids) for v, c in ct]
     finally:
         torch.set_num_threads(before)
     return write_pack(dest, volumes, {"all": [v.name for v in volumes]}, {"translator": kind,

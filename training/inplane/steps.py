@@ -64,14 +64,20 @@ def row_steps(work: Path, prof: Profile, row: str, data: Path = protocol.REAL_DA
             deps.append(f"r{r.start}.fine")
         steps[f"r{rw}.fine"] = Step(f"r{rw}.fine", tuple(deps), func=train(rw, "fine"),
                                     settings=prof.stage_settings(rw, "fine"))
-        steps[f"r{rw}.export"] = Step(f"r{rw}.export", (coarse, f"r{rw}.fine"), func=lambda: _export(work, prof, rw),
-                                      settings={"modality": r.modality})
-        steps[f"r{rw}.score"] = Step(f"r{rw}.score", (f"r{rw}.export",),
-                                     func=lambda: _score(work, prof, rw, data, threads),
-                                     settings={"modality": r.modality, "data": str(data)})
+        for step in _export_and_score(work, prof, rw, (coarse, f"r{rw}.fine"), data, threads):
+            steps[step.name] = step
 
     add(row)
     return list(steps.values())
+
+
+def _export_and_score(work: Path, prof: Profile, row: str, deps: tuple[str, ...], data: Path,
+                      threads: int | None) -> tuple[Step, Step]:
+    """Row `row`'s export step (after `deps`) and its score step."""
+    modality = prof.rows[row].modality
+    return (Step(f"r{row}.export", deps, func=lambda: _export(work, prof, row), settings={"modality": modality}),
+            Step(f"r{row}.score", (f"r{row}.export",), func=lambda: _score(work, prof, row, data, threads),
+                 settings={"modality": modality, "data": str(data)}))
 
 
 def _export(work: Path, profile: Profile, row: str) -> str:
@@ -93,13 +99,6 @@ def trained_steps(work: Path, prof: Profile, rows: list[str], data: Path = proto
     training anything: one export and one score step per such row."""
     from .bench import stage_dirs
 
-    steps = []
-    for rw in rows:
-        r = prof.rows[rw]
-        if not all((d / "final.pt").is_file() for d in stage_dirs(work, rw, r.own_coarse).values()):
-            continue
-        steps.append(Step(f"r{rw}.export", func=lambda rw=rw: _export(work, prof, rw),
-                          settings={"modality": r.modality}))
-        steps.append(Step(f"r{rw}.score", (f"r{rw}.export",), func=lambda rw=rw: _score(work, prof, rw, data, threads),
-                          settings={"modality": r.modality, "data": str(data)}))
-    return steps
+    return [step for rw in rows
+            if all((d / "final.pt").is_file() for d in stage_dirs(work, rw, prof.rows[rw].own_coarse).values())
+            for step in _export_and_score(work, prof, rw, (), data, threads)]

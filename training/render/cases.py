@@ -20,7 +20,7 @@ from inference.orientation import Orientation, orientation_from_direction
 from .ct import RenderConfig, body_mask_from_image, render_ct
 from .pet import PetRenderConfig, painter
 from .synth import SynthRenderConfig, render_synth
-from .variants import case_seed as _case_seed, render_canonical
+from .variants import case_seed, render_canonical
 
 
 def _read_with_labels(label_path: Path, other_path: Path) -> tuple[sitk.Image, sitk.Image, Orientation]:
@@ -54,7 +54,7 @@ def render_case(label_path: Path, body_path: Path, out_image: Path, seed: int = 
     labels = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(lab_img)))
     body = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(body_img) > 0))
     case = label_path.name[: -len(".nii.gz")]
-    hu, phase = render_ct(labels, body, spacing, np.random.default_rng(_case_seed(seed, case)), config)
+    hu, phase = render_ct(labels, body, spacing, np.random.default_rng(case_seed(seed, case)), config)
     out = sitk.GetImageFromArray(np.ascontiguousarray(orient.undo(hu)))
     out.CopyInformation(lab_img)
     write_image_atomic(out, out_image)
@@ -113,8 +113,7 @@ def _render_variant(label_path: Path, body_path: Path, out_image: Path, out_labe
     lower, upper = [0, 0, 0], [0, 0, 0]
     lower[axis], upper[axis] = first, last
     lab_img = sitk.ConstantPad(lab_img, lower, upper, 0)
-    if orient.spacing(tuple(reversed(lab_img.GetSpacing()))) != spacing or orient.apply(
-            sitk.GetArrayViewFromImage(lab_img)).shape != labels.shape:
+    if orient.apply(sitk.GetArrayViewFromImage(lab_img)).shape != labels.shape:
         raise AssertionError(f"{label_path}: the padded grid does not match the render")
     img = sitk.GetImageFromArray(np.ascontiguousarray(orient.undo(image)))
     img.CopyInformation(lab_img)

@@ -149,11 +149,12 @@ def select_top_k(results: list[CaseResult], threshold: float, top_k: int | None)
 
 
 def rank_cases(names: list[str], load_two, set_stats: SetStats, n_sigma: float, min_voxels: int, threshold: float,
-               top_k: int | None, progress: bool = False) -> tuple[list[CaseResult], list[CaseResult]]:
+               top_k: int | None, progress: bool = False, desc: str = "stage 1"
+               ) -> tuple[list[CaseResult], list[CaseResult]]:
     """Stage 1 over `names`: `load_two(name)` gives the best and the second-best model's label maps of a case.
     Returns every case's result and the selected ones in rank order."""
     results = [sample_measures(*load_two(n), set_stats, n_sigma, min_voxels, case=n)
-               for n in tqdm(names, desc="stage 1", unit="case", disable=not progress)]
+               for n in tqdm(names, desc=desc, unit="case", disable=not progress)]
     return results, select_top_k(results, threshold, top_k)
 
 
@@ -301,7 +302,7 @@ def run_filter(cfg: FilterConfig) -> tuple[Table4Row, list[CaseResult], dict]:
         return best, read_prediction(by_case[case].labels[1], best.shape)[1]
 
     results, selected = rank_cases([cf.case for cf in cases], load_two, set_stats, cfg.n_sigma, cfg.min_voxels,
-                                   cfg.threshold, cfg.top_k, cfg.progress)
+                                   cfg.threshold, cfg.top_k, cfg.progress, f"stage 1 ({cfg.target_set})")
     row = table4_row(cfg.target_set, results, cfg.threshold, cfg.top_k)
 
     entries = []
