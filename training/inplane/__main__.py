@@ -101,6 +101,19 @@ def cmd_score(args) -> int:
     return _print_score(args.model.name, bench.score_model(args.model, args.out, args.data, args.threads))
 
 
+def cmd_robust(args) -> int:
+    """The sequence-robustness columns of one MRI model: (a) T2 test scans, (b) the T1 crop, (c) the stress set."""
+    from .robust import SETS, columns_table, score_sets
+
+    sets = tuple(x for x in args.sets.split(",") if x)
+    bad = [x for x in sets if x not in SETS]
+    if bad or not sets:
+        raise ValueError(f"--sets {args.sets!r}: choose from {', '.join(SETS)}")
+    path = score_sets(args.model, args.out, args.data, sets, args.threads, args.cache)
+    print(columns_table({args.model.name: (args.model.name, path)}), end="")
+    return 0
+
+
 def cmd_publish(args) -> int:
     rows = tuple(r for r in args.weights_of.split(",") if r)
     print((bench.publish(args.work, args.profile, args.out, rows)).read_text())
@@ -122,8 +135,15 @@ def cmd_pack(args) -> int:
 
 
 def cmd_seed(args) -> int:
-    for d in bench.seed_work(args.results, args.work):
+    if args.results is None and not args.model:
+        raise ValueError("seed: give --results DIR and/or --model ROW=DIR")
+    for d in bench.seed_work(args.results, args.work) if args.results else []:
         print(f"seeded {d}")
+    for spec in args.model:
+        row, sep, folder = spec.partition("=")
+        if not sep or not row or not folder:
+            raise ValueError(f"--model {spec!r}: expected ROW=MODEL_DIR")
+        print(f"seeded row {row} from {folder}: {bench.seed_model(args.work, row, Path(folder))}")
     return 0
 
 
@@ -191,6 +211,15 @@ def main(argv=None) -> int:
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(func=cmd_score)
+    rb = sub.add_parser("robust", help="MRI model: (a) CHAOS T2 test scans, (b) the real T1 crop ts_mr_sm, "
+                                       "(c) the contrast-stress set (robust.py)")
+    _common(rb, work=False, profile=False, data=True)
+    rb.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
+    rb.add_argument("--out", type=Path, required=True)
+    rb.add_argument("--sets", default="t2,t1,stress", help="comma-separated: t2, t1, stress")
+    rb.add_argument("--cache", type=Path, default=None, help="where the sets are made (default: OUT/sets)")
+    rb.add_argument("--threads", type=int, default=None)
+    rb.set_defaults(func=cmd_robust)
     pb = sub.add_parser("publish", help="table, curves, stage weights and scores -> a results folder")
     _common(pb)
     pb.add_argument("--out", type=Path, required=True)
@@ -203,7 +232,10 @@ def main(argv=None) -> int:
     pk.set_defaults(func=cmd_pack)
     sd = sub.add_parser("seed", help="published stages -> a new work folder (continue on another machine)")
     _common(sd, profile=False)
-    sd.add_argument("--results", type=Path, required=True)
+    sd.add_argument("--results", type=Path, help="a published results folder: its stages")
+    sd.add_argument("--model", action="append", default=[], metavar="ROW=DIR",
+                    help="a shipped model folder of row ROW: a teacher (WORK/models/rROW) and a start row (its fine "
+                         "stage recovered from ONNX); repeatable")
     sd.set_defaults(func=cmd_seed)
     args = p.parse_args(argv)
     try:

@@ -80,7 +80,7 @@ def appearance(x: torch.Tensor, regions: torch.Tensor, n_regions: int, a: Appear
     def u(lo=0.0, hi=1.0) -> float:
         return float(torch.empty((), device="cpu").uniform_(lo, hi, generator=gen))
 
-    if a.strong:
+    if a.strong and (a.p_strong >= 1.0 or u() < a.p_strong):
         if u() < a.p_curve:
             x = _curve(x, torch.rand(a.curve_knots, generator=gen).to(dev))
         if u() < a.p_region:

@@ -259,6 +259,32 @@ def seed_work(results: Path, work: Path) -> list[Path]:
     return copied
 
 
+def seed_model(work: Path, row: str, model: Path) -> Path:
+    """A shipped model folder of row `row` (ONNX, as `ship` writes it; e.g. an earlier weights/ folder from the
+    repository's history) -> WORK/models/r<row> (a teacher for the self-training rows) and its fine stage's 2D
+    weights -> WORK/rows/<row>/fine/final.pt (a start row), recovered from the ONNX graph (export.stage_from_onnx;
+    the logits match the ONNX model's to ~1e-4). A stage or model already there is kept. Returns the model folder."""
+    from inference.model_folder import load_model_folder
+
+    from .export import stage_from_onnx
+
+    loaded = load_model_folder(model, verify=True)
+    dst = work / "models" / f"r{row}"
+    if not (dst / "model.json").is_file():
+        shutil.copytree(model, dst, dirs_exist_ok=True)
+    fine = stage_dirs(work, row)["fine"]
+    cfg = loaded.card.fine
+    if not (fine / "final.pt").is_file():
+        state = stage_from_onnx(model / cfg.files["onnx"], cfg.architecture.features_per_stage, cfg.num_classes)
+        fine.mkdir(parents=True, exist_ok=True)
+        write_json(fine / "summary.json", {"label_ids": list(cfg.label_ids), "recovered_from": str(model),
+                                           "provenance": loaded.card.provenance.get("fine", {})})
+        from .loop import _save
+
+        _save(fine / "final.pt", state)
+    return dst
+
+
 def ship(work: Path, profile: str | Profile, row: str, out: Path, name: str, note: str = "") -> Path:
     """Copy row `row`'s scored model into `out` (e.g. weights/<name>) with ONNX weights only (the container's
     runtime) and a card recording the benchmark row, per-organ test DSC / NSD, machine and training length.

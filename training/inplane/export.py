@@ -84,3 +84,37 @@ def export_row(work: Path, profile: str | Profile, row: str, out: Path, name: st
                     f"(BTCV) only unless the row says otherwise; network labels {list(organs)}",
         roi=RoiConfig(margin_mm=(20.0, 20.0, 20.0), max_extent_mm=(350.0, 350.0, 400.0), **ROI_REGROW),
         postprocess=PostprocessConfig(largest_component_organs=organs, caudal_to=caudal))
+
+
+def from_card_state(card_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `to_card_state`: the (1, 3, 3)-kernel 3D network's weights -> the 2D network's (every 5D
+    tensor loses its depth axis of size 1)."""
+    bad = [k for k, v in card_state.items() if v.ndim == 5 and v.shape[2] != 1]
+    if bad:
+        raise ValueError(f"not an in-plane card network: {bad[0]} has depth {card_state[bad[0]].shape[2]}")
+    return {k: (v.squeeze(2) if v.ndim == 5 else v).clone() for k, v in card_state.items()}
+
+
+def stage_from_onnx(onnx_file: Path, features, num_classes: int) -> dict[str, torch.Tensor]:
+    """A shipped in-plane stage (ONNX, as `export_row` writes it) -> the 2D network's state dict, so that a model
+    published only as ONNX can start a fine stage. ONNX keeps each shared tensor once (the network's
+    `all_modules` aliases of its convolutions and norms); they are filled from the module they alias."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load(str(onnx_file)).graph.initializer}
+    net = build_net2d(features, num_classes)
+    state = net.state_dict()
+    groups: dict[int, list[str]] = {}   # tensors shared under several names (aliases), by storage
+    for k, v in state.items():
+        groups.setdefault(v.data_ptr(), []).append(k)
+    found = from_card_state({k: v for k, v in inits.items() if k in state})
+    # the deep-supervision heads of the coarser decoder levels are not in the graph (the network runs without
+    # deep supervision): they keep their initial values, as they did in training
+    unused = tuple(f"decoder.seg_layers.{i}." for i in range(len(features) - 2))
+    missing = [names[0] for names in groups.values()
+               if not any(n in found for n in names) and not names[0].startswith(unused)]
+    if missing:
+        raise ValueError(f"{onnx_file}: no weights for {missing[:3]} ({len(missing)} tensors): another network")
+    net.load_state_dict(found, strict=False)   # the aliases share their tensors with the ones just loaded
+    return {k: v.float() for k, v in net.state_dict().items()}

@@ -23,9 +23,11 @@ class Appearance:
     randomisation of row (A): a random piecewise-linear intensity curve over the whole patch (`curve_knots`
     control points, not monotone: any tissue may become brighter or darker than any other), then a random scale
     and shift per labelled region (each organ, the body outside the organs, the air: SLAug's local
-    location-scale idea), then a multiplicative bias field."""
+    location-scale idea), then a multiplicative bias field. `p_strong` < 1 leaves that share of the patches
+    (1 - p_strong) with their own appearance and the mild changes only."""
 
     strong: bool = False
+    p_strong: float = 1.0
     p_curve: float = 0.9
     curve_knots: int = 6
     p_region: float = 0.8
@@ -153,6 +155,8 @@ class Profile:
         for key, default in (("start", None), ("fine", {})):   # recorded only when set (older stages lack them)
             if r[key] == default:
                 r.pop(key)
+        if r["appearance"]["p_strong"] == 1.0:   # likewise
+            r["appearance"].pop("p_strong")
         recipe = asdict(self.coarse if stage == "coarse" else self.fine_recipe(row))
         for k in ("threads", "eval_every_s", "checkpoint_every_s"):
             recipe.pop(k)

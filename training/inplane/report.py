@@ -43,6 +43,13 @@ def score(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int 
           backend: str = "onnx") -> Path:
     """Predict the test scans with `model` (a weights/<name> folder) and score them; returns scores.csv in `out`."""
     images, labels = _test_folders(out, data)
+    return predict_and_score(model, images, labels, out, protocol.SCORED_ORGANS, threads, backend)
+
+
+def predict_and_score(model: Path, images: Path, labels: Path, out: Path, organs, threads: int | None = None,
+                      backend: str = "onnx") -> Path:
+    """The engine on every scan of `images` (out/pred, a fresh process), FLARE DSC / NSD of `organs` against the
+    label maps of `labels`; returns out/scores.csv (out/predict.json: the prediction's wall time)."""
     pred = out / "pred"
     argv = [PY, "-m", "inference", str(images), str(pred), "--weights", str(model.parent), "--model", model.name,
             "--device", "cpu", "--backend", backend, "--log-dir", str(out / "pred_qc")]
@@ -53,9 +60,9 @@ def score(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int 
     seconds = time.monotonic() - t0
     csv_path = out / "scores.csv"
     run_logged([PY, "-m", "eval", "score", str(pred), str(labels), "--csv", str(csv_path), "--organs",
-                ",".join(str(o) for o in protocol.SCORED_ORGANS), "--strict-geometry", "--no-plots"],
-               out / "score.log")
-    (out / "predict.json").write_text(json.dumps({"predict_seconds_4_scans": round(seconds, 1),
+                ",".join(str(o) for o in organs), "--strict-geometry", "--no-plots"], out / "score.log")
+    n = len(list(images.glob("*_0000.nii*")))
+    (out / "predict.json").write_text(json.dumps({f"predict_seconds_{n}_scans": round(seconds, 1),
                                                   "backend": backend, "threads": threads}) + "\n")
     return csv_path
 

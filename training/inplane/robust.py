@@ -1,0 +1,136 @@
+"""The sequence-robustness columns of a benchmark row: one MRI model scored on every MRI contrast we can measure.
+
+    (a) t2      the CHAOS T2-SPIR test scans (protocol.TEST_CASES): FLARE DSC / NSD on liver, kidneys, spleen
+    (b) t1      TotalSegmentator's real T1-weighted abdominal crop `ts_mr_sm` (3 mm, opposed-phase-like): DSC of
+                the 12 organs its reference labels hold (1-9, 11, 12, 13; no esophagus). The reference was made by
+                TotalSegmentator's MR model, not by hand: a reference, not a truth; one scan.
+    (c) stress  the four test scans under the fixed contrast transforms of `eval.stress` (invert, curve, bias,
+                lowres): 16 scans scored like (a) against the scans' own labels
+
+Nothing is trained or chosen on (b) or (c): they are read only here. Each set is segmented by the engine in a fresh
+process (ONNX Runtime, CPU), as the submission runs, and scored with `python -m eval score`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from inference.atomic import write_json
+from inference.labels import FLARE_ORGANS
+
+from . import protocol
+
+T1_CASE = "ts_mr_sm"
+T1_ORGANS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13)   # what its reference labels (no esophagus)
+CORE = protocol.SCORED_ORGANS                          # liver, right kidney, spleen, left kidney
+SETS = ("t2", "t1", "stress")
+
+
+def _link(src: Path, dst: Path) -> None:
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: missing")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        os.symlink(src.resolve(), dst)
+
+
+def set_folders(name: str, root: Path, data: Path = protocol.REAL_DATA) -> tuple[Path, Path]:
+    """(images, labels) folders of links for set `name` under `root` (the stress set is made there once)."""
+    images, labels = root / name / "images", root / name / "labels"
+    if name == "t2":
+        for case in protocol.test_cases(data):
+            _link(case.image, images / case.image.name)
+            _link(case.label, labels / case.label.name)
+    elif name == "t1":
+        ts = data / "totalseg_examples"
+        _link(ts / "images" / f"{T1_CASE}_0000.nii.gz", images / f"{T1_CASE}_0000.nii.gz")
+        _link(ts / "labels" / f"{T1_CASE}.nii.gz", labels / f"{T1_CASE}.nii.gz")
+    elif name == "stress":
+        from eval.stress import make_stress_set
+
+        made = root / "stress_made"
+        make_stress_set([c.image for c in protocol.test_cases(data)], data / "mr_chaos_t2" / "labels", made)
+        images, labels = made / "images", made / "labels"
+    else:
+        raise ValueError(f"unknown set {name!r} (known: {', '.join(SETS)})")
+    return images, labels
+
+
+def score_sets(model: Path, out: Path, data: Path = protocol.REAL_DATA, sets=SETS, threads: int | None = None,
+               cache: Path | None = None) -> Path:
+    """Score `model` (a weights/<name> folder) on each set into out/<set>/scores.csv; write out/robust.json (the
+    summary) and return it. `cache`: where the sets' folders are made (default: out/sets)."""
+    from .report import predict_and_score
+
+    cache = cache or out / "sets"
+    for name in sets:
+        images, labels = set_folders(name, cache, data)
+        organs = T1_ORGANS if name == "t1" else CORE
+        predict_and_score(model, images, labels, out / name, organs, threads)
+    summary = summarise(out)
+    write_json(out / "robust.json", summary)
+    return out / "robust.json"
+
+
+def _scores(csv_path: Path) -> dict[tuple[str, int], tuple[float, float]]:
+    from training.uda_bench.report import read_scores
+
+    return read_scores(csv_path)
+
+
+def summarise(out: Path) -> dict:
+    """{set: numbers} from the score files under `out` (the sets scored so far)."""
+    res: dict = {}
+    t2 = out / "t2" / "scores.csv"
+    if t2.is_file():
+        sc = _scores(t2)
+        organ = {FLARE_ORGANS[o]: [float(np.mean([v[i] for (c, oo), v in sc.items() if oo == o])) for i in (0, 1)]
+                 for o in CORE}
+        res["t2"] = {"dsc": organ_mean(organ, 0), "nsd": organ_mean(organ, 1), "organs": organ}
+    t1 = out / "t1" / "scores.csv"
+    if t1.is_file():
+        sc = _scores(t1)
+        dice = {FLARE_ORGANS[o]: sc[(T1_CASE, o)][0] for o in T1_ORGANS if (T1_CASE, o) in sc}
+        res["t1"] = {"core_dice": float(np.mean([dice[FLARE_ORGANS[o]] for o in CORE])),
+                     "all_dice": float(np.mean(list(dice.values()))), "organs": dice}
+    st = out / "stress" / "scores.csv"
+    if st.is_file():
+        sc = _scores(st)
+        by_t: dict[str, list[float]] = {}
+        for (case, _organ), (dsc, _nsd) in sc.items():
+            by_t.setdefault(case.rsplit("_", 1)[1], []).append(dsc)
+        res["stress"] = {"dsc": float(np.mean([v[0] for v in sc.values()])),
+                         "nsd": float(np.mean([v[1] for v in sc.values()])),
+                         "transforms": {t: float(np.mean(v)) for t, v in sorted(by_t.items())}}
+    return res
+
+
+def organ_mean(organ: dict[str, list[float]], i: int) -> float:
+    return float(np.mean([v[i] for v in organ.values()]))
+
+
+def columns_table(rows: dict[str, tuple[str, Path]]) -> str:
+    """Markdown: one line per row {key: (title, robust.json)}: (a) T2 DSC / NSD, (b) T1 crop Dice (liver, kidneys,
+    spleen; all 12), (c) stress DSC overall and per transform. A set not scored shows as a dash."""
+    from eval.stress import TRANSFORMS
+
+    head = ("| row | (a) T2 DSC | (a) T2 NSD | (b) T1 liver | (b) T1 r. kidney | (b) T1 spleen | (b) T1 l. kidney "
+            "| (b) T1 mean of 4 | (b) T1 mean of 12 | (c) stress DSC | " + " | ".join(f"(c) {t}" for t in TRANSFORMS)
+            + " |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def pct(v) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    for title, path in rows.values():
+        s = json.loads(path.read_text())
+        t2, t1, st = s.get("t2", {}), s.get("t1", {}), s.get("stress", {})
+        cells = [pct(t2.get("dsc")), pct(t2.get("nsd"))]
+        cells += [pct(t1.get("organs", {}).get(FLARE_ORGANS[o])) for o in CORE]
+        cells += [f"**{pct(t1.get('core_dice'))}**", pct(t1.get("all_dice")), f"**{pct(st.get('dsc'))}**"]
+        cells += [pct(st.get("transforms", {}).get(t)) for t in TRANSFORMS]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
