@@ -141,7 +141,10 @@ class StageConfig:
 
     `spacing_mm` (z, y, x): the grid the network runs on; None on an axis keeps the input's own spacing there (an
     in-plane stage, patch size 1 along z and (1, 3, 3) kernels, runs on the scan's own slices like nnU-Net's 2d
-    configuration, with no interpolation between slices)."""
+    configuration, with no interpolation between slices). `min_slice_mm`, for such a stage only: a scan whose
+    slices are thinner (a coronal or sagittal acquisition read as axial slices, a thin-slice volume) is resampled
+    along z to this slice spacing first, so the network runs on fewer slices; its labels come back to every slice
+    by nearest neighbour. None: every slice, whatever the spacing."""
 
     spacing_mm: tuple[float | None, float | None, float | None]
     patch_size: tuple[int, int, int]
@@ -151,8 +154,12 @@ class StageConfig:
     tta: TTA = TTA()
     step_size: float = 0.5
     files: dict[str, str] = field(default_factory=dict)  # backend -> file name inside the model folder
+    min_slice_mm: float | None = None
 
     def __post_init__(self) -> None:
+        if self.min_slice_mm is not None and (self.spacing_mm[0] is not None or not self.min_slice_mm > 0):
+            raise ModelCardError(f"min_slice_mm must be a positive number and needs spacing_mm null along z (an "
+                                 f"in-plane stage), got {self.min_slice_mm} with spacing_mm {self.spacing_mm}")
         if len(self.spacing_mm) != 3 or any(v is not None and not v > 0 for v in self.spacing_mm) or all(
                 v is None for v in self.spacing_mm):
             raise ModelCardError(f"spacing_mm must be three positive numbers (null: keep the input's spacing on that "
@@ -176,6 +183,13 @@ class StageConfig:
     def num_classes(self) -> int:
         return len(self.label_ids)
 
+    def grid_spacing(self, spacing_mm) -> tuple[float | None, float | None, float | None]:
+        """The spacing this stage runs a scan of canonical spacing `spacing_mm` (z, y, x) at: `spacing_mm` of the
+        card, with z raised to `min_slice_mm` where the scan's slices are thinner."""
+        if self.min_slice_mm is not None and spacing_mm[0] < self.min_slice_mm:
+            return (self.min_slice_mm,) + tuple(self.spacing_mm[1:])
+        return self.spacing_mm
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageConfig":
         return cls(
@@ -187,6 +201,7 @@ class StageConfig:
             tta=TTA.from_dict(d.get("tta", {})),
             step_size=float(d.get("step_size", 0.5)),
             files=dict(d.get("files", {})),
+            min_slice_mm=None if d.get("min_slice_mm") is None else float(d["min_slice_mm"]),
         )
 
 

@@ -263,7 +263,7 @@ class Segmenter:
     def _run_stage(stage: StageConfig, net: Backend, canon: np.ndarray, spacing, sample) -> tuple[np.ndarray, object]:
         """FLARE labels (uint8) at the stage's spacing for the canonical region `canon`."""
         params = normalization.resolve(stage.normalization, sample)
-        shape = resample.shape_at_spacing(canon.shape, spacing, stage.spacing_mm)
+        shape = resample.shape_at_spacing(canon.shape, spacing, stage.grid_spacing(spacing))
         x = params.apply(resample.resample_linear(canon, shape))
         channels = sliding_window_labels(x, stage.patch_size, stage.step_size, stage.num_classes, net.predict)
         lut = np.zeros(256, dtype=np.uint8)

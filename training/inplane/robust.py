@@ -6,6 +6,10 @@
                 TotalSegmentator's MR model, not by hand: a reference, not a truth; one scan.
     (c) stress  the four test scans under the fixed contrast transforms of `eval.stress` (invert, curve, bias,
                 lowres): 16 scans scored like (a) against the scans' own labels
+    (d) coronal, sagittal
+                the four test scans resliced into thick coronal / sagittal slices (`eval.reslice`: 5.5 mm slices
+                of 1.5 mm pixels, the acquisition geometry of many kidney, MRCP and liver protocols), scored like
+                (a) against their label maps resliced onto the same grids
 
 Nothing is trained or chosen on (b) or (c): they are read only here. Each set is segmented by the engine in a fresh
 process (ONNX Runtime, CPU), as the submission runs, and scored with `python -m eval score`.
@@ -26,7 +30,8 @@ from . import protocol
 T1_CASE = "ts_mr_sm"
 T1_ORGANS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13)   # what its reference labels (no esophagus)
 CORE = protocol.SCORED_ORGANS                          # liver, right kidney, spleen, left kidney
-SETS = ("t2", "t1", "stress")
+SETS = ("t2", "t1", "stress", "coronal", "sagittal")
+AXIAL_LIKE = ("t2", "coronal", "sagittal")             # the test scans in some geometry: DSC / NSD of CORE
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -53,6 +58,13 @@ def set_folders(name: str, root: Path, data: Path = protocol.REAL_DATA) -> tuple
 
         made = root / "stress_made"
         make_stress_set([c.image for c in protocol.test_cases(data)], data / "mr_chaos_t2" / "labels", made)
+        images, labels = made / "images", made / "labels"
+    elif name in ("coronal", "sagittal"):
+        from eval.reslice import make_reslice_set
+
+        made = root / f"reslice_{name}"
+        make_reslice_set([c.image for c in protocol.test_cases(data)], data / "mr_chaos_t2" / "labels", made,
+                         planes=(name,))
         images, labels = made / "images", made / "labels"
     else:
         raise ValueError(f"unknown set {name!r} (known: {', '.join(SETS)})")
@@ -84,12 +96,13 @@ def _scores(csv_path: Path) -> dict[tuple[str, int], tuple[float, float]]:
 def summarise(out: Path) -> dict:
     """{set: numbers} from the score files under `out` (the sets scored so far)."""
     res: dict = {}
-    t2 = out / "t2" / "scores.csv"
-    if t2.is_file():
-        sc = _scores(t2)
-        organ = {FLARE_ORGANS[o]: [float(np.mean([v[i] for (c, oo), v in sc.items() if oo == o])) for i in (0, 1)]
-                 for o in CORE}
-        res["t2"] = {"dsc": organ_mean(organ, 0), "nsd": organ_mean(organ, 1), "organs": organ}
+    for name in AXIAL_LIKE:
+        path = out / name / "scores.csv"
+        if path.is_file():
+            sc = _scores(path)
+            organ = {FLARE_ORGANS[o]: [float(np.mean([v[i] for (c, oo), v in sc.items() if oo == o])) for i in (0, 1)]
+                     for o in CORE}
+            res[name] = {"dsc": organ_mean(organ, 0), "nsd": organ_mean(organ, 1), "organs": organ}
     t1 = out / "t1" / "scores.csv"
     if t1.is_file():
         sc = _scores(t1)
@@ -114,12 +127,12 @@ def organ_mean(organ: dict[str, list[float]], i: int) -> float:
 
 def columns_table(rows: dict[str, tuple[str, Path]]) -> str:
     """Markdown: one line per row {key: (title, robust.json)}: (a) T2 DSC / NSD, (b) T1 crop Dice (liver, kidneys,
-    spleen; all 12), (c) stress DSC overall and per transform. A set not scored shows as a dash."""
+    spleen; all 12), (c) stress DSC overall and per transform, (d) the reslices' DSC. A set not scored: a dash."""
     from eval.stress import TRANSFORMS
 
     head = ("| row | (a) T2 DSC | (a) T2 NSD | (b) T1 liver | (b) T1 r. kidney | (b) T1 spleen | (b) T1 l. kidney "
             "| (b) T1 mean of 4 | (b) T1 mean of 12 | (c) stress DSC | " + " | ".join(f"(c) {t}" for t in TRANSFORMS)
-            + " |")
+            + " | (d) coronal DSC | (d) sagittal DSC |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def pct(v) -> str:
@@ -132,5 +145,6 @@ def columns_table(rows: dict[str, tuple[str, Path]]) -> str:
         cells += [pct(t1.get("organs", {}).get(FLARE_ORGANS[o])) for o in CORE]
         cells += [f"**{pct(t1.get('core_dice'))}**", pct(t1.get("all_dice")), f"**{pct(st.get('dsc'))}**"]
         cells += [pct(st.get("transforms", {}).get(t)) for t in TRANSFORMS]
+        cells += [pct(s.get(plane, {}).get("dsc")) for plane in ("coronal", "sagittal")]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

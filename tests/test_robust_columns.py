@@ -1,0 +1,130 @@
+"""The sequence-robustness columns: the contrast-stress transforms (analytic values), the stress set's files,
+a shipped ONNX fine stage recovered as 2D start weights, and the columns' summary from score files."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from eval.stress import CURVE_KNOTS, TRANSFORMS, make_stress_set, transform
+from training.export import export_onnx
+from training.inplane.export import card_stage, from_card_state, stage_from_onnx, to_card_state
+from training.inplane.loop import build_net2d
+from training.inplane.recipe import StageRecipe, load_profile
+from training.inplane.robust import T1_CASE, T1_ORGANS, columns_table, summarise
+from inference.network import build_network
+
+
+def _phantom() -> np.ndarray:
+    """A body disc (value 0.5) with a bright organ (0.9) on every slice, air 0 around it."""
+    z, y, x = np.mgrid[0:3, 0:40, 0:40]
+    t = np.where((y - 20) ** 2 + (x - 20) ** 2 < 15 ** 2, 0.5, 0.0)
+    t[(y - 20) ** 2 + (x - 15) ** 2 < 4 ** 2] = 0.9
+    return t.astype(np.float32)
+
+
+def test_invert_flips_the_body_and_leaves_the_air_dark():
+    t = _phantom()
+    out = transform(t, "invert")
+    assert np.allclose(out[t == 0], 0) and np.allclose(out[t == 0.5], 0.5) and np.allclose(out[t == 0.9], 0.1)
+
+
+def test_curve_passes_through_its_knots_and_keeps_zero():
+    t = np.linspace(0, 1, len(CURVE_KNOTS), dtype=np.float32)[None, None]
+    assert np.allclose(transform(t, "curve")[0, 0], CURVE_KNOTS)
+    assert transform(np.zeros((1, 2, 2), np.float32), "curve").max() == 0
+
+
+def test_bias_is_a_smooth_shading_along_both_in_plane_axes():
+    out = transform(np.full((1, 5, 5), 0.5, np.float32), "bias")
+    # t * exp(0.6 ramp_y + 0.3 ramp_x), divided by its maximum, ^ 0.6: the corner (y, x) = (4, 4) is 1
+    expect = (np.exp(0.6 * np.linspace(-1, 1, 5)[:, None] + 0.3 * np.linspace(-1, 1, 5)[None]) / np.exp(0.9)) ** 0.6
+    assert np.allclose(out[0], expect, atol=1e-6)
+
+
+def test_lowres_is_deterministic_per_seed_and_noisy():
+    t = _phantom()
+    a, b, c = transform(t, "lowres", seed=1), transform(t, "lowres", seed=1), transform(t, "lowres", seed=2)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert 0.02 < float(a[t == 0].mean()) < 0.15      # Rician noise lifts the air above 0
+    with pytest.raises(ValueError, match="unknown stress transform"):
+        transform(t, "sharpen")
+
+
+def test_stress_set_keeps_geometry_links_labels_and_is_not_rewritten(tmp_path):
+    img = sitk.GetImageFromArray((_phantom() * 800).astype(np.int16))
+    img.SetSpacing((1.5, 1.5, 6.0))
+    img.SetOrigin((10.0, -5.0, 3.0))
+    img.SetDirection((0, 1, 0, 1, 0, 0, 0, 0, -1))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "lab").mkdir()
+    sitk.WriteImage(img, str(tmp_path / "in" / "case_01_0000.nii.gz"))
+    lab = sitk.Cast(img > 500, sitk.sitkUInt8)
+    sitk.WriteImage(lab, str(tmp_path / "lab" / "case_01.nii.gz"))
+    made = make_stress_set([tmp_path / "in" / "case_01_0000.nii.gz"], tmp_path / "lab", tmp_path / "out")
+    assert [p.name for p in made] == [f"case_01_{t}_0000.nii.gz" for t in TRANSFORMS]
+    for t, path in zip(TRANSFORMS, made):
+        out = sitk.ReadImage(str(path))
+        assert out.GetSize() == img.GetSize() and out.GetDirection() == img.GetDirection()
+        assert np.allclose(out.GetSpacing(), img.GetSpacing()) and np.allclose(out.GetOrigin(), img.GetOrigin())
+        assert (tmp_path / "out" / "labels" / f"case_01_{t}.nii.gz").resolve() == (tmp_path / "lab" / "case_01.nii.gz").resolve()
+    before = made[0].stat().st_mtime_ns
+    make_stress_set([tmp_path / "in" / "case_01_0000.nii.gz"], tmp_path / "lab", tmp_path / "out")
+    assert made[0].stat().st_mtime_ns == before
+    with pytest.raises(FileNotFoundError, match="label map"):
+        make_stress_set([tmp_path / "in" / "case_01_0000.nii.gz"], tmp_path / "in", tmp_path / "out2")
+
+
+def test_a_shipped_onnx_fine_stage_comes_back_as_the_2d_weights(tmp_path):
+    torch.manual_seed(0)
+    recipe = StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(32, 32), features=(4, 8, 16))
+    net2d = build_net2d(recipe.features, 5).eval()
+    for p in net2d.parameters():
+        p.data.normal_(0, 0.3)
+    cfg = card_stage(recipe, (0, 1, 2, 3, 13))
+    net3d = build_network(cfg.architecture, cfg.num_classes)
+    net3d.load_state_dict(to_card_state(net2d.state_dict()), strict=True)
+    export_onnx(net3d, cfg.patch_size, tmp_path / "fine.onnx")
+    got = stage_from_onnx(tmp_path / "fine.onnx", recipe.features, 5)
+    ref = net2d.state_dict()
+    used = [k for k in ref if not k.startswith("decoder.seg_layers.0.")]   # the unused deep-supervision head
+    assert set(got) == set(ref) and all(torch.allclose(got[k], ref[k]) for k in used)
+    assert from_card_state(to_card_state(ref)).keys() == ref.keys()
+    with pytest.raises(ValueError, match="another network"):
+        stage_from_onnx(tmp_path / "fine.onnx", (4, 8, 16, 32), 5)
+
+
+def test_stage_fingerprints_record_p_strong_only_when_set():
+    prof = load_profile("cpu")
+    assert "p_strong" not in prof.stage_settings("A", "fine")["row"]["appearance"]   # published stages still match
+    assert prof.stage_settings("Rh", "fine")["row"]["appearance"]["p_strong"] == 0.5
+
+
+def _write_scores(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case", "organ", "dsc", "nsd"])
+        w.writerows(rows)
+
+
+def test_columns_summary_has_the_means_each_set_defines(tmp_path):
+    _write_scores(tmp_path / "t2" / "scores.csv", [(c, o, 0.9 if c == "a" else 0.7, 0.8) for c in "ab"
+                                                   for o in (1, 2, 3, 13)])
+    _write_scores(tmp_path / "t1" / "scores.csv", [(T1_CASE, o, 0.8 if o in (1, 2, 3, 13) else 0.2, 0.5)
+                                                   for o in T1_ORGANS])
+    _write_scores(tmp_path / "stress" / "scores.csv",
+                  [(f"chaos_t2_33_{t}", o, 0.6 if t == "invert" else 1.0, 0.5) for t in TRANSFORMS for o in (1, 2, 3, 13)])
+    s = summarise(tmp_path)
+    assert s["t2"]["dsc"] == pytest.approx(0.8) and s["t2"]["nsd"] == pytest.approx(0.8)
+    assert s["t1"]["core_dice"] == pytest.approx(0.8) and s["t1"]["all_dice"] == pytest.approx((4 * 0.8 + 8 * 0.2) / 12)
+    assert s["stress"]["transforms"]["invert"] == pytest.approx(0.6) and s["stress"]["dsc"] == pytest.approx(0.9)
+    import json
+
+    (tmp_path / "robust.json").write_text(json.dumps(s))
+    md = columns_table({"x": ("row x", tmp_path / "robust.json")})
+    assert "| row x | 80.0 | 80.0 | 80.0 | 80.0 | 80.0 | 80.0 | **80.0** | 40.0 | **90.0** | 60.0 | 100.0 | 100.0 | 100.0 | - | - |" in md
