@@ -1,13 +1,16 @@
 """Engine benchmark: time per stage and peak memory per case, a fresh process per case (the organizers' way).
 
     python benchmarks/engine_benchmark.py --out benchmarks/results/cpu-2core [--device cpu|cuda]
-           [--backend onnx|torch] [--sets real,table6] [--limit N] [--weights DIR]
+           [--backend onnx|torch] [--sets real,table6,reslice] [--limit N] [--weights DIR] [--models A,B]
 
 Cases: every real volume of ../shared/data/real and synthetic MR-like volumes of the seed paper's Table-6 sizes.
 Each case runs `python -m inference` alone in fresh inputs/outputs folders, measured by `eval.resources`
 (wall time around the process, process-tree RSS, whole-device GPU memory every 0.1 s when NVML sees a GPU);
 per-stage seconds come from the engine's QC record. Without --weights, a network of the seed's size with RANDOM
 weights is built in the output folder (the timing does not depend on the weight values; it is never shipped).
+`--models A,B` runs every case with each named model of --weights, one after the other in the same run (a change
+and its baseline side by side). The `reslice` set: the four CHAOS T2 test scans resliced into thick coronal and
+sagittal slices (eval.reslice), the acquisition geometry that makes an in-plane engine run hundreds of slices.
 Writes results.csv and results.md (with the machine) into --out.
 """
 from __future__ import annotations
@@ -87,9 +90,9 @@ def organ_roi_crop(image_path: Path, label_path: Path, margin_mm: float = 20.0) 
     nz = np.argwhere(arr)
     lo, hi = nz.min(axis=0)[::-1], nz.max(axis=0)[::-1] + 1  # x, y, z
     pad = [int(np.ceil(margin_mm / s)) for s in img.GetSpacing()]
-    lo = [max(0, int(v) - m) for v, m in zip(lo, pad)]
-    hi = [min(n, int(v) + m) for v, m, n in zip(hi, pad, img.GetSize())]
-    return sitk.RegionOfInterest(img, [h - l for l, h in zip(lo, hi)], lo)
+    lo = [max(0, int(v) - m) for v, m in zip(lo, pad, strict=True)]
+    hi = [min(n, int(v) + m) for v, m, n in zip(hi, pad, img.GetSize(), strict=True)]
+    return sitk.RegionOfInterest(img, [h - l for l, h in zip(lo, hi, strict=True)], lo)
 
 
 def machine_description(device: str) -> str:
@@ -111,10 +114,12 @@ def main(argv=None) -> int:
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
     p.add_argument("--sets", default="real,table6",
                    help="comma list of real, table6, organ_roi (CHAOS test cases cropped to their manual organ box "
-                        "+ 20 mm: what a trained coarse stage hands the fine stage)")
+                        "+ 20 mm: what a trained coarse stage hands the fine stage), reslice (coronal / sagittal "
+                        "reslices of the CHAOS test scans)")
     p.add_argument("--limit", type=int, default=None, help="at most N cases per set")
     p.add_argument("--match", default=None, help="only real cases whose file name matches this regular expression")
     p.add_argument("--weights", type=Path, default=None, help="weights folder (default: seed-size random model)")
+    p.add_argument("--models", default=None, help="comma list of model folders of --weights: each case with each")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-tta", action="store_true", help="pass --no-tta to the engine")
     args = p.parse_args(argv)
@@ -137,44 +142,59 @@ def main(argv=None) -> int:
                                  REAL / "mr_chaos_t2" / "labels" / f"{case}.nii.gz")
             sitk.WriteImage(img, str(inputs / name), True)
             size_of[name] = "x".join(str(s) for s in img.GetSize())
+    if "reslice" in sets:
+        from eval.reslice import make_reslice_set
+
+        made = make_reslice_set([REAL / "mr_chaos_t2" / "images" / f"{c}_0000.nii.gz" for c in ORGAN_ROI_CASES],
+                                REAL / "mr_chaos_t2" / "labels", work / "reslice")
+        for path in made[: args.limit]:
+            os.symlink(path, inputs / path.name)
+            size_of[path.name] = "x".join(str(s) for s in sitk.ReadImage(str(path)).GetSize())
     if "table6" in sets:
         for i, size in enumerate(TABLE6_XYZ[: args.limit]):
             name = f"table6_{size[0]}x{size[1]}x{size[2]}_0000.nii.gz"
             sitk.WriteImage(synthetic_mr(size, seed=i), str(inputs / name), True)
             size_of[name] = "x".join(map(str, size))
-    qc = work / "qc"
-    command = (f"{shlex.quote(sys.executable)} -m inference {{inputs}} {{outputs}} --weights {shlex.quote(str(weights))} "
-               f"--device {args.device} --backend {args.backend} --log-dir {shlex.quote(str(qc))}"
-               + (f" --threads {args.threads}" if args.threads else "") + (" --no-tta" if args.no_tta else ""))
     t0 = time.time()
-    results = measure_folder(ResourceConfig(input_dir=inputs, out_dir=work / "resources", command=command, cwd=ROOT),
-                             plots=False)
     rows = []
-    for m in results:
-        case = m.input_name[: -len("_0000.nii.gz")]
-        rec_path = qc / f"{case}.json"
-        rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
-        sec = rec.get("seconds", {})
-        rows.append({
-            "case": case, "size_xyz": size_of.get(m.input_name, ""), "ok": m.returncode == 0 and m.output_written,
-            "time_s": round(m.time_s, 2), "engine_total_s": sec.get("total", ""),
-            "read_s": sec.get("read", ""), "load_model_s": sec.get("load_model", ""), "coarse_s": sec.get("coarse", ""),
-            "fine_s": sec.get("fine", ""), "postprocess_s": sec.get("postprocess", ""), "write_s": sec.get("write", ""),
-            "fine_shape_zyx": "x".join(map(str, rec.get("fine_shape_zyx", []))),
-            "max_rss_mb": round(m.max_tree_rss_mb, 1),
-            "max_gpu_mib": m.max_gpu_mib if m.gpu_measured else "", "auc_gpu_mib_s": m.auc_gpu_mib_s if m.gpu_measured else "",
-        })
+    for model in [m for m in (args.models or "").split(",") if m] or [None]:
+        qc = work / "qc" / (model or "default")
+        command = (f"{shlex.quote(sys.executable)} -m inference {{inputs}} {{outputs}} --weights {shlex.quote(str(weights))} "
+                   f"--device {args.device} --backend {args.backend} --log-dir {shlex.quote(str(qc))}"
+                   + (f" --model {shlex.quote(model)}" if model else "")
+                   + (f" --threads {args.threads}" if args.threads else "") + (" --no-tta" if args.no_tta else ""))
+        results = measure_folder(ResourceConfig(input_dir=inputs, out_dir=work / "resources" / (model or "default"),
+                                                command=command, cwd=ROOT), plots=False)
+        for m in results:
+            case = m.input_name[: -len("_0000.nii.gz")]
+            rec_path = qc / f"{case}.json"
+            rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
+            sec = rec.get("seconds", {})
+            rows.append({
+                "case": case, "model": rec.get("model", model or ""), "size_xyz": size_of.get(m.input_name, ""),
+                "ok": m.returncode == 0 and m.output_written,
+                "time_s": round(m.time_s, 2), "engine_total_s": sec.get("total", ""),
+                "read_s": sec.get("read", ""), "load_model_s": sec.get("load_model", ""), "coarse_s": sec.get("coarse", ""),
+                "fine_s": sec.get("fine", ""), "postprocess_s": sec.get("postprocess", ""), "write_s": sec.get("write", ""),
+                "coarse_shape_zyx": "x".join(map(str, rec.get("coarse_shape_zyx", []))),
+                "fine_shape_zyx": "x".join(map(str, rec.get("fine_shape_zyx", []))),
+                "max_rss_mb": round(m.max_tree_rss_mb, 1),
+                "max_gpu_mib": m.max_gpu_mib if m.gpu_measured else "", "auc_gpu_mib_s": m.auc_gpu_mib_s if m.gpu_measured else "",
+            })
     fields = list(rows[0].keys())
     write_csv(args.out / "results.csv", fields, [[r[k] for k in fields] for r in rows])
-    times = [r["time_s"] for r in rows]
+    by_model: dict[str, list[float]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r["time_s"])
     lines = [f"# Engine benchmark ({args.device}, {args.backend}{', no TTA' if args.no_tta else ''})", "",
              f"Machine: {machine_description(args.device)}. Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
              f"{time.time() - t0:.0f} s in all. Weights: {'given' if args.weights else 'seed-size random (coarse 1.1M, fine 4.6M parameters; fine patch 96x192x192, joint mirror TTA)'}.",
              "One fresh process per case; time = wall clock around the process (imports, model load, read, segment, write).",
              "", "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
     lines += ["| " + " | ".join(str(r[k]) for k in fields) + " |" for r in rows]
-    lines += ["", f"Median time {np.median(times):.2f} s, max {np.max(times):.2f} s, "
-              f"max RSS {max(r['max_rss_mb'] for r in rows):.0f} MB over {len(rows)} cases."]
+    lines += [""] + [f"{name or 'model'}: median time {np.median(t):.2f} s, max {np.max(t):.2f} s over {len(t)} cases."
+                     for name, t in by_model.items()]
+    lines += [f"Max RSS {max(r['max_rss_mb'] for r in rows):.0f} MB."]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(r["ok"] for r in rows) else 1

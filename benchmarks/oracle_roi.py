@@ -42,7 +42,7 @@ class GivenRoiSegmenter(Segmenter):
             return super()._region(case, nets, card, rec)
         shape = case.canon.shape
         box = roi.expand_box(self.roi_box, (0.0, 0.0, 0.0), case.spacing, shape)  # no margin: clipped to the image
-        if any(b <= a for a, b in zip(box.start, box.stop)):
+        if any(b <= a for a, b in zip(box.start, box.stop, strict=True)):
             raise ValueError(f"roi_box {self.roi_box} is empty on the canonical grid {shape}")
         rec.notes.append("ROI given by the caller: coarse stage skipped")
         return box, None

@@ -184,7 +184,7 @@ def prepare_cases(inputs: Path, n: int) -> dict[str, str]:
     sizes = {}
     for case, path, start, size in CASES[:n]:
         img = sitk.ReadImage(str(path))
-        size = [min(s, n_ - a) for s, a, n_ in zip(size, start, img.GetSize())]
+        size = [min(s, n_ - a) for s, a, n_ in zip(size, start, img.GetSize(), strict=True)]
         crop = sitk.RegionOfInterest(img, size, list(start))
         name = f"{case}_0000.nii.gz"
         sitk.WriteImage(crop, str(inputs / name), True)

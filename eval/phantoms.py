@@ -24,7 +24,7 @@ class Ellipsoid:
     radii: tuple[float, float, float]
 
     def mask(self, coords: Sequence[np.ndarray], taper: np.ndarray | float = 1.0) -> np.ndarray:
-        return sum(((c - m) / (r * taper)) ** 2 for c, m, r in zip(coords, self.centre, self.radii)) <= 1.0
+        return sum(((c - m) / (r * taper)) ** 2 for c, m, r in zip(coords, self.centre, self.radii, strict=True)) <= 1.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def index_grid(shape: Sequence[int], offset: Sequence[float] = (0.0, 0.0, 0.0),
                divisor: Sequence[float] = (1.0, 1.0, 1.0)) -> tuple[np.ndarray, ...]:
     """Coordinates (z, y, x) of each voxel, (index + offset) / divisor, as open (broadcasting) float64 arrays."""
     return tuple((a.astype(np.float64) + o) / d for a, o, d in zip(np.ogrid[tuple(slice(0, n) for n in shape)],
-                                                                   offset, divisor))
+                                                                   offset, divisor, strict=True))
 
 
 def label_map(shape: Sequence[int], organs: Sequence[tuple[int, Shape]], coords=None,

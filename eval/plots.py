@@ -32,7 +32,7 @@ def score_boxplots(rows: Sequence["CaseRow"], organs: Sequence["Organ"], path: P
     """Two panels (DSC, NSD), one box per organ over cases; NaN values are left out."""
     figure, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.7 * len(organs) + 2), 7), sharex=True)
     names = [f"{o.label} {o.name}" for o in organs]
-    for axis, metric in zip(axes, ("dsc", "nsd")):
+    for axis, metric in zip(axes, ("dsc", "nsd"), strict=True):
         data = [
             [getattr(r, metric) for r in rows if r.organ == o.label and not math.isnan(getattr(r, metric))]
             for o in organs
@@ -55,7 +55,7 @@ def resource_curves(measurement: "CaseMeasurement", path: Path) -> None:
     panels.append(("CPU utilisation, whole machine (%)", measurement.ram_times_s, measurement.cpu_used_percent))
     figure, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True)
     start_s = measurement.run_start_offset_s
-    for axis, (title, times, values) in zip(axes, panels):
+    for axis, (title, times, values) in zip(axes, panels, strict=True):
         axis.plot(list(times), list(values), "b-")
         if values is measurement.ram_used_mb:
             axis.plot(list(times), list(measurement.tree_rss_mb), "g-", label="process tree RSS")

@@ -59,8 +59,8 @@ def reslice_grid(image, plane: str, thick_mm: float = THICK_MM, pixel_mm: float 
                         for corner in itertools.product(*[(0, n) for n in size_in])])
     proj = corners @ np.stack(cols, axis=1)                  # each corner along each new axis
     lo, hi = proj.min(axis=0), proj.max(axis=0)
-    size = [max(1, int(math.ceil((h - l) / s))) for l, h, s in zip(lo, hi, spacing)]
-    origin = sum((l + s / 2) * c for l, s, c in zip(lo, spacing, cols))   # first voxel centre
+    size = [max(1, int(math.ceil((h - l) / s))) for l, h, s in zip(lo, hi, spacing, strict=True)]
+    origin = sum((l + s / 2) * c for l, s, c in zip(lo, spacing, cols, strict=True))   # first voxel centre
     direction = tuple(float(v) for v in np.stack(cols, axis=1).ravel())
     return tuple(size), spacing, tuple(float(v) for v in origin), direction
 

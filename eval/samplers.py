@@ -27,7 +27,7 @@ def gpu_memory_summary(samples_mib: Sequence[float], interval_s: float = SAMPLE_
 
 def organizers_cpu_used_percent(before: Sequence[float], now: Sequence[float]) -> float:
     """``100 - idle%`` from two (user, system, idle) cpu-time triples, with the organizers' ``+ 0.1``."""
-    delta = [n - b for n, b in zip(now, before)]
+    delta = [n - b for n, b in zip(now, before, strict=True)]
     total = sum(delta)
     return 100.0 - 100.0 * delta[2] / (total + 0.1)
 

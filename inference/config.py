@@ -66,7 +66,7 @@ class Architecture:
         """Product of the strides per axis: every patch edge must be a multiple of it."""
         out = [1, 1, 1]
         for s in self.strides:
-            out = [o * int(v) for o, v in zip(out, s)]
+            out = [o * int(v) for o, v in zip(out, s, strict=True)]
         return tuple(out)  # type: ignore[return-value]
 
     @classmethod
@@ -167,7 +167,7 @@ class StageConfig:
         if len(self.patch_size) != 3 or min(self.patch_size) <= 0:
             raise ModelCardError(f"patch_size must be three positive integers, got {self.patch_size}")
         ts = self.architecture.total_stride
-        if any(p % t for p, t in zip(self.patch_size, ts)):
+        if any(p % t for p, t in zip(self.patch_size, ts, strict=True)):
             raise ModelCardError(f"patch_size {self.patch_size} is not a multiple of the network stride {ts}")
         if not self.label_ids or self.label_ids[0] != 0:
             raise ModelCardError("label_ids must start with 0 (background)")

@@ -31,7 +31,31 @@ class LoadedImage:
 
 
 def read_image(path: Path) -> LoadedImage:
+    """The engine's input: a checked 3D scalar volume (InputError saying what is wrong otherwise), with NaN/Inf
+    voxels given the image minimum and notes on what was changed or is unusual."""
     path = Path(path)
+    layout = _check_container(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"unreadable NIfTI ({last[:160]})") from None
+    notes: list[str] = []
+    image = _as_volume(image, notes)
+    array = _fill_nonfinite(path, layout, sitk.GetArrayViewFromImage(image), notes)
+    lo, hi = array.min(), array.max()
+    constant = bool(lo == hi)
+    if constant:   # a valid scan with nothing in it: an all-background mask scores correctly, a missing one fails
+        notes.append(f"constant image (every voxel is {float(lo):g}): all-background mask written")
+    spacing = image.GetSpacing()
+    ratio = max(spacing) / min(spacing)
+    if ratio > MAX_ANISOTROPY:
+        notes.append(f"anisotropic spacing {tuple(round(s, 3) for s in spacing)} (ratio {ratio:.0f})")
+    return LoadedImage(image=image, array=array, notes=notes, constant=constant)
+
+
+def _check_container(path: Path):
+    """The file is there, gzip when named so, not empty, and a complete NIfTI container: its layout."""
     try:
         with open(path, "rb") as f:
             magic = f.read(2)
@@ -46,13 +70,11 @@ def read_image(path: Path) -> LoadedImage:
         check_complete(path, layout)
     except NiftiContainerError as exc:
         raise InputError(str(exc)) from None
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"unreadable NIfTI ({last[:160]})") from None
+    return layout
 
-    notes: list[str] = []
+
+def _as_volume(image: sitk.Image, notes: list[str]) -> sitk.Image:
+    """One 3D scalar volume (a 4D file with a single volume becomes 3D) of usable geometry, or InputError."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"multi-component image ({image.GetNumberOfComponentsPerPixel()} values per voxel)")
     dim = image.GetDimension()
@@ -73,32 +95,26 @@ def read_image(path: Path) -> LoadedImage:
     if not np.all(np.isfinite(image.GetDirection())) or abs(np.linalg.det(
             np.reshape(image.GetDirection(), (3, 3)))) < 1e-3:
         raise InputError(f"degenerate direction matrix {image.GetDirection()}")
+    return image
 
-    array = sitk.GetArrayViewFromImage(image)
-    # ITK reads NaN/Inf as 0: find them in the file itself and give them the background value (image minimum)
+
+def _fill_nonfinite(path: Path, layout, array: np.ndarray, notes: list[str]) -> np.ndarray:
+    """ITK reads NaN/Inf as 0: find them in the file itself and give them the background value (image minimum)."""
     try:
         bad = nonfinite_mask(path, layout)
     except NiftiContainerError as exc:
         raise InputError(str(exc)) from None
     if bad is None and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = ~np.isfinite(array).ravel()
-    if bad is not None:
-        bad = bad[: array.size].reshape(array.shape)
-        n_bad = int(np.count_nonzero(bad))
-        if n_bad == array.size:
-            raise InputError("every voxel is NaN or Inf")
-        fill = float(np.min(array[~bad]))
-        array = np.where(bad, np.asarray(fill, dtype=array.dtype), array)
-        notes.append(f"{n_bad} NaN/Inf voxels set to the image minimum {fill:g}")
-        del bad
-    lo, hi = array.min(), array.max()
-    constant = bool(lo == hi)
-    if constant:   # a valid scan with nothing in it: an all-background mask scores correctly, a missing one fails
-        notes.append(f"constant image (every voxel is {float(lo):g}): all-background mask written")
-    ratio = max(spacing) / min(spacing)
-    if ratio > MAX_ANISOTROPY:
-        notes.append(f"anisotropic spacing {tuple(round(s, 3) for s in spacing)} (ratio {ratio:.0f})")
-    return LoadedImage(image=image, array=array, notes=notes, constant=constant)
+    if bad is None:
+        return array
+    bad = bad[: array.size].reshape(array.shape)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad == array.size:
+        raise InputError("every voxel is NaN or Inf")
+    fill = float(np.min(array[~bad]))
+    notes.append(f"{n_bad} NaN/Inf voxels set to the image minimum {fill:g}")
+    return np.where(bad, np.asarray(fill, dtype=array.dtype), array)
 
 
 def read_volume(path: Path, what: str = "image") -> sitk.Image:

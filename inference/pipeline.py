@@ -197,10 +197,10 @@ class Segmenter:
         cap_mm = card.roi.max_extent_mm
         if box is not None and cap_mm is not None:
             # the coarse grid's true voxel size: shape_at_spacing rounds, so it is not exactly the card's spacing
-            coarse_spacing = tuple(n * s / m for n, s, m in zip(canon.shape, spacing, coarse_labels.shape))
+            coarse_spacing = tuple(n * s / m for n, s, m in zip(canon.shape, spacing, coarse_labels.shape, strict=True))
             capped, dropped = roi.plausible_organ_box(coarse_labels, coarse_spacing, cap_mm)
             if capped != box or dropped:
-                extent = [round(n * s, 1) for n, s in zip(box.shape, coarse_spacing)]
+                extent = [round(n * s, 1) for n, s in zip(box.shape, coarse_spacing, strict=True)]
                 rec.roi_capped, rec.roi_dropped_organs = True, dropped
                 rec.notes.append(f"ROI capped: organs span {extent} mm (z, y, x) > max {list(cap_mm)} mm; "
                                  f"dropped organ(s) {dropped or 'none'}")
@@ -225,7 +225,7 @@ class Segmenter:
         max_shape = None
         if cfg.max_extent_mm is not None:
             max_shape = tuple(int(math.ceil((c + 2 * m) / s)) for c, m, s in zip(cfg.max_extent_mm, cfg.margin_mm,
-                                                                                   spacing))
+                                                                                   spacing, strict=True))
         for _ in range(cfg.regrow_rounds if cfg.regrow_mm > 0 else 0):
             faces = roi.touched_faces(fine_labels)
             grown = roi.grow_faces(box, faces, cfg.regrow_mm, spacing, canon.shape, max_shape)

@@ -14,7 +14,7 @@ def shape_at_spacing(shape, spacing_mm, target_spacing_mm) -> tuple[int, int, in
     """Number of voxels covering the same extent at `target_spacing_mm` (at least 1 per axis); a target of None
     keeps the axis as it is (no resampling along it)."""
     return tuple(int(n) if t is None else max(1, int(round(n * s / t)))  # type: ignore
-                 for n, s, t in zip(shape, spacing_mm, target_spacing_mm))
+                 for n, s, t in zip(shape, spacing_mm, target_spacing_mm, strict=True))
 
 
 def _linear_axis(arr: np.ndarray, axis: int, n_out: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def labels_to_shape(labels: np.ndarray, out_shape, out: np.ndarray | None = None
     0, so no temporary of the full output size is made.
     """
     out_shape = tuple(int(n) for n in out_shape)
-    idx = [nearest_indices(n_in, n_out) for n_in, n_out in zip(labels.shape, out_shape)]
+    idx = [nearest_indices(n_in, n_out) for n_in, n_out in zip(labels.shape, out_shape, strict=True)]
     if out is None:
         out = np.empty(out_shape, dtype=labels.dtype)
     elif tuple(out.shape) != out_shape:

@@ -16,11 +16,11 @@ class Box:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(b - a for a, b in zip(self.start, self.stop))  # type: ignore[return-value]
+        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))  # type: ignore[return-value]
 
     @property
     def slices(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))  # type: ignore[return-value]
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))  # type: ignore[return-value]
 
     @classmethod
     def whole(cls, shape) -> "Box":
@@ -43,7 +43,7 @@ def foreground_box(labels: np.ndarray) -> Box | None:
 def _cap_voxels(max_extent_mm, spacing_mm) -> tuple[int, int, int]:
     """The cap in whole voxels per axis: floor(cap_mm / spacing_mm), at least 1 (1e-9 voxel of slack, so
     300 mm at 3.0 mm is 100 voxels even where the division lands just below 100)."""
-    return tuple(max(1, math.floor(c / s + 1e-9)) for c, s in zip(max_extent_mm, spacing_mm))  # type: ignore
+    return tuple(max(1, math.floor(c / s + 1e-9)) for c, s in zip(max_extent_mm, spacing_mm, strict=True))  # type: ignore
 
 
 def plausible_organ_box(labels: np.ndarray, spacing_mm, max_extent_mm) -> tuple[Box | None, list[int]]:
@@ -73,7 +73,7 @@ def plausible_organ_box(labels: np.ndarray, spacing_mm, max_extent_mm) -> tuple[
     if union is None:
         return None, []
     cap = _cap_voxels(max_extent_mm, spacing_mm)
-    if all(n <= c for n, c in zip(union.shape, cap)):
+    if all(n <= c for n, c in zip(union.shape, cap, strict=True)):
         return union, []
     counts = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1)
     organs = [int(k) for k in np.flatnonzero(counts[1:]) + 1]
@@ -98,7 +98,7 @@ def plausible_organ_box(labels: np.ndarray, spacing_mm, max_extent_mm) -> tuple[
     largest = organs[int(np.argmax(voxels))]  # argmax: the first (lowest label) of equal counts
     b = boxes[largest]
     new_start, new_stop = [], []
-    for a0, b0, c in zip(b.start, b.stop, cap):
+    for a0, b0, c in zip(b.start, b.stop, cap, strict=True):
         if b0 - a0 > c:
             a0 = a0 + (b0 - a0 - c) // 2
             b0 = a0 + c
@@ -110,7 +110,7 @@ def plausible_organ_box(labels: np.ndarray, spacing_mm, max_extent_mm) -> tuple[
 def scale_box(box: Box, from_shape, to_shape) -> Box:
     """Map a box on a grid of `from_shape` to the grid of `to_shape` covering the same extent (outward rounding)."""
     start, stop = [], []
-    for a, b, n_from, n_to in zip(box.start, box.stop, from_shape, to_shape):
+    for a, b, n_from, n_to in zip(box.start, box.stop, from_shape, to_shape, strict=True):
         f = n_to / n_from
         start.append(max(0, int(math.floor(a * f + 1e-9))))
         stop.append(min(int(n_to), int(math.ceil(b * f - 1e-9))))
@@ -120,7 +120,7 @@ def scale_box(box: Box, from_shape, to_shape) -> Box:
 def expand_box(box: Box, margin_mm, spacing_mm, shape) -> Box:
     """Grow `box` by `margin_mm` on each side (rounded up to whole voxels) and clip it to the image."""
     start, stop = [], []
-    for a, b, m, s, n in zip(box.start, box.stop, margin_mm, spacing_mm, shape):
+    for a, b, m, s, n in zip(box.start, box.stop, margin_mm, spacing_mm, shape, strict=True):
         vox = int(math.ceil(m / s - 1e-9))
         start.append(max(0, a - vox))
         stop.append(min(int(n), b + vox))

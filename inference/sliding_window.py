@@ -24,7 +24,7 @@ def compute_steps(image_size, patch_size, step_size: float) -> list[list[int]]:
     if not 0 < step_size <= 1:
         raise ValueError("step_size must be in (0, 1]")
     steps = []
-    for n, p in zip(image_size, patch_size):
+    for n, p in zip(image_size, patch_size, strict=True):
         if n < p:
             raise ValueError(f"image size {n} is smaller than the patch {p}: pad first")
         target = max(1.0, p * step_size)  # a step under one voxel would only repeat windows (a patch of 1 slice)
@@ -54,7 +54,7 @@ def pad_to_patch(arr: np.ndarray, patch_size) -> tuple[np.ndarray, tuple[slice, 
     Returns the padded array and the slices that cut the original back out (`unpad`).
     """
     pads, slicer = [], []
-    for n, p in zip(arr.shape, patch_size):
+    for n, p in zip(arr.shape, patch_size, strict=True):
         diff = max(0, int(p) - n)
         below, above = diff // 2, diff - diff // 2
         pads.append((below, above))

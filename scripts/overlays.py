@@ -34,7 +34,7 @@ def overlay(image_path: Path, mask_path: Path, png_path: Path) -> None:
     sz, sy, sx = img.GetSpacing()[::-1]
     views = [(a[c[0]], m[c[0]], sy / sx), (a[:, c[1]], m[:, c[1]], sz / sx), (a[:, :, c[2]], m[:, :, c[2]], sz / sy)]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.5))
-    for ax, (im, ms, aspect) in zip(axes, views):
+    for ax, (im, ms, aspect) in zip(axes, views, strict=True):
         ax.imshow(im, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, origin="lower" if im is not views[0][0] else "upper")
         rgba = CMAP(ms.astype(np.intp) % 20)      # integer labels index the colour table directly
         rgba[..., 3] = np.where(ms > 0, 0.45, 0.0)

@@ -31,7 +31,7 @@ def abdomen_phantom(shape=(12, 80, 96), kidney_zy=((4, 9), (50, 60)), kidney_x=(
     left)."""
     (z0, z1), (y0, y1) = kidney_zy
     organs = [(1, Box((2, 10), (20, 45), (15, 45))), (3, Box((2, 10), (20, 40), (60, 78)))]
-    organs += [(organ, Box((z0, z1), (y0, y1), x)) for organ, x in zip((2, 13), kidney_x)]
+    organs += [(organ, Box((z0, z1), (y0, y1), x)) for organ, x in zip((2, 13), kidney_x, strict=True)]
     body = Ellipsoid((0.0, 40.0, 48.0), (INF, 36.0, 44.0)).mask(index_grid(shape))
     return label_map(shape, organs), np.broadcast_to(body, tuple(shape)).copy()
 
@@ -51,8 +51,8 @@ def synthetic_case(shape=(24, 48, 48), spacing_mm=(3.0, 2.0, 2.0), seed: int = 0
     rng = np.random.default_rng(seed)
     zz, yy, xx = np.indices(shape, dtype=np.float32)
     coords = [zz * spacing_mm[0], yy * spacing_mm[1], xx * spacing_mm[2]]
-    extent = [n * s for n, s in zip(shape, spacing_mm)]
-    organs = [(organ, Ellipsoid(tuple((f + rng.uniform(-0.04, 0.04)) * e for f, e in zip(centre, extent)), axes))
+    extent = [n * s for n, s in zip(shape, spacing_mm, strict=True)]
+    organs = [(organ, Ellipsoid(tuple((f + rng.uniform(-0.04, 0.04)) * e for f, e in zip(centre, extent, strict=True)), axes))
               for organ, (centre, axes, _) in C2F_ORGANS.items()]
     labels = label_map(shape, organs, coords)
     body = Ellipsoid((0.0, extent[1] / 2, extent[2] / 2), (INF, 0.48 * extent[1], 0.48 * extent[2])).mask(coords)
@@ -131,7 +131,10 @@ def organ_box(organ: int, half: int, z=(8, 24), cell: dict[int, int] = CELL) -> 
     return Box((z[0], z[1]), (y0 - half, y0 + half), (x0 - half, x0 + half))
 
 
-def grid_phantom(seed: int | None = None, organs=range(1, 14), liver_half: int = 5, jitter: bool = True
+FLARE_LABELS = tuple(range(1, 14))
+
+
+def grid_phantom(seed: int | None = None, organs=FLARE_LABELS, liver_half: int = 5, jitter: bool = True
                  ) -> np.ndarray:
     """uint8 label map of SHAPE: organ o a box of `half` voxels around its cell's centre (liver `liver_half`, the
     others 3), slices 8..24; with `seed`, each half-size and z extent vary by +-1 voxel (CT-like spread)."""
@@ -157,7 +160,7 @@ def write_ct_label_set(folder: Path, n: int = 8, first_seed: int = 100) -> Path:
 
 # the self-training cycle's scans: every organ in its own cell, the image painted per organ (FLARE 1..13)
 CYCLE_SHAPE = (24, 48, 48)
-CYCLE_CELL = dict(zip(range(1, 14), (5, 0, 3, 1, 2, 4, 6, 7, 8, 9, 10, 12, 15)))
+CYCLE_CELL = dict(zip(range(1, 14), (5, 0, 3, 1, 2, 4, 6, 7, 8, 9, 10, 12, 15), strict=True))
 
 
 def organ_grid_case(seed: int) -> tuple[np.ndarray, np.ndarray]:

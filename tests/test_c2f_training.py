@@ -98,8 +98,8 @@ def test_jittered_box_is_the_engine_roi_without_jitter_and_stays_within_the_jitt
         box = jittered_box(labels, spacing, margin, (3.0, 2.0, 2.0), rng)
         lo = jittered_box(labels, spacing, (3.0, 3.0, 2.0), (0.0,) * 3, rng)
         hi = jittered_box(labels, spacing, (9.0, 7.0, 6.0), (0.0,) * 3, rng)
-        assert all(h <= b <= l for h, b, l in zip(hi.start, box.start, lo.start))
-        assert all(l <= b <= h for h, b, l in zip(hi.stop, box.stop, lo.stop))
+        assert all(h <= b <= l for h, b, l in zip(hi.start, box.start, lo.start, strict=True))
+        assert all(l <= b <= h for h, b, l in zip(hi.stop, box.stop, lo.stop, strict=True))
     assert jittered_box(np.zeros((4, 5, 6), np.uint8), spacing, margin, (1.0,) * 3, rng) == roi.Box.whole((4, 5, 6))
 
 

@@ -83,4 +83,4 @@ def test_image_pool():
     state = pool.state_dict()
     other = ImagePool(1)
     other.load_state_dict(state)
-    assert other.size == 3 and all(torch.equal(a, b) for a, b in zip(other.images, pool.images))
+    assert other.size == 3 and all(torch.equal(a, b) for a, b in zip(other.images, pool.images, strict=True))

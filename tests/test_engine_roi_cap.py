@@ -100,11 +100,11 @@ def test_exhaustive_search_matches_brute_force_over_subsets():
         box, dropped = roi.plausible_organ_box(lab, spacing, cap_mm)
         kept = [k for k in organs if k not in dropped]
         if best == 0:  # nothing fits alone: the shrunk largest organ
-            assert len(kept) == 1 and all(n <= c for n, c in zip(box.shape, cap_vox))
+            assert len(kept) == 1 and all(n <= c for n, c in zip(box.shape, cap_vox, strict=True))
             continue
         assert int(np.isin(lab, kept).sum()) == best
         assert box == roi.foreground_box(np.where(np.isin(lab, kept), lab, 0))
-        assert all(n <= c for n, c in zip(box.shape, cap_vox))
+        assert all(n <= c for n, c in zip(box.shape, cap_vox, strict=True))
 
 
 def test_single_organ_larger_than_the_cap_is_cut_to_the_cap_around_its_centre():

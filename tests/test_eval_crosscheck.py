@@ -79,7 +79,7 @@ def test_nsd_and_dsc_agree_with_surface_distance_on_chaos(chaos_cases):
         warnings.simplefilter("ignore", DeprecationWarning)  # surface-distance 0.1 imports scipy.ndimage.filters
         for label_map in chaos_cases:
             gt = label_map.data
-            for name, pred in _perturbations(gt).items():
+            for pred in _perturbations(gt).values():
                 reference = _organizers_reference(gt, pred, label_map.spacing_mm, organs)
                 for organ in organs:
                     ours = score_organ(gt == organ.label, pred == organ.label, label_map.spacing_mm, organ.tolerance_mm, False)

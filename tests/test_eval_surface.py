@@ -118,8 +118,8 @@ def test_cube_shifted_by_one_voxel_anisotropic():
 
 
 def _ball(shape, centre_mm, radius_mm, spacing_mm):
-    grids = np.meshgrid(*[np.arange(s) * sp for s, sp in zip(shape, spacing_mm)], indexing="ij")
-    return sum((g - c) ** 2 for g, c in zip(grids, centre_mm)) <= radius_mm**2
+    grids = np.meshgrid(*[np.arange(s) * sp for s, sp in zip(shape, spacing_mm, strict=True)], indexing="ij")
+    return sum((g - c) ** 2 for g, c in zip(grids, centre_mm, strict=True)) <= radius_mm**2
 
 
 def test_concentric_spheres_at_known_distance():

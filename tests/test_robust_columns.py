@@ -67,7 +67,7 @@ def test_stress_set_keeps_geometry_links_labels_and_is_not_rewritten(tmp_path):
     sitk.WriteImage(lab, str(tmp_path / "lab" / "case_01.nii.gz"))
     made = make_stress_set([tmp_path / "in" / "case_01_0000.nii.gz"], tmp_path / "lab", tmp_path / "out")
     assert [p.name for p in made] == [f"case_01_{t}_0000.nii.gz" for t in TRANSFORMS]
-    for t, path in zip(TRANSFORMS, made):
+    for t, path in zip(TRANSFORMS, made, strict=True):
         out = sitk.ReadImage(str(path))
         assert out.GetSize() == img.GetSize() and out.GetDirection() == img.GetDirection()
         assert np.allclose(out.GetSpacing(), img.GetSpacing()) and np.allclose(out.GetOrigin(), img.GetOrigin())

@@ -56,7 +56,7 @@ def pred(tmp_path_factory):
         image = write_image(np.random.default_rng(0).normal(size=SHAPE).astype(np.float32),
                             src / f"{case}_0000.nii.gz", spacing=SPACING, origin=(5.0, -7.0, 30.0))
         entries = []
-        for name, arr in zip(MODELS, maps):
+        for name, arr in zip(MODELS, maps, strict=True):
             (pred / name).mkdir(parents=True, exist_ok=True)
             if modality == "PET":
                 arr = np.where(np.isin(arr, (1, 2, 3, 13)), arr, 0).astype(np.uint8)

@@ -108,12 +108,12 @@ def test_shipped_model_on_real_fdg_pet_writes_pet_label_maps_on_an_roi_within_th
         qc = json.loads((pet_predictions.parent / "qc" / f"{case}.json").read_text())
         assert qc["modality"] == "PET" and "roi_capped" in qc, qc
         box = qc["roi_box_zyx"]
-        extent_mm = [(b - a) * s for a, b, s in zip(box["start"], box["stop"], reversed(img.GetSpacing()))]
+        extent_mm = [(b - a) * s for a, b, s in zip(box["start"], box["stop"], reversed(img.GetSpacing()), strict=True)]
         card = select_model(WEIGHTS, "PET").card
         cap = card.roi.max_extent_mm
         # the card's ROI margin per side + one coarse voxel of rounding per side
-        margin = [2 * m + 2 * s for m, s in zip(card.roi.margin_mm, card.coarse.spacing_mm)]
-        assert all(e <= c + m for e, c, m in zip(extent_mm, cap, margin)), (case, extent_mm)
+        margin = [2 * m + 2 * s for m, s in zip(card.roi.margin_mm, card.coarse.spacing_mm, strict=True)]
+        assert all(e <= c + m for e, c, m in zip(extent_mm, cap, margin, strict=True)), (case, extent_mm)
 
 
 @needs_pet

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import subprocess
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -122,15 +121,43 @@ def _execute(work: Path, step: Step) -> tuple[float, object]:
 def run_steps(work: Path, steps: list[Step], jobs: int = 1, progress: bool = True, desc: str = "benchmark steps"
               ) -> RunResult:
     work = Path(work)
+    result = RunResult()
+    state = _initial_state(work, steps)   # name -> pending | running | done | failed | blocked
+    result.skipped.extend(s.name for s in steps if state[s.name] == "done")
+    bar = tqdm(total=len(steps), initial=len(result.skipped), desc=desc, unit="step", disable=not progress)
+    running: dict[Future, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while True:
+            for name in _block_dependants(steps, state):
+                result.blocked.append(name)
+                bar.update(1)
+            ready = [s for s in steps if state[s.name] == "pending" and all(state[d] == "done" for d in s.deps)]
+            for s in ready[: max(0, max(1, jobs) - len(running))]:
+                state[s.name] = "running"
+                running[pool.submit(_execute, work, s)] = s.name
+                tqdm.write(f"start  {s.name}") if progress else None
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                msg = _record(fut, running.pop(fut), state, result)
+                bar.update(1)
+                tqdm.write(msg) if progress else print(msg, flush=True)
+    bar.close()
+    return result
+
+
+def _initial_state(work: Path, steps: list[Step]) -> dict[str, str]:
+    """done (finished as asked, on upstream steps that are done too: a re-run goes downstream) or pending, for every
+    step; unknown dependencies and cycles are refused."""
     by_name = {s.name: s for s in steps}
     for s in steps:
         missing = [d for d in s.deps if d not in by_name]
         if missing:
             raise ValueError(f"step {s.name} depends on unknown steps {missing}")
-    result = RunResult()
-    state: dict[str, str] = {}   # name -> pending | running | done | failed | blocked
+    state: dict[str, str] = {}
     changed = True
-    while changed:   # done = finished as asked, on upstream steps that are done too (a re-run goes downstream)
+    while changed:
         changed = False
         for s in steps:
             if s.name not in state and all(d in state for d in s.deps):
@@ -140,46 +167,32 @@ def run_steps(work: Path, steps: list[Step], jobs: int = 1, progress: bool = Tru
     for s in steps:
         if s.name not in state:
             raise ValueError(f"step {s.name}: its dependencies form a cycle")
-        if state[s.name] == "done":
-            result.skipped.append(s.name)
-    bar = tqdm(total=len(steps), initial=len(result.skipped), desc=desc, unit="step", disable=not progress)
-    lock = threading.Lock()
-    running: dict[Future, str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        while True:
-            changed = True
-            while changed:   # block the dependants of failures
-                changed = False
-                for s in steps:
-                    if state[s.name] == "pending" and any(state[d] in ("failed", "blocked") for d in s.deps):
-                        state[s.name] = "blocked"
-                        result.blocked.append(s.name)
-                        bar.update(1)
-                        changed = True
-            ready = [s for s in steps if state[s.name] == "pending" and all(state[d] == "done" for d in s.deps)]
-            for s in ready:
-                if len(running) >= max(1, jobs):
-                    break
-                state[s.name] = "running"
-                running[pool.submit(_execute, work, s)] = s.name
-                tqdm.write(f"start  {s.name}") if progress else None
-            if not running:
-                break
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                name = running.pop(fut)
-                with lock:
-                    try:
-                        seconds, _ = fut.result()
-                        state[name] = "done"
-                        result.done.append(name)
-                        result.seconds[name] = round(seconds, 1)
-                        msg = f"done   {name} ({seconds:.1f} s)"
-                    except Exception as exc:  # noqa: BLE001 - every failure is reported, the others go on
-                        state[name] = "failed"
-                        result.failed[name] = str(exc)
-                        msg = f"FAILED {name}: {str(exc).splitlines()[0]}"
-                    bar.update(1)
-                    tqdm.write(msg) if progress else print(msg, flush=True)
-    bar.close()
-    return result
+    return state
+
+
+def _block_dependants(steps: list[Step], state: dict[str, str]) -> list[str]:
+    """Mark blocked every pending step below a failed or blocked one; returns the steps newly blocked."""
+    blocked: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for s in steps:
+            if state[s.name] == "pending" and any(state[d] in ("failed", "blocked") for d in s.deps):
+                state[s.name] = "blocked"
+                blocked.append(s.name)
+                changed = True
+    return blocked
+
+
+def _record(fut: Future, name: str, state: dict[str, str], result: RunResult) -> str:
+    """A finished step's outcome into `state` and `result`; returns the line that reports it."""
+    try:
+        seconds, _ = fut.result()
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, the others go on
+        state[name] = "failed"
+        result.failed[name] = str(exc)
+        return f"FAILED {name}: {str(exc).splitlines()[0]}"
+    state[name] = "done"
+    result.done.append(name)
+    result.seconds[name] = round(seconds, 1)
+    return f"done   {name} ({seconds:.1f} s)"

@@ -59,7 +59,7 @@ class StageSpec:
 
     def __post_init__(self) -> None:
         arch = self.network.architecture()
-        bad = [p % s for p, s in zip(self.patch_size, arch.total_stride)]
+        bad = [p % s for p, s in zip(self.patch_size, arch.total_stride, strict=True)]
         if any(bad):
             raise ValueError(f"patch {self.patch_size} is not a multiple of the network stride {arch.total_stride}")
         if self.batch_size < 1:

@@ -126,7 +126,7 @@ def jittered_box(labels: np.ndarray, spacing_mm, margin_mm, jitter_mm, rng: np.r
     if box is None:
         return roi.Box.whole(labels.shape)
     start, stop = [], []
-    for a, b, m, j, s, n in zip(box.start, box.stop, margin_mm, jitter_mm, spacing_mm, labels.shape):
+    for a, b, m, j, s, n in zip(box.start, box.stop, margin_mm, jitter_mm, spacing_mm, labels.shape, strict=True):
         lo, hi = (max(0.0, m + (rng.uniform(-j, j) if j > 0 else 0.0)) for _ in range(2))
         start.append(max(0, a - int(math.ceil(lo / s - 1e-9))))
         stop.append(min(int(n), b + int(math.ceil(hi / s - 1e-9))))

@@ -63,7 +63,7 @@ class nnUNetTrainerC2F(nnUNetTrainer):
     c2f_val_iterations_per_epoch = 50
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+                 device: torch.device = torch.device("cuda")):  # noqa: B008 - nnU-Net's trainer signature
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = self.c2f_initial_lr
         self.weight_decay = self.c2f_weight_decay

@@ -115,7 +115,7 @@ class UNet2D(nn.Module):
             x = block(x)
             skips.append(x)
         skips.pop()
-        for up, dec in zip(self.up, self.dec):
+        for up, dec in zip(self.up, self.dec, strict=True):
             x = dec(torch.cat([skips.pop(), up(x)], dim=1))
         return self.head(x)
 

@@ -122,7 +122,7 @@ class InPlaneResample:
     @classmethod
     def to_spacing(cls, shape_yx: tuple[int, int], spacing_yx_mm: tuple[float, float],
                    target_mm: float) -> "InPlaneResample":
-        new = tuple(max(1, int(round(n * s / target_mm))) for n, s in zip(shape_yx, spacing_yx_mm))
+        new = tuple(max(1, int(round(n * s / target_mm))) for n, s in zip(shape_yx, spacing_yx_mm, strict=True))
         return cls(tuple(int(n) for n in shape_yx), new)
 
     @staticmethod

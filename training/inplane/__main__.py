@@ -114,6 +114,23 @@ def cmd_robust(args) -> int:
     return 0
 
 
+def cmd_robust_publish(args) -> int:
+    from .recipe import load_profile
+    from .robust import publish
+
+    prof = load_profile(args.profile)
+    rows = [r for r in args.rows.split(",") if r]
+    sources = {}
+    for spec in args.source:
+        row, sep, text = spec.partition("=")
+        if not sep:
+            raise ValueError(f"--source {spec!r}: expected ROW=TEXT")
+        sources[row] = text
+    titles = {k: r.title for k, r in prof.rows.items()}
+    print(publish(args.scored, rows, titles, args.out, sources).read_text(), end="")
+    return 0
+
+
 def cmd_publish(args) -> int:
     rows = tuple(r for r in args.weights_of.split(",") if r)
     print((bench.publish(args.work, args.profile, args.out, rows)).read_text())
@@ -221,6 +238,14 @@ def main(argv=None) -> int:
     rb.add_argument("--cache", type=Path, default=None, help="where the sets are made (default: OUT/sets)")
     rb.add_argument("--threads", type=int, default=None)
     rb.set_defaults(func=cmd_robust)
+    rp2 = sub.add_parser("robust-publish", help="the robustness columns of several rows -> a results folder")
+    _common(rp2, work=False)
+    rp2.add_argument("--scored", type=Path, required=True, help="folder of r<row>/ outputs of `robust`")
+    rp2.add_argument("--rows", required=True, help="comma-separated rows, in table order")
+    rp2.add_argument("--out", type=Path, required=True)
+    rp2.add_argument("--source", action="append", default=[], metavar="ROW=TEXT",
+                     help="where the row's scored weights came from (printed under the table)")
+    rp2.set_defaults(func=cmd_robust_publish)
     pb = sub.add_parser("publish", help="table, curves, stage weights and scores -> a results folder")
     _common(pb)
     pb.add_argument("--out", type=Path, required=True)

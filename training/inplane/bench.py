@@ -190,47 +190,19 @@ def publish(work: Path, profile: str | Profile, out: Path, weights_of: tuple[str
     """Copy the results of every scored row of `work` into `out` and write out/table.md: scores, every stage's
     summary and curve, and the final weights of the coarse stage and of the rows in `weights_of` only (those
     that later rows start from; a few MB each, and the GPU machine's upload carries the whole tree)."""
-    from .report import plot_curves, plot_translator, table
+    from .report import plot_curves, table
 
     prof = as_profile(profile)
     out.mkdir(parents=True, exist_ok=True)
-    rows, pet_rows = {}, {}
-    for row, r in prof.rows.items():
-        csv_path = score_file(work, profile, row)
-        if csv_path.is_file():
-            dst = out / "scores" / f"r{row}"
-            dst.mkdir(parents=True, exist_ok=True)
-            for f in ("scores.csv", "predict.json", "pet_check.csv", "pet_check.json"):
-                if (csv_path.parent / f).is_file():
-                    copy_file(csv_path.parent / f, dst / f)
-            (pet_rows if r.modality == "PET" else rows)[row] = (r.title, dst / csv_path.name)
-    for stage_dir in [work / "coarse"] + sorted((work / "rows").glob("*/coarse")) + sorted((work / "rows").glob("*/fine")):
-        if not (stage_dir / "final.pt").is_file():
-            continue
-        dst = out / "stages" / stage_dir.relative_to(work)
-        dst.mkdir(parents=True, exist_ok=True)
-        keep_weights = stage_dir.name == "coarse" or stage_dir.parent.name in weights_of
-        for f in STAGE_FILES:
-            if (stage_dir / f).is_file() and (f != "final.pt" or keep_weights):
-                copy_file(stage_dir / f, dst / f)
-            elif f == "final.pt" and (dst / f).is_file():
-                (dst / f).unlink()   # published before with weights, now without
+    rows, pet_rows = _publish_scores(work, prof, out)
+    _publish_stages(work, out, weights_of)
     plot_curves(out / "stages", out / "curves")
     for row in prof.rows:      # the self-training rows' Table-4 counts and per-scan filter record
         filtered = work / "rows" / row / "pseudo" / "filtered"
         for f in ("table4.md", "table4.json", "filter_report.json"):
             if (filtered / f).is_file():
-                (out / "selftrain" / f"r{row}").mkdir(parents=True, exist_ok=True)
-                copy_file(filtered / f, out / "selftrain" / f"r{row}" / f)
-    for run in sorted((work / "cyclegan").glob("*")):   # each translator: options, quality, curves, final grids
-        if (run / "quality.json").is_file():
-            dst = out / "cyclegan" / run.name
-            (dst / "grids").mkdir(parents=True, exist_ok=True)
-            for f in ("options.json", "quality.json", "quality_curve.csv"):
-                copy_file(run / f, dst / f)
-            for png in sorted((run / "grids").glob("*.png")):
-                copy_file(png, dst / "grids" / png.name)
-            plot_translator(run, out / "curves" / f"cyclegan_{run.name}.png")
+                copy_file(filtered / f, out / "selftrain" / f"r{row}" / f, mkdir=True)
+    _publish_translators(work, out)
     md = table(rows) if rows else "No MRI row scored yet.\n"
     if pet_rows:
         from training.pet_check import pet_markdown
@@ -240,6 +212,48 @@ def publish(work: Path, profile: str | Profile, out: Path, weights_of: tuple[str
     write_text(out / "table.md", md)
     write_json(out / "machine.json", {"machine": machine(), "profile": prof.name})
     return out / "table.md"
+
+
+def _publish_scores(work: Path, prof: Profile, out: Path) -> tuple[dict, dict]:
+    """Every scored row's score files -> out/scores/r<row>/; ({MRI row: (title, csv)}, {PET row: (title, csv)})."""
+    rows, pet_rows = {}, {}
+    for row, r in prof.rows.items():
+        csv_path = score_file(work, prof, row)
+        if csv_path.is_file():
+            dst = out / "scores" / f"r{row}"
+            for f in ("scores.csv", "predict.json", "pet_check.csv", "pet_check.json"):
+                if (csv_path.parent / f).is_file():
+                    copy_file(csv_path.parent / f, dst / f, mkdir=True)
+            (pet_rows if r.modality == "PET" else rows)[row] = (r.title, dst / csv_path.name)
+    return rows, pet_rows
+
+
+def _publish_stages(work: Path, out: Path, weights_of: tuple[str, ...]) -> None:
+    """Every finished stage's files -> out/stages/; final weights only for the coarse stages and `weights_of`."""
+    for stage_dir in [work / "coarse"] + sorted((work / "rows").glob("*/coarse")) + sorted((work / "rows").glob("*/fine")):
+        if not (stage_dir / "final.pt").is_file():
+            continue
+        dst = out / "stages" / stage_dir.relative_to(work)
+        keep_weights = stage_dir.name == "coarse" or stage_dir.parent.name in weights_of
+        for f in STAGE_FILES:
+            if (stage_dir / f).is_file() and (f != "final.pt" or keep_weights):
+                copy_file(stage_dir / f, dst / f, mkdir=True)
+            elif f == "final.pt" and (dst / f).is_file():
+                (dst / f).unlink()   # published before with weights, now without
+
+
+def _publish_translators(work: Path, out: Path) -> None:
+    """Each translator: options, quality, curves, final grids."""
+    from .report import plot_translator
+
+    for run in sorted((work / "cyclegan").glob("*")):
+        if (run / "quality.json").is_file():
+            dst = out / "cyclegan" / run.name
+            for f in ("options.json", "quality.json", "quality_curve.csv"):
+                copy_file(run / f, dst / f, mkdir=True)
+            for png in sorted((run / "grids").glob("*.png")):
+                copy_file(png, dst / "grids" / png.name, mkdir=True)
+            plot_translator(run, out / "curves" / f"cyclegan_{run.name}.png")
 
 
 def seed_work(results: Path, work: Path) -> list[Path]:

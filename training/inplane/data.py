@@ -96,7 +96,7 @@ def prepare_volume(name: str, arr: np.ndarray, spacing, lab: np.ndarray, spacing
     regions = labels.copy()
     regions[regions == IGNORE] = 0
     regions[(regions == 0) & body_mask(img)] = len(label_ids)  # body outside the organs (and ignored); 0: air
-    out_spacing = tuple(s if t is None else t * 1.0 for s, t in zip(spacing, spacing_mm))
+    out_spacing = tuple(s if t is None else t * 1.0 for s, t in zip(spacing, spacing_mm, strict=True))
     return Volume(name, img.astype(np.float16), labels, regions, out_spacing, organ_box(labels),
                   tuple(label_ids), (low, low + width))
 

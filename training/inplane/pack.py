@@ -127,7 +127,7 @@ def load_packed(path: Path, spacing_mm, cases: list) -> list[Volume]:
                 image = resample.resample_linear(image, shape)
                 labels = resample.labels_to_shape(labels, shape)
                 regions = resample.labels_to_shape(regions, shape)
-                spacing = tuple(s if t is None else float(t) for s, t in zip(spacing, spacing_mm))
+                spacing = tuple(s if t is None else float(t) for s, t in zip(spacing, spacing_mm, strict=True))
             window = None if m.get("window") is None else tuple(m["window"])
             out.append(Volume(name, image.astype(np.float16), labels, regions, spacing, organ_box(labels),
                               tuple(m["label_ids"]), window))

@@ -148,3 +148,25 @@ def columns_table(rows: dict[str, tuple[str, Path]]) -> str:
         cells += [pct(s.get(plane, {}).get("dsc")) for plane in ("coronal", "sagittal")]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def publish(scored: Path, rows: list[str], titles: dict[str, str], out: Path, sources: dict[str, str]) -> Path:
+    """Copy each row's robust.json and per-set scores from `scored`/r<row>/ into `out`/r<row>/ and write
+    out/table.md (the columns of every row given, in that order) with where each row's weights came from."""
+    from inference.atomic import copy_file, write_text
+
+    table_rows = {}
+    for row in rows:
+        src = scored / f"r{row}"
+        if not (src / "robust.json").is_file():
+            raise FileNotFoundError(f"{src / 'robust.json'}: row {row} is not scored (python -m training.inplane robust)")
+        dst = out / f"r{row}"
+        copy_file(src / "robust.json", dst / "robust.json", mkdir=True)
+        for name in SETS:
+            for f in ("scores.csv", "predict.json"):
+                if (src / name / f).is_file():
+                    copy_file(src / name / f, dst / name / f, mkdir=True)
+        table_rows[row] = (titles.get(row, row), dst / "robust.json")
+    notes = "\n".join(f"- ({row}): {sources[row]}" for row in rows if row in sources)
+    write_text(out / "table.md", columns_table(table_rows) + "\nWeights scored:\n" + notes + "\n")
+    return out / "table.md"

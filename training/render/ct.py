@@ -189,7 +189,7 @@ def render_ct(labels: np.ndarray, body: np.ndarray, spacing_zyx, rng: np.random.
 
     if config.texture_hu > 0:
         hu[body] += config.texture_hu * _smooth_field(shape, spacing, config.texture_mm, rng)[body]
-    sigma = [b / s for b, s in zip(config.blur_mm, spacing)]
+    sigma = [b / s for b, s in zip(config.blur_mm, spacing, strict=True)]
     hu = ndimage.gaussian_filter(hu, sigma, mode="nearest")
     if config.noise_hu > 0:
         hu += rng.normal(0.0, config.noise_hu, shape).astype(np.float32)

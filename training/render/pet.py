@@ -93,10 +93,10 @@ class PetRenderConfig:
 
 def _ellipsoid_at(centre, radii_mm, spacing, shape) -> tuple[tuple[slice, ...], np.ndarray]:
     """(box slices, boolean mask within the box) of an axis-aligned ellipsoid around `centre` (voxels)."""
-    half = [int(np.ceil(r / s)) for r, s in zip(radii_mm, spacing)]
-    box = tuple(slice(max(0, int(c) - h), min(n, int(c) + h + 1)) for c, h, n in zip(centre, half, shape))
+    half = [int(np.ceil(r / s)) for r, s in zip(radii_mm, spacing, strict=True)]
+    box = tuple(slice(max(0, int(c) - h), min(n, int(c) + h + 1)) for c, h, n in zip(centre, half, shape, strict=True))
     grids = np.ogrid[tuple(slice(b.start, b.stop) for b in box)]
-    d = sum(((g - c) * s / r) ** 2 for g, c, s, r in zip(grids, centre, spacing, radii_mm))
+    d = sum(((g - c) * s / r) ** 2 for g, c, s, r in zip(grids, centre, spacing, radii_mm, strict=True))
     return box, d <= 1.0
 
 
@@ -134,7 +134,7 @@ def _heart(suv: np.ndarray, free: np.ndarray, labels: np.ndarray, body: np.ndarr
     box, outer = _ellipsoid_at((cz, cy, cx), radii, spacing, suv.shape)
     grids = np.ogrid[tuple(slice(b.start, b.stop) for b in box)]
     inner = sum(((g - c) * s / max(r - wall, 1.0)) ** 2
-                for g, c, s, r in zip(grids, (cz, cy, cx), spacing, radii)) <= 1.0
+                for g, c, s, r in zip(grids, (cz, cy, cx), spacing, radii, strict=True)) <= 1.0
     region = free[box]
     myocardium, pool = u(*config.heart_suv), u(*RELATIVE_TO_LIVER[5]) * u(*ORGAN_SUV[1])
     suv[box][outer & ~inner & region] = myocardium

@@ -22,11 +22,15 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from inference.atomic import atomic_path, write_json, write_text
+
+if TYPE_CHECKING:   # annotations only: SimpleITK is imported where files are read
+    import SimpleITK as sitk
 
 from . import labels as L
 from .stats import SetStats, file_sha256, load_stats

@@ -30,7 +30,7 @@ def index_spacing_for(image: sitk.Image, spacing_xyz_mm) -> tuple[float, float, 
 
 
 def same_spacing(a, b, rel_tol: float = 1e-3) -> bool:
-    return all(abs(x - y) <= rel_tol * max(abs(x), abs(y)) for x, y in zip(a, b))
+    return all(abs(x - y) <= rel_tol * max(abs(x), abs(y)) for x, y in zip(a, b, strict=True))
 
 
 def resample_to_spacing(image: sitk.Image, spacing_xyz_mm) -> sitk.Image:

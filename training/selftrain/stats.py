@@ -12,11 +12,15 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from inference.atomic import write_json
+
+if TYPE_CHECKING:   # annotations only: SimpleITK is imported where files are read
+    import SimpleITK as sitk
 
 from . import labels as L
 

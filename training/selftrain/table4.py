@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # for annotations only: filtering imports this module
+    from .filtering import CaseResult
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def boxplot(work: Path, table: dict, path: Path) -> None:
 
     rows = [r for r in ROWS if r in table]
     fig, axes = plt.subplots(1, len(SCORED_ORGANS), figsize=(3.2 * len(SCORED_ORGANS), 3.6), sharey=True)
-    for ax, organ in zip(axes, SCORED_ORGANS):
+    for ax, organ in zip(axes, SCORED_ORGANS, strict=True):
         data = []
         for r in rows:
             sc = read_scores(work / "scores" / f"r{r}.csv")
@@ -160,7 +160,7 @@ def overlay_grid(work: Path, rows: list[str], path: Path, case: str = TEST_CASES
         for r in rows if (work / "pred" / f"r{r}" / f"{case}.nii.gz").is_file()]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     colours = {1: "tab:red", 2: "tab:green", 3: "tab:blue", 13: "tab:orange"}
-    for ax, (title, lab) in zip(np.atleast_1d(axes), panels):
+    for ax, (title, lab) in zip(np.atleast_1d(axes), panels, strict=True):
         _panel(ax, img[z], lab[z], colours, title, cmap="gray", vmin=lo, vmax=hi)
     fig.suptitle(f"{case}, slice {z}: liver red, right kidney green, spleen blue, left kidney orange", fontsize=9)
     _save(fig, path, dpi=90)
@@ -197,7 +197,7 @@ def pet_overlay(work: Path, row: str, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(PET_CASES), figsize=(4.0 * len(PET_CASES), 6.5))
     colours = {1: "tab:red", 2: "tab:green", 3: "tab:blue", 4: "tab:orange"}
-    for ax, case in zip(np.atleast_1d(axes), PET_CASES):
+    for ax, case in zip(np.atleast_1d(axes), PET_CASES, strict=True):
         img = sitk.ReadImage(str(work / "data/pet_images" / f"{case}_0000.nii.gz"))
         a = sitk.GetArrayFromImage(img)
         lab = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "pred" / f"r{row}" / f"{case}.nii.gz")))

@@ -181,7 +181,23 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
         syn = work / "syn/pet"
         steps += _c2f_row("P", work, [ct, f"synpet={syn / 'images'},{syn / 'labels'}"], ("cg_pet.translate",),
                           profile, device, modalities=("PET",))
-    # rows trained on renders of the source label maps only: PR (FDG PET-like), R (random contrast)
+    steps += _render_rows(work, profile, want, device)
+    if "4" in want:
+        steps += _c2f_row("4", work, [ct, f"chaos={work / 'data/target_images'},{work / 'data/target_labels'}"],
+                          ("render",), profile, device)
+    if "3" in want:
+        steps += _selftrain_steps(work, profile, device)
+    for row in ROWS:   # score each row as soon as its model exists (row P: the PET plausibility check)
+        if row in want:
+            dep = "r3.cycle" if row == "3" else f"r{row}.export"
+            steps.append(Step(f"r{row}.score", (dep,), [PY, "-m", "training.uda_bench", "score", "--work", str(work),
+                                                        "--row", row, "--device", device], gpu=True))
+    return steps
+
+
+def _render_rows(work: Path, profile: Profile, want: set[str], device: str) -> list[Step]:
+    """The rows trained on renders of the source label maps only: PR (FDG PET-like), R (random contrast)."""
+    steps: list[Step] = []
     for row, name, source, render_fn, variants, modalities in (
             ("PR", "pet_render", "petrender", render_pet, profile.pet_render_variants, ("PET",)),
             ("R", "synth_render", "synth", render_synth, profile.synth_render_variants, ("MRI",))):
@@ -192,37 +208,34 @@ def build_steps(work: Path, data: Path, profile: Profile, rows: tuple[str, ...],
             folder = work / name
             steps += _c2f_row(row, work, [f"{source}={folder / 'images'},{folder / 'labels'}"], (name,), profile,
                               device, modalities=modalities)
-    if "4" in want:
-        steps += _c2f_row("4", work, [ct, f"chaos={work / 'data/target_images'},{work / 'data/target_labels'}"],
-                          ("render",), profile, device)
-    if "3" in want:
-        steps.append(Step("stats", ("render",), [PY, "-m", "training.selftrain", "stats", "--ct-labels",
-                                                 str(work / "ct/labels"), "--out", str(work / "stats.json"),
-                                                 "--no-progress"]))
-        syn = work / "syn/attn"
-        argv = [PY, "-m", "training.selftrain", "cycle", "--work", str(work / "rows/3"),
-                "--ct", f"{work / 'ct/images'},{work / 'ct/labels'}",
-                "--synthetic", f"synattn={syn / 'images'},{syn / 'labels'}",
-                # the CHAOS targets are scored on liver, kidneys and spleen only: the filter's 4-organ set ('pet'
-                # set: organs 1, 2, 3, 13, unannotated voxels -> nnU-Net's ignore label) is the matching one; the
-                # scans are MRI (the engine's MRI path, the MRI models' own modality)
-                "--targets", f"chaos={work / 'data/target_images'}:pet:mri",
-                "--weights", str(work / "models"), "--best", "r2", "--second", "r2b",
-                "--stats", str(work / "stats.json"), "--out-model", "r3", "--spec", str(work / "inputs/spec.json"),
-                "--trainer", profile.trainer, "--lr", str(profile.selftrain_lr),
-                "--epochs", str(profile.selftrain.epochs), "--iterations", str(profile.selftrain.iterations),
-                "--val-iterations", str(profile.selftrain.val_iterations), "--no-onnx", "--device", device,
-                "--workers", str(profile.workers), "--da-workers", str(profile.da_workers), "--no-progress"]
-        if profile.selftrain.time_budget_s is not None:
-            argv += ["--time-budget", str(profile.selftrain.time_budget_s)]
-        if profile.dice_threshold is not None:
-            argv += ["--dice-threshold", str(profile.dice_threshold)]
-        if device == "cpu":
-            argv += ["--threads", "1"]
-        steps.append(Step("r3.cycle", ("stats", "r2.export", "r2b.export"), argv, gpu=True))
-    for row in ROWS:   # score each row as soon as its model exists (row P: the PET plausibility check)
-        if row in want:
-            dep = "r3.cycle" if row == "3" else f"r{row}.export"
-            steps.append(Step(f"r{row}.score", (dep,), [PY, "-m", "training.uda_bench", "score", "--work", str(work),
-                                                        "--row", row, "--device", device], gpu=True))
+    return steps
+
+
+def _selftrain_steps(work: Path, profile: Profile, device: str) -> list[Step]:
+    """Row 3: the BTCV label statistics and one self-training cycle from rows 2 and 2b."""
+    steps: list[Step] = []
+    steps.append(Step("stats", ("render",), [PY, "-m", "training.selftrain", "stats", "--ct-labels",
+                                             str(work / "ct/labels"), "--out", str(work / "stats.json"),
+                                             "--no-progress"]))
+    syn = work / "syn/attn"
+    argv = [PY, "-m", "training.selftrain", "cycle", "--work", str(work / "rows/3"),
+            "--ct", f"{work / 'ct/images'},{work / 'ct/labels'}",
+            "--synthetic", f"synattn={syn / 'images'},{syn / 'labels'}",
+            # the CHAOS targets are scored on liver, kidneys and spleen only: the filter's 4-organ set ('pet'
+            # set: organs 1, 2, 3, 13, unannotated voxels -> nnU-Net's ignore label) is the matching one; the
+            # scans are MRI (the engine's MRI path, the MRI models' own modality)
+            "--targets", f"chaos={work / 'data/target_images'}:pet:mri",
+            "--weights", str(work / "models"), "--best", "r2", "--second", "r2b",
+            "--stats", str(work / "stats.json"), "--out-model", "r3", "--spec", str(work / "inputs/spec.json"),
+            "--trainer", profile.trainer, "--lr", str(profile.selftrain_lr),
+            "--epochs", str(profile.selftrain.epochs), "--iterations", str(profile.selftrain.iterations),
+            "--val-iterations", str(profile.selftrain.val_iterations), "--no-onnx", "--device", device,
+            "--workers", str(profile.workers), "--da-workers", str(profile.da_workers), "--no-progress"]
+    if profile.selftrain.time_budget_s is not None:
+        argv += ["--time-budget", str(profile.selftrain.time_budget_s)]
+    if profile.dice_threshold is not None:
+        argv += ["--dice-threshold", str(profile.dice_threshold)]
+    if device == "cpu":
+        argv += ["--threads", "1"]
+    steps.append(Step("r3.cycle", ("stats", "r2.export", "r2b.export"), argv, gpu=True))
     return steps
