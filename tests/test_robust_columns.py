@@ -128,3 +128,31 @@ def test_columns_summary_has_the_means_each_set_defines(tmp_path):
     (tmp_path / "robust.json").write_text(json.dumps(s))
     md = columns_table({"x": ("row x", tmp_path / "robust.json")})
     assert "| row x | 80.0 | 80.0 | 80.0 | 80.0 | 80.0 | 80.0 | **80.0** | 40.0 | **90.0** | 60.0 | 100.0 | 100.0 | 100.0 | - | - |" in md
+
+
+def test_seed_model_makes_a_shipped_model_a_teacher_and_a_start_row(tmp_path):
+    from training.export import export_model
+    from training.inplane.__main__ import main
+
+    torch.manual_seed(1)
+    recipe = StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(32, 32), features=(4, 8, 16))
+    nets = {}
+    for stage in ("coarse", "fine"):
+        net2d = build_net2d(recipe.features, 5)
+        for p in net2d.parameters():
+            p.data.normal_(0, 0.3)
+        cfg = card_stage(recipe, (0, 1, 2, 3, 13))
+        net3d = build_network(cfg.architecture, cfg.num_classes)
+        net3d.load_state_dict(to_card_state(net2d.state_dict()), strict=True)
+        nets[stage] = (net2d, (net3d, cfg))
+    shipped = export_model(tmp_path / "shipped", name="shipped", description="test", modalities=("MRI",),
+                           stages={k: v[1] for k, v in nets.items()})
+    work = tmp_path / "work"
+    assert main(["seed", "--work", str(work), "--model", f"T={shipped}"]) == 0
+    assert (work / "models" / "rT" / "model.json").is_file()
+    got = torch.load(work / "rows" / "T" / "fine" / "final.pt", weights_only=True)
+    ref = nets["fine"][0].state_dict()
+    assert all(torch.allclose(got[k], ref[k], atol=1e-6) for k in ref if not k.startswith("decoder.seg_layers.0."))
+    assert not (work / "rows" / "T" / "fine" / "summary.json").exists()   # never published as a trained stage
+    assert main(["seed", "--work", str(work), "--model", "T"]) == 2                     # ROW=DIR expected
+    assert main(["seed", "--work", str(work)]) == 2                                     # nothing to seed

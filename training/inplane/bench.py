@@ -231,8 +231,8 @@ def _publish_scores(work: Path, prof: Profile, out: Path) -> tuple[dict, dict]:
 def _publish_stages(work: Path, out: Path, weights_of: tuple[str, ...]) -> None:
     """Every finished stage's files -> out/stages/; final weights only for the coarse stages and `weights_of`."""
     for stage_dir in [work / "coarse"] + sorted((work / "rows").glob("*/coarse")) + sorted((work / "rows").glob("*/fine")):
-        if not (stage_dir / "final.pt").is_file():
-            continue
+        if not (stage_dir / "final.pt").is_file() or not (stage_dir / "summary.json").is_file():
+            continue   # unfinished, or weights recovered from a shipped model (seed_model)
         dst = out / "stages" / stage_dir.relative_to(work)
         keep_weights = stage_dir.name == "coarse" or stage_dir.parent.name in weights_of
         for f in STAGE_FILES:
@@ -288,14 +288,12 @@ def seed_model(work: Path, row: str, model: Path) -> Path:
         shutil.copytree(model, dst, dirs_exist_ok=True)
     fine = stage_dirs(work, row)["fine"]
     cfg = loaded.card.fine
-    if not (fine / "final.pt").is_file():
-        state = stage_from_onnx(model / cfg.files["onnx"], cfg.architecture.features_per_stage, cfg.num_classes)
-        fine.mkdir(parents=True, exist_ok=True)
-        write_json(fine / "summary.json", {"label_ids": list(cfg.label_ids), "recovered_from": str(model),
-                                           "provenance": loaded.card.provenance.get("fine", {})})
+    if not (fine / "final.pt").is_file():   # weights only: no summary, so `publish` never takes it for a trained stage
         from .loop import _save
 
-        _save(fine / "final.pt", state)
+        fine.mkdir(parents=True, exist_ok=True)
+        _save(fine / "final.pt", stage_from_onnx(model / cfg.files["onnx"], cfg.architecture.features_per_stage,
+                                                 cfg.num_classes))
     return dst
 
 

@@ -74,11 +74,16 @@ def set_folders(name: str, root: Path, data: Path = protocol.REAL_DATA) -> tuple
 def score_sets(model: Path, out: Path, data: Path = protocol.REAL_DATA, sets=SETS, threads: int | None = None,
                cache: Path | None = None) -> Path:
     """Score `model` (a weights/<name> folder) on each set into out/<set>/scores.csv; write out/robust.json (the
-    summary) and return it. `cache`: where the sets' folders are made (default: out/sets)."""
+    summary) and return it. A set scored after the model's card was last written is kept. `cache`: where the
+    sets' folders are made (default: out/sets)."""
     from .report import predict_and_score
 
     cache = cache or out / "sets"
+    card_time = (model / "model.json").stat().st_mtime
     for name in sets:
+        done = out / name / "scores.csv"
+        if done.is_file() and done.stat().st_mtime > card_time:
+            continue
         images, labels = set_folders(name, cache, data)
         organs = T1_ORGANS if name == "t1" else CORE
         predict_and_score(model, images, labels, out / name, organs, threads)
