@@ -341,6 +341,9 @@ def ship(work: Path, profile: str | Profile, row: str, out: Path, name: str, not
             "test_nsd": {ORGAN_NAMES[o]: round(e[o][1], 4) for o in protocol.SCORED_ORGANS},
             "mean_dsc": round(e["mean"][0], 4), "mean_nsd": round(e["mean"][1], 4),
             "scored_with": "python -m inference (ONNX Runtime, CPU) + python -m eval score", "note": note}
+        robust = work / "robust" / f"r{row}" / "robust.json"   # python -m training.inplane robust --out there
+        if robust.is_file():
+            prov["benchmark"]["robustness"] = json.loads(robust.read_text())
     card = replace(model.card, name=name, coarse=stages["coarse"], fine=stages["fine"], sha256=sha, provenance=prov)
     write_card(card, out)
     load_model_folder(out, verify=True)

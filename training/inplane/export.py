@@ -29,6 +29,12 @@ from .recipe import Profile, StageRecipe, as_profile
 # lower poles), in no in-plane face. A rerun of the 2D fine stage costs about a second on the CPU.
 ROI_REGROW = {"regrow_mm": 30.0, "regrow_rounds": 2}
 
+# Thin slices are resampled along z before each in-plane stage (StageConfig.min_slice_mm): a coronal or sagittal
+# acquisition read as axial slices gives hundreds of 1-2 mm slices (a coronal reslice of a CHAOS scan: 180), each a
+# network pass in both stages. The networks were trained on 2.5-9 mm slices; the coarse stage only finds the ROI.
+# Measured on the reslices and the engine benchmark's Table-6 sizes: benchmarks/results/engine-thin-slices/.
+MIN_SLICE_MM = {"coarse": 6.0, "fine": 3.0}
+
 
 def to_card_state(state2d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """2D weights -> the (1, 3, 3)-kernel 3D network's: every 4D tensor (conv, transposed conv, 1x1 head) gets a
@@ -36,7 +42,7 @@ def to_card_state(state2d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.unsqueeze(2) if v.ndim == 4 else v).clone() for k, v in state2d.items()}
 
 
-def card_stage(recipe: StageRecipe, label_ids) -> StageConfig:
+def card_stage(recipe: StageRecipe, label_ids, min_slice_mm: float | None = None) -> StageConfig:
     n = len(recipe.features)
     arch = Architecture(
         input_channels=1, n_stages=n, features_per_stage=tuple(recipe.features),
@@ -44,7 +50,8 @@ def card_stage(recipe: StageRecipe, label_ids) -> StageConfig:
         n_conv_per_stage=(2,) * n, n_conv_per_stage_decoder=(2,) * (n - 1), conv_bias=True,
         norm="InstanceNorm3d", norm_eps=1e-5, norm_affine=True, nonlin="LeakyReLU", nonlin_negative_slope=1e-2)
     return StageConfig(spacing_mm=tuple(recipe.spacing_mm), patch_size=(1,) + tuple(recipe.patch),
-                       normalization=NORMALIZATION, architecture=arch, label_ids=tuple(label_ids), step_size=0.5)
+                       normalization=NORMALIZATION, architecture=arch, label_ids=tuple(label_ids), step_size=0.5,
+                       min_slice_mm=min_slice_mm)
 
 
 def _engine_net(stage_dir: Path, recipe: StageRecipe, cfg: StageConfig):
@@ -72,7 +79,7 @@ def export_row(work: Path, profile: str | Profile, row: str, out: Path, name: st
         if not (stage_dir / "final.pt").is_file():
             raise FileNotFoundError(f"{stage_dir}: no final.pt (train the {stage} stage first)")
         summary = json.loads((stage_dir / "summary.json").read_text())
-        cfg = card_stage(recipe, summary["label_ids"])
+        cfg = card_stage(recipe, summary["label_ids"], MIN_SLICE_MM[stage])
         stages[stage] = (_engine_net(stage_dir, recipe, cfg), cfg)
         prov[stage] = {k: summary[k] for k in ("iterations", "trained_s", "seconds_per_iteration", "volumes",
                                                "torch", "device", "threads")}
