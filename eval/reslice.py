@@ -82,12 +82,10 @@ def make_reslice_set(images: list[Path], labels: Path, out: Path, planes=PLANES)
     name and renamed. Returns the images."""
     import SimpleITK as sitk
 
+    from .stress import with_labels
+
     made = []
-    for path in images:
-        case = path.name.split("_0000.nii")[0]
-        label = labels / f"{case}.nii.gz"
-        if not label.is_file():
-            raise FileNotFoundError(f"{label}: label map of {path} missing")
+    for path, case, label in with_labels(images, labels):
         for plane in planes:
             dst_img = out / "images" / f"{case}_{plane}_0000.nii.gz"
             dst_lab = out / "labels" / f"{case}_{plane}.nii.gz"

@@ -80,6 +80,19 @@ def stress_image(image, name: str, case: str):
     return result
 
 
+def with_labels(images: list[Path], labels: Path) -> list[tuple[Path, str, Path]]:
+    """(image, case, label map) for every `<case>_0000.nii.gz` of `images`, its label map `labels/<case>.nii.gz`;
+    FileNotFoundError naming the first one missing."""
+    out = []
+    for path in images:
+        case = path.name.split("_0000.nii")[0]
+        label = labels / f"{case}.nii.gz"
+        if not label.is_file():
+            raise FileNotFoundError(f"{label}: label map of {path} missing")
+        out.append((path, case, label))
+    return out
+
+
 def make_stress_set(images: list[Path], labels: Path, out: Path, transforms=TRANSFORMS) -> list[Path]:
     """out/images/<case>_<transform>_0000.nii.gz and out/labels/<case>_<transform>.nii.gz (the scan's own label
     map, linked) for every image `<case>_0000.nii.gz` and transform. Existing files are kept; each file is written
@@ -89,11 +102,7 @@ def make_stress_set(images: list[Path], labels: Path, out: Path, transforms=TRAN
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     made = []
-    for path in images:
-        case = path.name.split("_0000.nii")[0]
-        label = labels / f"{case}.nii.gz"
-        if not label.is_file():
-            raise FileNotFoundError(f"{label}: label map of {path} missing")
+    for path, case, label in with_labels(images, labels):
         image = None
         for name in transforms:
             dst = out / "images" / f"{case}_{name}_0000.nii.gz"
