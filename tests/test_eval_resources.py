@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import sys
 import time
@@ -111,7 +112,7 @@ def test_threaded_sampler_max_and_auc_arithmetic():
     assert 3 <= n <= 6 and n == fake.calls
     assert gpu_memory_summary(samples.gpu_used_mib) == (1000, 100 * n)
     assert len(samples.ram_used_mb) == len(samples.cpu_used_percent) == n
-    gaps = [b - a for a, b in zip(samples.gpu_times_s, samples.gpu_times_s[1:], strict=True)]
+    gaps = [b - a for a, b in itertools.pairwise(samples.gpu_times_s)]
     assert all(0.09 <= g < 0.5 for g in gaps)
 
 

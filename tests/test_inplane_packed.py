@@ -76,8 +76,11 @@ def test_a_pack_keeps_sets_windows_and_refuses_other_files(tmp_path):
 def test_the_packed_graph_of_the_cpu_profile_orders_every_row_after_what_it_learns_from(tmp_path):
     prof = load_profile("cpu")
     steps = {s.name: s for s in packed_steps(tmp_path, prof, "cpu", tmp_path / "p.npz", list(prof.rows), "cuda")}
-    assert set(steps) == {"coarse", "cyclegan.attention", "cyclegan.plain", "rP.render", "rP.coarse", "r3.pseudo",
-                          "rA3.pseudo"} | {f"r{r}.fine" for r in prof.rows}
+    assert set(steps) == ({"coarse", "cyclegan.attention", "cyclegan.plain", "rP.render", "rP.coarse"}
+                          | {f"r{r}.fine" for r in prof.rows} | {f"r{r}.pseudo" for r, row in prof.rows.items()
+                                                                 if row.selftrain})
+    assert {"r3.pseudo", "rA3.pseudo", "rRA.pseudo"} <= set(steps)
+    assert set(steps["rRA.fine"].deps) == {"rRA.pseudo", "rA3.fine"}
     assert set(steps["r3.pseudo"].deps) == {"r2.fine", "rA.fine", "coarse"}
     assert set(steps["r3.fine"].deps) == {"cyclegan.attention", "r3.pseudo", "r2.fine"}
     assert set(steps["rA3.fine"].deps) == {"rA3.pseudo", "rA.fine"} and steps["rAc.fine"].deps == ("rA.fine",)
