@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.atomic import atomic_path
+from inference.atomic import atomic_path, write_json
 from inference.labels import FLARE_ORGANS as ORGAN_NAMES
 from training.uda_bench.report import markdown_lines, score_summary
 from training.runner import run_logged
@@ -62,8 +62,8 @@ def predict_and_score(model: Path, images: Path, labels: Path, out: Path, organs
     run_logged([PY, "-m", "eval", "score", str(pred), str(labels), "--csv", str(csv_path), "--organs",
                 ",".join(str(o) for o in organs), "--strict-geometry", "--no-plots"], out / "score.log")
     n = len(list(images.glob("*_0000.nii*")))
-    (out / "predict.json").write_text(json.dumps({f"predict_seconds_{n}_scans": round(seconds, 1),
-                                                  "backend": backend, "threads": threads}) + "\n")
+    write_json(out / "predict.json", {f"predict_seconds_{n}_scans": round(seconds, 1), "backend": backend,
+                                      "threads": threads}, indent=None)
     return csv_path
 
 

@@ -46,9 +46,9 @@ def set_folders(name: str, root: Path, data: Path = protocol.REAL_DATA) -> tuple
     """(images, labels) folders of links for set `name` under `root` (the stress set is made there once)."""
     images, labels = root / name / "images", root / name / "labels"
     if name == "t2":
-        for case in protocol.test_cases(data):
-            _link(case.image, images / case.image.name)
-            _link(case.label, labels / case.label.name)
+        from .report import _test_folders
+
+        images, labels = _test_folders(root / name, data)
     elif name == "t1":
         ts = data / "totalseg_examples"
         _link(ts / "images" / f"{T1_CASE}_0000.nii.gz", images / f"{T1_CASE}_0000.nii.gz")
@@ -92,31 +92,26 @@ def score_sets(model: Path, out: Path, data: Path = protocol.REAL_DATA, sets=SET
     return out / "robust.json"
 
 
-def _scores(csv_path: Path) -> dict[tuple[str, int], tuple[float, float]]:
-    from training.uda_bench.report import read_scores
-
-    return read_scores(csv_path)
-
-
 def summarise(out: Path) -> dict:
     """{set: numbers} from the score files under `out` (the sets scored so far)."""
+    from training.uda_bench.report import read_scores, score_summary
+
     res: dict = {}
     for name in AXIAL_LIKE:
         path = out / name / "scores.csv"
         if path.is_file():
-            sc = _scores(path)
-            organ = {FLARE_ORGANS[o]: [float(np.mean([v[i] for (c, oo), v in sc.items() if oo == o])) for i in (0, 1)]
-                     for o in CORE}
-            res[name] = {"dsc": organ_mean(organ, 0), "nsd": organ_mean(organ, 1), "organs": organ}
+            e = score_summary(path, sorted({case for case, _ in read_scores(path)}), CORE)
+            res[name] = {"dsc": e["mean"][0], "nsd": e["mean"][1],
+                         "organs": {FLARE_ORGANS[o]: list(e[o]) for o in CORE}}
     t1 = out / "t1" / "scores.csv"
     if t1.is_file():
-        sc = _scores(t1)
+        sc = read_scores(t1)
         dice = {FLARE_ORGANS[o]: sc[(T1_CASE, o)][0] for o in T1_ORGANS if (T1_CASE, o) in sc}
         res["t1"] = {"core_dice": float(np.mean([dice[FLARE_ORGANS[o]] for o in CORE])),
                      "all_dice": float(np.mean(list(dice.values()))), "organs": dice}
     st = out / "stress" / "scores.csv"
     if st.is_file():
-        sc = _scores(st)
+        sc = read_scores(st)
         by_t: dict[str, list[float]] = {}
         for (case, _organ), (dsc, _nsd) in sc.items():
             by_t.setdefault(case.rsplit("_", 1)[1], []).append(dsc)
@@ -124,10 +119,6 @@ def summarise(out: Path) -> dict:
                          "nsd": float(np.mean([v[1] for v in sc.values()])),
                          "transforms": {t: float(np.mean(v)) for t, v in sorted(by_t.items())}}
     return res
-
-
-def organ_mean(organ: dict[str, list[float]], i: int) -> float:
-    return float(np.mean([v[i] for v in organ.values()]))
 
 
 def columns_table(rows: dict[str, tuple[str, Path]]) -> str:
