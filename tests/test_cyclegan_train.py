@@ -69,8 +69,12 @@ def test_train_writes_checkpoints_quality_and_grids_and_resumes(data, tmp_path):
     # nothing left to do: no new steps, quality rewritten
     assert run(data, out, "--epochs", "3") == 0
     assert len(log_lines(out)) == 6
-    # a different model in the same folder is refused
-    assert run(data, out, "--epochs", "3", "--ngf", "8") == 2
+    # a different model in the same folder trains again from scratch (training.resume's rule), saying so
+    assert run(data, out, "--epochs", "1", "--ngf", "8") == 0
+    assert [s["step"] for s in log_lines(out)] == [1, 2]
+    model8, ckpt8 = load_checkpoint(out / "checkpoints" / "latest.pt")
+    assert ckpt8["epoch"] == 1 and model8.opts.ngf == 8
+    assert {p.name for p in (out / "checkpoints").iterdir()} == {"latest.pt", "epoch_1.pt"}
 
 
 def test_plain_ablation(data, tmp_path):

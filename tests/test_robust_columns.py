@@ -119,7 +119,9 @@ def test_columns_summary_has_the_means_each_set_defines(tmp_path):
                                                    for o in T1_ORGANS])
     _write_scores(tmp_path / "stress" / "scores.csv",
                   [(f"chaos_t2_33_{t}", o, 0.6 if t == "invert" else 1.0, 0.5) for t in TRANSFORMS for o in (1, 2, 3, 13)])
+    _write_scores(tmp_path / "ct" / "scores.csv", [("ts_ct_sm", o, 0.5 if o == 12 else 0.9, 0.5) for o in T1_ORGANS])
     s = summarise(tmp_path)
+    assert s["ct"]["organs"]["duodenum"] == pytest.approx(0.5)
     assert s["t2"]["dsc"] == pytest.approx(0.8) and s["t2"]["nsd"] == pytest.approx(0.8)
     assert s["t1"]["core_dice"] == pytest.approx(0.8) and s["t1"]["all_dice"] == pytest.approx((4 * 0.8 + 8 * 0.2) / 12)
     assert s["stress"]["transforms"]["invert"] == pytest.approx(0.6) and s["stress"]["dsc"] == pytest.approx(0.9)
@@ -127,7 +129,8 @@ def test_columns_summary_has_the_means_each_set_defines(tmp_path):
 
     (tmp_path / "robust.json").write_text(json.dumps(s))
     md = columns_table({"x": ("row x", tmp_path / "robust.json")})
-    assert "| row x | 80.0 | 80.0 | 80.0 | 80.0 | 80.0 | 80.0 | **80.0** | 40.0 | **90.0** | 60.0 | 100.0 | 100.0 | 100.0 | - | - |" in md
+    assert ("| row x | 80.0 | 80.0 | 80.0 | 80.0 | 80.0 | 80.0 | **80.0** | 40.0 | 20.0 | **90.0** | 60.0 | 100.0 | 100.0 "
+            f"| 100.0 | - | - | {100 * (11 * 0.9 + 0.5) / 12:.1f} | 50.0 |") in md
 
 
 def test_seed_model_makes_a_shipped_model_a_teacher_and_a_start_row(tmp_path):

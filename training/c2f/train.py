@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from inference.atomic import read_json, write_json
+from training.resume import say_restart
 
 from .nnunet_env import NnunetFolders, bind_folders, find_trainer
 from .planner import CONFIGURATION, PLANS_NAME
@@ -65,8 +66,14 @@ def resumable(args: TrainArgs) -> bool:
     plans = Path(args.folders.preprocessed) / args.dataset / f"{PLANS_NAME}.json"
     if not ckpts or not isinstance(record, dict) or not plans.is_file():
         return False
-    same = all(record.get(k) == getattr(args, k) for k in RUN_FIELDS)
-    return same and max(c.stat().st_mtime for c in ckpts) > plans.stat().st_mtime
+    changed = [k for k in RUN_FIELDS if record.get(k) != getattr(args, k)]
+    if changed:   # training.resume's rule: other settings train again from scratch, saying so
+        say_restart(fold, changed)
+        return False
+    if max(c.stat().st_mtime for c in ckpts) <= plans.stat().st_mtime:
+        say_restart(fold, ["plans"])
+        return False
+    return True
 
 
 def _make_trainer(args: TrainArgs, device):

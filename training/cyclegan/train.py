@@ -10,14 +10,16 @@ Output folder:
     quality_curve.csv              the quality numbers every `quality_every` epochs and at the end: the learning
                                    curve (grids of each of those epochs in grids/epoch_<N>/)
 
-A run whose folder already holds `checkpoints/latest.pt` resumes from it; its options must match the
-checkpoint's except the run-length ones (epochs, iterations_per_epoch, ...).
+A run whose folder already holds `checkpoints/latest.pt` resumes from it when its options match the checkpoint's
+(the run-length ones, epochs, iterations_per_epoch, ..., may grow); other options train again from scratch, saying
+so (training.resume's rule; the preprocessing cache stays: it is keyed by its own settings).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from inference.atomic import atomic_path, write_json, write_text
 from training.budget import epochs_within_budget
+from training.resume import say_restart
 
 from .data import AnyCase, UnpairedSliceDataset, cache_cases, find_cases, split_cases, typical_window
 from .model import OrganAttentionCycleGAN
@@ -122,11 +125,15 @@ def train_cases(ct_cases: list[AnyCase], target_cases: list[AnyCase], out_dir: P
     resume = None
     if latest.exists():
         resume = torch.load(latest, map_location="cpu", weights_only=False)
-        saved = CycleGANOptions.from_dict(resume["options"])
-        diff = opts.differences(saved)
-        if diff:
-            raise ValueError(f"{latest} was trained with different options ({', '.join(diff)}); "
-                             "use another --out folder or the same options")
+        diff = opts.differences(CycleGANOptions.from_dict(resume["options"]))
+        if diff:   # training.resume's rule: other settings train again from scratch, saying so
+            say_restart(out_dir, diff)
+            resume = None
+            for stale in (ckpt_dir, out_dir / "grids"):
+                shutil.rmtree(stale, ignore_errors=True)
+            for stale in ("loss_log.jsonl", "quality.json", "quality_curve.csv"):
+                (out_dir / stale).unlink(missing_ok=True)
+            ckpt_dir.mkdir(parents=True)
     opts.save(out_dir / "options.json")
 
     fit_cases, val_cases = split_cases(ct_cases, opts.val_fraction, opts.seed)

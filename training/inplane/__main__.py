@@ -229,12 +229,12 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(func=cmd_score)
     rb = sub.add_parser("robust", help="MRI model: (a) CHAOS T2 test scans, (b) the real T1 crop ts_mr_sm, "
-                                       "(c) the contrast-stress set, (d) coronal / sagittal reslices (robust.py)")
+                                       "(c) the contrast-stress set, (d) coronal / sagittal reslices, (e) the CT crop (robust.py)")
     _common(rb, work=False, profile=False, data=True)
     rb.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
     rb.add_argument("--out", type=Path, required=True)
-    rb.add_argument("--sets", default="t2,t1,stress,coronal,sagittal",
-                    help="comma-separated: t2, t1, stress, coronal, sagittal")
+    rb.add_argument("--sets", default="t2,t1,stress,coronal,sagittal,ct",
+                    help="comma-separated: t2, t1, stress, coronal, sagittal, ct")
     rb.add_argument("--cache", type=Path, default=None, help="where the sets are made (default: OUT/sets)")
     rb.add_argument("--threads", type=int, default=None)
     rb.set_defaults(func=cmd_robust)

@@ -74,12 +74,15 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
         recipe = replace(recipe, threads=threads)
     trainer = prof.coarse_row if stage == "coarse" and not own else row
     r = prof.rows[trainer]
-    label_ids = protocol.BTCV_LABELS if r.source == "btcv_pet" else protocol.source_cases(r.source, data)[1]
+    label_ids = row_label_ids(r, data)
     curve_on_test = curve_on_test and r.modality == "MRI"    # the test scans are MRI (PET: no labels here)
     start = r.start if stage == "fine" else None
     init = stage_dirs(work, start)["fine"] / "final.pt" if start else None
+    init_ids = row_label_ids(prof.rows[start], data) if start else None
     if init is not None and not init.is_file():
         raise ValueError(f"row {row} starts from row {start}'s fine stage: train it first ({init} missing)")
+    if packed is not None and r.label_maps is not None:
+        raise ValueError(f"row {trainer} trains on label maps, which a pack does not hold: train it from the files")
     if packed is not None:
         from .packed import packed_bank
 
@@ -87,10 +90,20 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
     else:
         bank, evals = _nifti_bank(work, prof, trainer, stage, recipe.spacing_mm, label_ids, data, device, threads,
                                   curve_on_test)
+    annotated = set(row_label_ids(replace(r, label_maps=None), data))
     train_stage(out, bank, recipe, prof.spatial, r.appearance, label_ids, evals,
                 protocol.SCORED_ORGANS if evals else (), seed=prof.seed if r.seed is None else r.seed, device=device,
-                init=init)
+                init=init, init_label_ids=init_ids,
+                partial_channels=tuple(ch for ch, lab in enumerate(label_ids) if lab not in annotated))
     return out
+
+
+def row_label_ids(r, data: Path = protocol.REAL_DATA) -> tuple[int, ...]:
+    """The FLARE label of each output channel of row `r`'s networks: its source's organs, and every FLARE organ
+    when it also trains on label maps (the FLARE22 maps hold all 13)."""
+    if r.label_maps is not None:
+        return (0,) + protocol.DATASET_ORGANS["flare_mri"]
+    return protocol.BTCV_LABELS if r.source == "btcv_pet" else protocol.source_cases(r.source, data)[1]
 
 
 def _nifti_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, label_ids: tuple[int, ...], data: Path,
@@ -107,11 +120,11 @@ def _nifti_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, lab
     else:
         cases = protocol.source_cases(r.source, data)[0]
 
-    def volumes(cases_, label_ids_):
+    def volumes(cases_, label_ids_, partial=r.label_maps is not None and stage == "fine"):
         missing = [str(c.image) for c in cases_ if not c.image.is_file() or not c.label.is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} case(s) missing, e.g. {missing[0]}")
-        return load_volumes(cases_, spacing_mm, label_ids_)
+        return load_volumes(cases_, spacing_mm, label_ids_, partial=partial)
 
     bank = SliceBank(volumes(cases, label_ids))
     if r.synthetic and stage == "fine":
@@ -128,24 +141,21 @@ def _nifti_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, lab
             raise ValueError(f"row {row}: the filter kept no target scan "
                              f"({work / 'rows' / row / 'pseudo' / 'filtered' / 'table4.md'})")
         bank = MixedBank(bank, SliceBank(volumes(targets, label_ids)), r.selftrain.p_target)
-    evals = volumes(protocol.test_cases(data), protocol.CHAOS_LABELS) if curve_on_test else []
+    if r.label_maps is not None and stage == "fine":
+        from .labelmaps import synth_volumes
+
+        maps = synth_volumes(data, r.label_maps, spacing_mm, label_ids, r.label_map_variants, prof.seed)
+        bank = MixedBank(bank, SliceBank(maps), r.p_label_maps)
+    evals = volumes(protocol.test_cases(data), protocol.CHAOS_LABELS, False) if curve_on_test else []
     return bank, evals
 
 
 def _still_to_train(out: Path, settings: dict) -> bool:
-    """False when `out` holds the finished stage of these settings. A stage folder made with other settings (its
-    settings.json differs) is removed first, so that it trains again from the start; an unfinished one of the same
-    settings resumes from its checkpoint; a finished stage from before settings.json existed is adopted."""
-    file = out / "settings.json"
-    settings = json.loads(json.dumps(settings))
-    if file.is_file() and json.loads(file.read_text()) != settings:
-        shutil.rmtree(out)
-    if not (out / "final.pt").is_file():
-        write_json(file, settings, mkdir=True)
-        return True
-    if not file.is_file():
-        write_json(file, settings)
-    return False
+    """False when `out` holds the finished stage of these settings (training.resume: a stage folder of other
+    settings is removed and trains again from the start; an unfinished one of the same settings resumes)."""
+    from training.resume import claim
+
+    return claim(out, settings, "final.pt")
 
 
 def run_row(work: Path, profile: str | Profile, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",

@@ -21,6 +21,10 @@ from .protocol import Case
 
 NORMALIZATION = Normalization(scheme="zscore", percentiles=(0.5, 99.5))
 IGNORE = 255   # label value left out of the loss (pseudo-labels: voxels the teachers do not agree on)
+# label value of a voxel that is no annotated organ of its source but may be one the source never annotates (BTCV's
+# background may be duodenum): the loss counts it as background or any of those organs (loop.dice_ce_loss)
+PARTIAL = 254
+NO_ORGAN = (0, IGNORE, PARTIAL)   # label values that are no organ channel
 
 
 @dataclass
@@ -69,20 +73,23 @@ def body_mask(image01: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...]) -> Volume:
-    """`case` on the grid of `spacing_mm` (z None: the scan's own slices), prepared as the engine prepares it."""
+def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...], partial: bool = False) -> Volume:
+    """`case` on the grid of `spacing_mm` (z None: the scan's own slices), prepared as the engine prepares it
+    (`partial`: its background becomes PARTIAL, as in `prepare_volume`)."""
     arr, spacing, orient = _read_canonical(case.image)
     lab, _, lab_orient = _read_canonical(case.label)
     if lab.shape != arr.shape or lab_orient != orient:
         raise ValueError(f"{case.label}: label map of shape {lab.shape} does not match its image {arr.shape}")
-    return prepare_volume(case.name, arr, spacing, lab, spacing_mm, label_ids)
+    return prepare_volume(case.name, arr, spacing, lab, spacing_mm, label_ids, partial)
 
 
 def prepare_volume(name: str, arr: np.ndarray, spacing, lab: np.ndarray, spacing_mm,
-                   label_ids: tuple[int, ...]) -> Volume:
+                   label_ids: tuple[int, ...], partial: bool = False) -> Volume:
     """A scan and its label map (label ids; IGNORE kept), both in canonical order with the scan's canonical
     (z, y, x) spacing, on the grid of `spacing_mm`: resampled in-plane with the engine's functions and scaled to
-    [0, 1] between the engine normalisation's percentiles of the whole scan."""
+    [0, 1] between the engine normalisation's percentiles of the whole scan. `partial`: the label map's source
+    does not annotate every organ of `label_ids`, so its background is PARTIAL (background or an unannotated
+    organ)."""
     params = normalization.resolve(NORMALIZATION, normalization.stats_sample(arr))
     low, width = float(params.low), max(float(params.high - params.low), 1e-6)
     shape = resample.shape_at_spacing(arr.shape, spacing, spacing_mm)
@@ -93,8 +100,10 @@ def prepare_volume(name: str, arr: np.ndarray, spacing, lab: np.ndarray, spacing
         lut[lid] = ch
     lut[IGNORE] = IGNORE
     labels = lut[resample.labels_to_shape(lab.astype(np.uint8), shape)]
+    if partial:
+        labels[labels == 0] = PARTIAL
     regions = labels.copy()
-    regions[regions == IGNORE] = 0
+    regions[np.isin(regions, NO_ORGAN)] = 0
     regions[(regions == 0) & body_mask(img)] = len(label_ids)  # body outside the organs (and ignored); 0: air
     out_spacing = tuple(s if t is None else t * 1.0 for s, t in zip(spacing, spacing_mm, strict=True))
     return Volume(name, img.astype(np.float16), labels, regions, out_spacing, organ_box(labels),
@@ -102,17 +111,18 @@ def prepare_volume(name: str, arr: np.ndarray, spacing, lab: np.ndarray, spacing
 
 
 def label_map(vol: Volume) -> np.ndarray:
-    """The volume's labels as label ids (IGNORE kept): the inverse of the channel mapping."""
+    """The volume's labels as label ids (IGNORE and PARTIAL kept): the inverse of the channel mapping."""
     lut = np.zeros(256, dtype=np.uint8)
     lut[: len(vol.label_ids)] = vol.label_ids
     lut[IGNORE] = IGNORE
+    lut[PARTIAL] = PARTIAL
     return lut[vol.labels]
 
 
 def organ_box(labels: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """The in-plane box (y0, y1), (x0, x1) of every organ voxel of a label volume (IGNORE is no organ), or None
-    when there is none."""
-    organs = (labels > 0) & (labels != IGNORE)
+    """The in-plane box (y0, y1), (x0, x1) of every organ voxel of a label volume (IGNORE, PARTIAL: no organ),
+    or None when there is none."""
+    organs = ~np.isin(labels, NO_ORGAN)
     if not organs.any():
         return None
     _, ys, xs = np.nonzero(organs)
@@ -132,7 +142,7 @@ class SliceBank:
         self.by_class: dict[int, list[int]] = {}
         for i, (v, z) in enumerate(self.slices):
             for ch in np.unique(volumes[v].labels[z]):
-                if ch and ch != IGNORE:
+                if ch not in NO_ORGAN:
                     self.by_class.setdefault(int(ch), []).append(i)
 
     def __len__(self) -> int:
@@ -178,10 +188,11 @@ class MixedBank:
         return (self.second if rng.random() < self.p_second else self.first).pick(rng, foreground)
 
 
-def load_volumes(cases: list[Case], spacing_mm, label_ids, progress: bool = True) -> list[Volume]:
+def load_volumes(cases: list[Case], spacing_mm, label_ids, progress: bool = True,
+                 partial: bool = False) -> list[Volume]:
     from tqdm import tqdm
 
     out = []
     for case in tqdm(cases, desc=f"load at {list(spacing_mm)} mm", disable=not progress, unit="case"):
-        out.append(load_volume(case, spacing_mm, label_ids))
+        out.append(load_volume(case, spacing_mm, label_ids, partial))
     return out

@@ -23,7 +23,7 @@ from torch import nn
 from inference.atomic import atomic_path, write_csv, write_json
 
 from .augment import make_batch
-from .data import IGNORE, SliceBank, Volume
+from .data import IGNORE, PARTIAL, SliceBank, Volume
 from .recipe import Appearance, Spatial, StageRecipe
 
 
@@ -39,20 +39,59 @@ def build_net2d(features, num_classes: int) -> PlainConvUNet:
         nonlin=nn.LeakyReLU, nonlin_kwargs={"negative_slope": 1e-2, "inplace": True}, deep_supervision=False)
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, partial_channels: tuple[int, ...] = ()) -> torch.Tensor:
     """Cross-entropy + (1 - soft Dice over the batch, mean over the organ channels), as nnU-Net's batch Dice;
-    pixels labelled IGNORE count in neither term."""
+    pixels labelled IGNORE count in neither term. Pixels labelled PARTIAL (the background of a source that does not
+    annotate the organs of `partial_channels`) are background for the other organs: their cross-entropy is that of
+    "background or one of those organs" (the marginal likelihood of partial-label training), and they count in no
+    Dice term of those organs."""
     valid = (target != IGNORE)
     if not valid.any():
         return logits.sum() * 0.0
-    ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+    partial = target == PARTIAL
+    if partial_channels and partial.any():
+        target = torch.where(partial, torch.zeros_like(target), target)
+        logp = logits.log_softmax(1)
+        merged = logp.clone()
+        merged[:, 0] = torch.where(partial, torch.logsumexp(logp[:, [0, *partial_channels]], 1), logp[:, 0])
+        ce = F.nll_loss(merged, target, ignore_index=IGNORE)
+    elif partial.any():
+        raise ValueError("PARTIAL labels need the network channels they may hide (partial_channels)")
+    else:
+        ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
     keep = valid[:, None].to(logits.dtype)
     prob = logits.softmax(1)[:, 1:] * keep
+    if partial_channels:
+        known = (~partial)[:, None].to(prob.dtype)
+        prob = torch.cat([prob[:, c - 1:c] * known if c in partial_channels else prob[:, c - 1:c]
+                          for c in range(1, logits.shape[1])], 1)
     onehot = F.one_hot(target * valid, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
     inter = (prob * onehot).sum((0, 2, 3))
     denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
     dice = (2 * inter + 1e-5) / (denom + 1e-5)
     return ce + (1 - dice.mean())
+
+
+def remap_head(state: dict[str, torch.Tensor], from_ids, to_ids) -> dict[str, torch.Tensor]:
+    """2D network weights trained for the labels `from_ids` (channel -> FLARE label) made to output `to_ids`: the
+    segmentation layers' rows follow their labels; a label new to the network starts as a copy of the background
+    row with its bias lowered by 2 (so it starts at e^-2 of the background's probability and learns from there)."""
+    from_ids, to_ids = tuple(from_ids), tuple(to_ids)
+    if from_ids[0] != 0 or to_ids[0] != 0:
+        raise ValueError("label lists start with the background (0)")
+    rows = [from_ids.index(lab) if lab in from_ids else None for lab in to_ids]
+    out = {}
+    for key, value in state.items():
+        if ".seg_layers." not in key:
+            out[key] = value
+            continue
+        if value.shape[0] != len(from_ids):
+            raise ValueError(f"{key}: {value.shape[0]} output channels, the labels {from_ids} need {len(from_ids)}")
+        new = torch.stack([value[0 if r is None else r] for r in rows])
+        if key.endswith(".bias"):
+            new[[i for i, r in enumerate(rows) if r is None]] -= 2.0
+        out[key] = new
+    return out
 
 
 @torch.no_grad()
@@ -102,22 +141,24 @@ def _save(path: Path, state: dict) -> None:
 
 def train_stage(out: Path, bank: SliceBank, recipe: StageRecipe, spatial: Spatial, appearance: Appearance,
                 label_ids: tuple[int, ...], eval_volumes: list[Volume] = (), scored_labels=(), seed: int = 0,
-                device: str = "cpu", progress: bool = True, init: Path | None = None) -> nn.Module:
+                device: str = "cpu", progress: bool = True, init: Path | None = None, init_label_ids=None,
+                partial_channels: tuple[int, ...] = ()) -> nn.Module:
     """Train (or resume) one stage into `out` (checkpoint.pt, curve.csv, final.pt, summary.json) with
     `recipe.threads` torch threads (the caller's count is restored afterwards); `init`: weights (a final.pt of
-    the same network) to start from instead of a random initialisation."""
+    the same network) to start from instead of a random initialisation, trained for `init_label_ids` (None: these
+    `label_ids`; others: `remap_head`). `partial_channels`: the channels PARTIAL labels may hide (dice_ce_loss)."""
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
         return _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scored_labels, seed, device,
-                      progress, init)
+                      progress, (init, init_label_ids), tuple(partial_channels))
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scored_labels, seed, device, progress,
-           init):
+           start, partial_channels):
     from tqdm import tqdm
 
     torch.manual_seed(seed)   # the network's initial weights
@@ -136,8 +177,11 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
         it, trained_s = state["iteration"], state["trained_s"]
         rng.bit_generator.state = state["rng"]
         gen.set_state(state["gen"])
-    elif init is not None:
-        net.load_state_dict(torch.load(init, map_location=device, weights_only=True))
+    elif start[0] is not None:
+        state = torch.load(start[0], map_location=device, weights_only=True)
+        if start[1] is not None and tuple(start[1]) != tuple(label_ids):
+            state = remap_head(state, start[1], label_ids)
+        net.load_state_dict(state)
     curve = out / "curve.csv"
     if curve.is_file():  # rows written after the checkpoint we resume from are done again: drop them
         with open(curve, newline="") as fh:
@@ -169,7 +213,7 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
                 g["lr"] = lr
             x, y = make_batch(bank, spatial, appearance, recipe.patch, recipe.batch, rng, gen, recipe.roi_mask,
                               device)
-            loss = dice_ce_loss(net(x), y)
+            loss = dice_ce_loss(net(x), y, partial_channels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
@@ -196,7 +240,7 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
                "seconds_per_iteration": round(trained_s / max(it, 1), 3),
                "recipe": asdict(recipe), "appearance": asdict(appearance), "spatial": asdict(spatial),
                "label_ids": list(label_ids), "slices": len(bank), "volumes": bank.names,
-               "init": str(init) if init else None,
+               "init": str(start[0]) if start[0] else None, "partial_channels": list(partial_channels),
                "torch": torch.__version__, "device": device, "threads": recipe.threads}
     write_json(out / "summary.json", summary)
     _save(out / "final.pt", net.state_dict())   # last: final.pt marks a finished stage

@@ -27,8 +27,12 @@ PAD_MM = (100.0, 250.0)
 
 def pet_cases(work: Path, data: Path = protocol.REAL_DATA, variants: int = 2, seed: int = 0,
               workers: int = 1) -> list[protocol.Case]:
-    """The rendered PET source (rendered where missing)."""
+    """The rendered PET source (rendered where missing; renders of another seed, variant count or body extension
+    are removed first: training.resume)."""
+    from dataclasses import asdict
+
     from training.render import PetRenderConfig, render_pet_folder, write_body_mask
+    from training.resume import claim
 
     body = work / "render" / "body"
     body.mkdir(parents=True, exist_ok=True)
@@ -38,6 +42,7 @@ def pet_cases(work: Path, data: Path = protocol.REAL_DATA, variants: int = 2, se
             write_body_mask(case.image, case.label, body / case.label.name)
         names.append(case.name)
     out = work / "render" / "pet"
+    claim(out, {"seed": seed, "variants": variants, "config": asdict(PetRenderConfig(pad_mm=PAD_MM))})
     render_pet_folder(case.label.parent, body, names, out, seed, variants, PetRenderConfig(pad_mm=PAD_MM),
                       workers=workers)
     return [protocol.Case(f"{n}_pet{k}", out / "images" / f"{n}_pet{k}_0000.nii.gz",

@@ -122,7 +122,18 @@ class Row:
     p_synthetic: float = 0.5           # share of training patches from the synthetic images
     selftrain: SelfTraining | None = None
     start: str | None = None           # a row whose fine weights start this row's fine stage (None: random init)
+    label_maps: str | None = None      # "flare22": also train on images synthesised from those manual label maps
+                                       # (labelmaps.py); the network then outputs every organ they hold
+    p_label_maps: float = 0.25         # share of training patches from the synthesised images
+    label_map_variants: int = 2        # synthetic images per label map
     fine: dict[str, Any] = field(default_factory=dict)   # this row's overrides of the profile's fine recipe
+
+    def __post_init__(self) -> None:
+        if self.label_maps is not None and not (0 < self.p_label_maps < 1 and self.label_map_variants >= 1):
+            raise ValueError(f"row {self.name}: p_label_maps must be in (0, 1) and label_map_variants >= 1")
+
+
+_ROW_DEFAULTS = {"start": None, "fine": {}, "label_maps": None, "p_label_maps": 0.25, "label_map_variants": 2}
 
 
 @dataclass(frozen=True)
@@ -152,7 +163,7 @@ class Profile:
         own = stage == "fine" or self.rows[row].own_coarse
         r = asdict(self.rows[row if own else self.coarse_row])
         r.pop("title")
-        for key, default in (("start", None), ("fine", {})):   # recorded only when set (older stages lack them)
+        for key, default in _ROW_DEFAULTS.items():   # recorded only when set (older stages lack them)
             if r[key] == default:
                 r.pop(key)
         if r["appearance"]["p_strong"] == 1.0:   # likewise

@@ -6,6 +6,8 @@
                 TotalSegmentator's MR model, not by hand: a reference, not a truth; one scan.
     (c) stress  the four test scans under the fixed contrast transforms of `eval.stress` (invert, curve, bias,
                 lowres): 16 scans scored like (a) against the scans' own labels
+    (e) ct      TotalSegmentator's real CT crop `ts_ct_sm` (3 mm), the same 12 organs against its model-made
+                reference: not an MRI contrast, but the only duodenum reference here besides (b)
     (d) coronal, sagittal
                 the four test scans resliced into thick coronal / sagittal slices (`eval.reslice`: 5.5 mm slices
                 of 1.5 mm pixels, the acquisition geometry of many kidney, MRCP and liver protocols), scored like
@@ -29,8 +31,9 @@ from . import protocol
 
 T1_CASE = "ts_mr_sm"
 T1_ORGANS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13)   # what its reference labels (no esophagus)
+CROPS = {"t1": T1_CASE, "ct": "ts_ct_sm"}              # set -> TotalSegmentator crop (both: the organs above)
 CORE = protocol.SCORED_ORGANS                          # liver, right kidney, spleen, left kidney
-SETS = ("t2", "t1", "stress", "coronal", "sagittal")
+SETS = ("t2", "t1", "stress", "coronal", "sagittal", "ct")
 AXIAL_LIKE = ("t2", "coronal", "sagittal")             # the test scans in some geometry: DSC / NSD of CORE
 
 
@@ -49,10 +52,10 @@ def set_folders(name: str, root: Path, data: Path = protocol.REAL_DATA) -> tuple
         from .report import _test_folders
 
         images, labels = _test_folders(root / name, data)
-    elif name == "t1":
-        ts = data / "totalseg_examples"
-        _link(ts / "images" / f"{T1_CASE}_0000.nii.gz", images / f"{T1_CASE}_0000.nii.gz")
-        _link(ts / "labels" / f"{T1_CASE}.nii.gz", labels / f"{T1_CASE}.nii.gz")
+    elif name in CROPS:
+        ts, case = data / "totalseg_examples", CROPS[name]
+        _link(ts / "images" / f"{case}_0000.nii.gz", images / f"{case}_0000.nii.gz")
+        _link(ts / "labels" / f"{case}.nii.gz", labels / f"{case}.nii.gz")
     elif name == "stress":
         from eval.stress import make_stress_set
 
@@ -85,7 +88,7 @@ def score_sets(model: Path, out: Path, data: Path = protocol.REAL_DATA, sets=SET
         if done.is_file() and done.stat().st_mtime > card_time:
             continue
         images, labels = set_folders(name, cache, data)
-        organs = T1_ORGANS if name == "t1" else CORE
+        organs = T1_ORGANS if name in CROPS else CORE
         predict_and_score(model, images, labels, out / name, organs, threads)
     summary = summarise(out)
     write_json(out / "robust.json", summary)
@@ -103,12 +106,13 @@ def summarise(out: Path) -> dict:
             e = score_summary(path, sorted({case for case, _ in read_scores(path)}), CORE)
             res[name] = {"dsc": e["mean"][0], "nsd": e["mean"][1],
                          "organs": {FLARE_ORGANS[o]: list(e[o]) for o in CORE}}
-    t1 = out / "t1" / "scores.csv"
-    if t1.is_file():
-        sc = read_scores(t1)
-        dice = {FLARE_ORGANS[o]: sc[(T1_CASE, o)][0] for o in T1_ORGANS if (T1_CASE, o) in sc}
-        res["t1"] = {"core_dice": float(np.mean([dice[FLARE_ORGANS[o]] for o in CORE])),
-                     "all_dice": float(np.mean(list(dice.values()))), "organs": dice}
+    for name, case in CROPS.items():
+        path = out / name / "scores.csv"
+        if path.is_file():
+            sc = read_scores(path)
+            dice = {FLARE_ORGANS[o]: sc[(case, o)][0] for o in T1_ORGANS if (case, o) in sc}
+            res[name] = {"core_dice": float(np.mean([dice[FLARE_ORGANS[o]] for o in CORE])),
+                         "all_dice": float(np.mean(list(dice.values()))), "organs": dice}
     st = out / "stress" / "scores.csv"
     if st.is_file():
         sc = read_scores(st)
@@ -123,12 +127,14 @@ def summarise(out: Path) -> dict:
 
 def columns_table(rows: dict[str, tuple[str, Path]]) -> str:
     """Markdown: one line per row {key: (title, robust.json)}: (a) T2 DSC / NSD, (b) T1 crop Dice (liver, kidneys,
-    spleen; all 12), (c) stress DSC overall and per transform, (d) the reslices' DSC. A set not scored: a dash."""
+    spleen; all 12; the duodenum), (c) stress DSC overall and per transform, (d) the reslices' DSC, (e) the CT
+    crop's Dice (all 12; the duodenum). A set not scored: a dash."""
     from eval.stress import TRANSFORMS
 
     head = ("| row | (a) T2 DSC | (a) T2 NSD | (b) T1 liver | (b) T1 r. kidney | (b) T1 spleen | (b) T1 l. kidney "
-            "| (b) T1 mean of 4 | (b) T1 mean of 12 | (c) stress DSC | " + " | ".join(f"(c) {t}" for t in TRANSFORMS)
-            + " | (d) coronal DSC | (d) sagittal DSC |")
+            "| (b) T1 mean of 4 | (b) T1 mean of 12 | (b) T1 duodenum | (c) stress DSC | "
+            + " | ".join(f"(c) {t}" for t in TRANSFORMS)
+            + " | (d) coronal DSC | (d) sagittal DSC | (e) CT mean of 12 | (e) CT duodenum |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def pct(v) -> str:
@@ -136,12 +142,14 @@ def columns_table(rows: dict[str, tuple[str, Path]]) -> str:
 
     for title, path in rows.values():
         s = json.loads(path.read_text())
-        t2, t1, st = s.get("t2", {}), s.get("t1", {}), s.get("stress", {})
+        t2, t1, st, ct = s.get("t2", {}), s.get("t1", {}), s.get("stress", {}), s.get("ct", {})
         cells = [pct(t2.get("dsc")), pct(t2.get("nsd"))]
         cells += [pct(t1.get("organs", {}).get(FLARE_ORGANS[o])) for o in CORE]
-        cells += [f"**{pct(t1.get('core_dice'))}**", pct(t1.get("all_dice")), f"**{pct(st.get('dsc'))}**"]
+        cells += [f"**{pct(t1.get('core_dice'))}**", pct(t1.get("all_dice")),
+                  pct(t1.get("organs", {}).get(FLARE_ORGANS[12])), f"**{pct(st.get('dsc'))}**"]
         cells += [pct(st.get("transforms", {}).get(t)) for t in TRANSFORMS]
         cells += [pct(s.get(plane, {}).get("dsc")) for plane in ("coronal", "sagittal")]
+        cells += [pct(ct.get("all_dice")), pct(ct.get("organs", {}).get(FLARE_ORGANS[12]))]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -33,15 +33,18 @@ def translator_options(prof: Profile, kind: str):
 
 def synthetic_folder(work: Path, prof: Profile, kind: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
                      threads: int | None = None) -> Path:
-    """Train (or resume, or find) the `kind` translator and translate the source CT; returns the synthetic folder."""
+    """Train (or resume, or find) the `kind` translator and translate the source CT; returns the synthetic folder.
+    The run folder records the translator's options (training.resume): a translation made with other options is
+    removed, and the translator trains again, never reused."""
     import torch
 
     from training.cyclegan.train import train
     from training.cyclegan.translate import translate
+    from training.resume import claim
 
     run = work / "cyclegan" / kind
     synth = run / "synthetic"
-    if (synth / "translate.json").is_file():
+    if not claim(run, translator_options(prof, kind).to_dict(), "synthetic/translate.json"):
         return synth
     ct = data / "ct_btcv"
     before = torch.get_num_threads()

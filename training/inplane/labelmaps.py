@@ -1,0 +1,106 @@
+"""Label-map-driven image synthesis (SynthSeg's idea): training volumes made from manual label maps alone.
+
+The 50 FLARE22 label maps (`flare22_labels/labelsTr` of the real data; their CT images are not here) are the only
+manual duodenum shapes we have. Each map becomes `variants` synthetic volumes on a stage's grid: the organs drawn
+with random intensities, the body around them a random ellipse of three textured tissue classes (fat, muscle,
+bowel), air outside (the darkest: so in CT and every MRI sequence); then a random in-plane blur and noise. Nothing about any real sequence is assumed: every
+intensity is random, so a network learns the organs from their shapes and their neighbours, the part of the
+anatomy that is the same in CT and in every MRI sequence. The training step adds the row's appearance
+randomisation on top (augment.py), as on every other patch.
+
+Each volume is fixed by (map, variant, seed): a retrained row sees the same volumes.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from inference import resample
+
+from .data import Volume, _read_canonical, prepare_volume
+
+FLARE22_MAPS = Path("flare22_labels") / "labelsTr"
+MAX_LABEL = 13
+DARKEST_TISSUE = 0.1   # tissue means are drawn from [DARKEST_TISSUE, 1]; air is 0 (before noise)
+
+
+def label_map_files(data: Path, which: str = "flare22") -> list[Path]:
+    """The label maps of a named set under the real data folder `data` (sorted)."""
+    if which != "flare22":
+        raise ValueError(f"unknown label-map set {which!r} (flare22)")
+    folder = Path(data) / FLARE22_MAPS
+    files = sorted(folder.glob("*.nii.gz"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no label maps (*.nii.gz)")
+    return files
+
+
+def body_ellipse(labels: np.ndarray, spacing_mm, rng: np.random.Generator) -> np.ndarray:
+    """A body around the organs: on every slice the same axis-aligned ellipse, centred on the in-plane box of all
+    organs, its half-axes the box's half-sides times a random factor (1.1-1.4) plus a random margin (20-50 mm),
+    clipped to the grid; every organ voxel is inside it."""
+    organs = labels > 0
+    if not organs.any():
+        raise ValueError("a label map without organs has no body to draw")
+    _, ys, xs = np.nonzero(organs)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    factor, margin = rng.uniform(1.1, 1.4), rng.uniform(20.0, 50.0)
+    ay = (ys.max() - ys.min()) / 2 * factor + margin / spacing_mm[1]
+    ax = (xs.max() - xs.min()) / 2 * factor + margin / spacing_mm[2]
+    yy, xx = np.mgrid[: labels.shape[1], : labels.shape[2]]
+    disc = ((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2 <= 1.0
+    return np.broadcast_to(disc, labels.shape) | organs
+
+
+def synth_image(labels: np.ndarray, spacing_mm, rng: np.random.Generator) -> np.ndarray:
+    """A random-contrast image (float32, about [0, 1]) of a label map (z, y, x) on a grid of `spacing_mm`."""
+    from scipy import ndimage
+
+    body = body_ellipse(labels, spacing_mm, rng)
+    sigma_mm = rng.uniform(4.0, 10.0)   # size of the tissue blobs
+    field = ndimage.gaussian_filter(rng.standard_normal(labels.shape).astype(np.float32),
+                                    sigma=(0.8, sigma_mm / spacing_mm[1], sigma_mm / spacing_mm[2]))
+    cuts = np.quantile(field[body], np.sort(rng.uniform(0.15, 0.85, 2)))
+    tissue = np.digitize(field, cuts)
+    img = np.zeros(labels.shape, dtype=np.float32)   # air: the darkest, as in CT and every MRI sequence
+    for k, mean in enumerate(rng.uniform(DARKEST_TISSUE, 1.0, 3)):
+        img[body & (tissue == k)] = mean
+    for lab in np.unique(labels):
+        if lab:
+            img[labels == lab] = rng.uniform(DARKEST_TISSUE, 1.0)
+    texture = ndimage.gaussian_filter(rng.standard_normal(labels.shape).astype(np.float32), sigma=(0.5, 1.5, 1.5))
+    img += rng.uniform(0.01, 0.06) * texture / max(float(texture.std()), 1e-6)
+    blur = rng.uniform(0.3, 1.0)
+    img = ndimage.gaussian_filter(img, sigma=(0.0, blur, blur))
+    img += rng.normal(0.0, rng.uniform(0.005, 0.03), img.shape).astype(np.float32)
+    return img
+
+
+def synth_volume(path: Path, spacing_mm, label_ids: tuple[int, ...], variant: int, seed: int) -> Volume:
+    """Variant `variant` of the synthetic volume of the label map `path` on the grid of `spacing_mm` (z None: the
+    map's own slices), prepared as every training volume (data.prepare_volume)."""
+    lab, spacing, _ = _read_canonical(path)
+    if lab.min() < 0 or lab.max() > MAX_LABEL:
+        raise ValueError(f"{path}: label values must be FLARE labels 0..{MAX_LABEL}, found {lab.min()}..{lab.max()}")
+    shape = resample.shape_at_spacing(lab.shape, spacing, spacing_mm)
+    grid = resample.labels_to_shape(lab.astype(np.uint8), shape)
+    grid_spacing = tuple(s if t is None else float(t) for s, t in zip(spacing, spacing_mm, strict=True))
+    name = path.name.removesuffix(".nii.gz")
+    rng = np.random.default_rng([seed, variant, zlib.crc32(name.encode())])
+    image = synth_image(grid, grid_spacing, rng)
+    return prepare_volume(f"{name}_synth{variant}", image, grid_spacing, grid, spacing_mm, label_ids)
+
+
+def synth_volumes(data: Path, which: str, spacing_mm, label_ids: tuple[int, ...], variants: int, seed: int,
+                  progress: bool = True) -> list[Volume]:
+    """`variants` synthetic volumes of every label map of the set `which`."""
+    from tqdm import tqdm
+
+    files = label_map_files(data, which)
+    out = []
+    for path in tqdm(files, desc=f"synthesise {which} at {list(spacing_mm)} mm", disable=not progress,
+                     unit="map"):
+        out.extend(synth_volume(path, spacing_mm, label_ids, v, seed) for v in range(variants))
+    return out
