@@ -5,17 +5,18 @@ Command line: ``python -m eval score ...`` and ``python -m eval resources ...`` 
 Modules: ``surface`` (surfel-area surface distances, NSD), ``metrics`` (per-organ scoring rules),
 ``score`` (folders, CSV, summary), ``resources`` (run + sample), ``plots`` (PNG figures).
 """
-from .metrics import MRI_ORGANS, PET_ORGANS, Organ, OrganScore, organs_for, score_case
-from .surface import compute_surface_distances, dice_coefficient, surface_dice_at_tolerance
+from __future__ import annotations
 
-__all__ = [
-    "MRI_ORGANS",
-    "PET_ORGANS",
-    "Organ",
-    "OrganScore",
-    "organs_for",
-    "score_case",
-    "compute_surface_distances",
-    "dice_coefficient",
-    "surface_dice_at_tolerance",
-]
+from importlib import import_module
+
+# name -> submodule; loaded on first use, so that `import eval.dice` (numpy only) pulls in no scipy
+_EXPORTS = {"MRI_ORGANS": "metrics", "PET_ORGANS": "metrics", "Organ": "metrics", "OrganScore": "metrics",
+            "organs_for": "metrics", "score_case": "metrics", "compute_surface_distances": "surface",
+            "surface_dice_at_tolerance": "surface", "dice_coefficient": "dice", "dice_per_label": "dice"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

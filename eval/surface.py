@@ -34,6 +34,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .dice import dice_coefficient, dice_per_label  # noqa: F401  (re-exported: the one Dice)
+
 __all__ = [
     "SurfaceDistances",
     "neighbour_code_normals",
@@ -42,6 +44,7 @@ __all__ = [
     "compute_surface_distances",
     "surface_dice_at_tolerance",
     "dice_coefficient",
+    "dice_per_label",
 ]
 
 # Corner c of the 2x2x2 neighbourhood sits at offset (dx, dy, dz) with c = 4*dx + 2*dy + dz.
@@ -247,11 +250,3 @@ def surface_dice_at_tolerance(distances: SurfaceDistances, tolerance_mm: float) 
     if total == 0:
         return float("nan")
     return float((overlap_gt + overlap_pred) / total)
-
-
-def dice_coefficient(mask_gt: np.ndarray, mask_pred: np.ndarray) -> float:
-    """Volumetric Dice 2|A and B| / (|A| + |B|); NaN when both masks are empty."""
-    volume_sum = int(np.count_nonzero(mask_gt)) + int(np.count_nonzero(mask_pred))
-    if volume_sum == 0:
-        return float("nan")
-    return 2.0 * int(np.count_nonzero(mask_gt & mask_pred)) / volume_sum

@@ -18,7 +18,8 @@ from inference.sliding_window import compute_steps
 from training.inplane import augment, protocol
 from training.inplane.data import SliceBank, Volume
 from training.inplane.export import card_stage, to_card_state
-from training.inplane.loop import build_net2d, dice_ce_loss, dice_per_label
+from eval.dice import dice_per_label
+from training.inplane.loop import build_net2d, dice_ce_loss
 from training.inplane.recipe import Appearance, Spatial, StageRecipe, as_profile, load_profile
 
 from helpers import REAL

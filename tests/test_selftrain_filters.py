@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from eval.dice import dice_coefficient, dice_per_label
+
 from phantoms import grid_phantom, write_ct_label_set
 from training.selftrain import labels as L
 from training.selftrain.filtering import (CaseResult, format_table4, sample_measures, select_top_k, table4_row)
@@ -33,11 +35,13 @@ def test_dice_identical_is_one_and_shifted_cube_by_hand():
     a = np.zeros((8, 8, 8), np.uint8)
     a[2:6, 2:6, 2:6] = 3
     b = np.roll(a, 1, axis=2)  # overlap 4 x 4 x 3 = 48 of 64 + 64 -> Dice 96/128
-    assert L.dice_per_organ(a, b, (3, 4)) == {3: 0.75, 4: None}
+    d = dice_per_label(a, b, (3, 4))
+    assert d[3] == 0.75 and np.isnan(d[4])   # the one empty-mask rule: NaN where the organ is in neither
+    assert all(d[k] == dice_coefficient(a == k, b == k) or np.isnan(d[k]) for k in (3, 4))
     assert L.mean_foreground_dice(a, b, (3, 4)) == 0.75
     assert L.mean_foreground_dice(a * 0, b * 0, (3,)) == 1.0  # nothing anywhere: the maps agree
     with pytest.raises(ValueError, match="shape"):
-        L.dice_per_organ(a, a[:-1], (3,))
+        dice_per_label(a, a[:-1], (3,))
 
 
 def test_three_model_vote_by_hand():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.dice import dice_per_label
 from inference.atomic import atomic_path
 from inference.labels import FLARE_KEYS
 
@@ -31,16 +32,10 @@ def organ_name(label: int) -> str:
 
 
 def dice_per_organ(prediction: np.ndarray, reference: np.ndarray, num_classes: int) -> dict[int, float]:
-    """Dice of each organ present in `reference` (absent organs are not scored; a present organ missed is 0)."""
-    out = {}
-    for c in range(1, num_classes):
-        ref = reference == c
-        n_ref = int(ref.sum())
-        if n_ref == 0:
-            continue
-        pred = prediction == c
-        out[c] = 2.0 * int(np.logical_and(pred, ref).sum()) / (n_ref + int(pred.sum()))
-    return out
+    """Dice (eval.dice) of each organ present in `reference` (absent organs are not scored; a present organ
+    missed is 0)."""
+    present = [c for c in range(1, num_classes) if (reference == c).any()]
+    return dice_per_label(reference, prediction, present)
 
 
 def _summarise(per_case: dict[str, dict[int, float]]) -> dict:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
+from eval.dice import dice_per_label
 from inference.atomic import atomic_path, write_csv, write_json
 
 from .augment import make_batch
@@ -112,15 +113,6 @@ def predict_volume(net: nn.Module, vol: Volume, device: str = "cpu") -> np.ndarr
     return out
 
 
-def dice_per_label(pred: np.ndarray, ref: np.ndarray, channels) -> dict[int, float]:
-    out = {}
-    for ch in channels:
-        p, r = pred == ch, ref == ch
-        s = int(p.sum()) + int(r.sum())
-        out[ch] = 1.0 if s == 0 else 2.0 * int((p & r).sum()) / s
-    return out
-
-
 def evaluate(net, net_label_ids, volumes: list[Volume], scored_labels, device: str) -> dict[int, float]:
     """Mean Dice over `volumes` per FLARE label of `scored_labels` (on the stage grid, no clean-up); the network's
     channels and each volume's channels are compared as FLARE labels."""
@@ -129,9 +121,10 @@ def evaluate(net, net_label_ids, volumes: list[Volume], scored_labels, device: s
     for vol in volumes:
         pred = to_flare[predict_volume(net, vol, device)]
         ref = np.asarray(vol.label_ids, dtype=np.uint8)[vol.labels]
-        for lab, d in dice_per_label(pred, ref, scored_labels).items():
+        for lab, d in dice_per_label(ref, pred, scored_labels).items():
             per[lab].append(d)
-    return {lab: float(np.mean(v)) for lab, v in per.items()}
+    # an organ in no volume nor prediction: NaN (eval.dice's rule), written to the curve as such
+    return {lab: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for lab, v in per.items()}
 
 
 def _save(path: Path, state: dict) -> None:

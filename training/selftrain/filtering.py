@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from eval.dice import dice_per_label
 from inference.atomic import atomic_path, write_json, write_text
 
 if TYPE_CHECKING:   # annotations only: SimpleITK is imported where files are read
@@ -96,7 +97,7 @@ class CaseResult:
     missing_organs: list[int]
     relative_volume: dict[int, float]
     out_of_range: dict[int, list[float]]  # organ -> [R_c, low, high] for the organs outside their interval
-    dice_per_organ: dict[int, float | None]
+    dice_per_organ: dict[int, float]      # eval.dice: NaN where the organ is in neither map
     mean_dice: float
     passed_class: bool = False
     passed_volume: bool = False
@@ -132,8 +133,8 @@ def sample_measures(best: np.ndarray, second: np.ndarray, stats: SetStats, n_sig
         lo, hi = stats.bounds(organ, n_sigma)
         if not lo <= r <= hi:
             out_of_range[organ] = [r, lo, hi]
-    dpo = L.dice_per_organ(best, second, organs)
-    values = [v for v in dpo.values() if v is not None]
+    dpo = dice_per_label(best, second, organs)
+    values = [v for v in dpo.values() if not np.isnan(v)]
     return CaseResult(case=case, missing_organs=missing, relative_volume=rv, out_of_range=out_of_range,
                       dice_per_organ=dpo, mean_dice=float(np.mean(values)) if values else 1.0,
                       passed_class=not missing, passed_volume=not missing and not out_of_range)

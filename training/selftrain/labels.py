@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from eval.dice import dice_per_label
 from inference.labels import DATASET_ORGANS, FLARE_KEYS, PET_FROM_MRI
 
 ORGAN_NAMES = FLARE_KEYS
@@ -86,24 +87,10 @@ def relative_volumes(labels: np.ndarray, organs) -> dict[int, float]:
     return {o: (float(counts[o]) / box if box else 0.0) for o in organs}
 
 
-def dice_per_organ(a: np.ndarray, b: np.ndarray, organs) -> dict[int, float | None]:
-    """Dice of each organ between label maps `a` and `b` (same shape); None where the organ is in neither."""
-    if a.shape != b.shape:
-        raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
-    a, b = np.asarray(a, dtype=np.uint8), np.asarray(b, dtype=np.uint8)
-    fg = np.logical_or(a, b)  # background pairs do not enter any organ's Dice: count foreground voxels only
-    pairs = a[fg].astype(np.uint16) * 256 + b[fg]  # uint16: 2 bytes per foreground voxel, whatever the volume
-    joint = np.bincount(pairs, minlength=256 * 256).reshape(256, 256)
-    out: dict[int, float | None] = {}
-    for o in (int(v) for v in organs):
-        size_a, size_b = int(joint[o, :].sum()), int(joint[:, o].sum())
-        out[o] = None if size_a + size_b == 0 else 2.0 * int(joint[o, o]) / (size_a + size_b)
-    return out
-
-
 def mean_foreground_dice(a: np.ndarray, b: np.ndarray, organs) -> float:
-    """Mean Dice over the organs of `organs` present in `a` or `b`; 1.0 when none is in either (they agree)."""
-    values = [v for v in dice_per_organ(a, b, organs).values() if v is not None]
+    """Mean Dice (eval.dice) over the organs of `organs` present in `a` or `b`; 1.0 when none is in either (the
+    maps agree)."""
+    values = [v for v in dice_per_label(a, b, organs).values() if not np.isnan(v)]
     return float(np.mean(values)) if values else 1.0
 
 
