@@ -296,3 +296,49 @@ def test_a_stopped_training_resumes_from_its_checkpoint_without_repeating_curve_
     rows = [r.split(",")[0] for r in (out / "curve.csv").read_text().splitlines()[1:]]
     assert rows == ["1", "2", "3", "4", "5", "6"]
     assert json.loads((out / "summary.json").read_text())["iterations"] == 6 and (out / "final.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_3d_nnunet_row_runs_the_c2f_chain_on_real_ct_in_the_same_graph(tmp_path, monkeypatch):
+    """A row whose trainer is the 3D nnU-Net v2 C2F (training.c2f) on real BTCV CT (two scans, tiny networks, two
+    iterations per stage): the same runner converts, plans, trains both stages, exports and scores it on the
+    CHAOS test scans; the model segments a real scan in its geometry; publish keeps nnU-Net's learning curves."""
+    cases = [protocol.btcv_case(c, REAL) for c in ("btcv_0001", "btcv_0002")]
+    if not all(c.image.is_file() for c in cases):
+        pytest.skip("BTCV scans not present")
+    from inference.pipeline import segment_image
+    from training.inplane import bench, steps
+    from training.inplane.report import row_summary
+
+    data = tmp_path / "data"
+    for c in cases:
+        for src, sub in ((c.image, "imagesTr"), (c.label, "labelsTr")):
+            (data / "ct_btcv" / sub).mkdir(parents=True, exist_ok=True)
+            (data / "ct_btcv" / sub / src.name).symlink_to(src)
+    (data / "mr_chaos_t2").symlink_to(REAL / "mr_chaos_t2")
+    net = {"features_per_stage": [4, 8], "strides": [[1, 1, 1], [2, 2, 2]], "n_conv_per_stage": 1,
+           "n_conv_per_stage_decoder": 1}
+    run = {"epochs": 1, "iterations": 2, "val_iterations": 1}
+    prof_file = tmp_path / "tiny3d.json"
+    prof_file.write_text(json.dumps({"extends": "cpu", "name": "tiny3d", "nnunet3d": {
+        "spec": {"coarse": {"spacing_mm": [10.0, 10.0, 10.0], "patch_size": [16, 32, 32], "network": net},
+                 "fine": {"spacing_mm": [8.0, 4.0, 4.0], "patch_size": [16, 32, 32], "network": net},
+                 "crops_per_case": 1},
+        "coarse": run, "fine": run, "workers": 1}}))
+    prof = load_profile(str(prof_file))
+    monkeypatch.setattr(protocol, "BTCV_CASES", ("btcv_0001", "btcv_0002"))
+    graph = [s.name for s in steps.row_steps(tmp_path / "work", prof, "C1", data)]
+    assert graph == ["rC1.sources", "rC1.convert", "rC1.plan", "rC1.coarse", "rC1.fine", "rC1.export", "rC1.score"]
+    csv_path = bench.run_row(tmp_path / "work", prof, "C1", data, curve_on_test=False)
+    summary = row_summary(csv_path)
+    assert set(summary["cases"]) == set(protocol.TEST_CASES) and 0 <= summary["mean"][0] <= 1
+    model = tmp_path / "work" / "models" / "rC1"
+    card = json.loads((model / "model.json").read_text())
+    assert card["fine"]["spacing_mm"] == [8.0, 4.0, 4.0] and card["modalities"] == ["MRI"]
+    image = REAL / "mr_chaos_t2" / "images" / "chaos_t2_33_0000.nii.gz"
+    out = segment_image(image, model.parent, model="rC1", device="cpu", backend="torch")
+    ref = sitk.ReadImage(str(image))
+    assert out.GetSize() == ref.GetSize() and out.GetDirection() == ref.GetDirection()
+    bench.publish(tmp_path / "work", prof, tmp_path / "results")
+    curves = sorted(p.name for p in (tmp_path / "results" / "stages" / "rows" / "C1" / "nnunet").rglob("*.png"))
+    assert curves == ["progress.png", "progress.png"]   # nnU-Net's curve of each stage

@@ -216,3 +216,30 @@ def test_self_training_row_runs_its_teachers_first_and_stops_when_the_filter_kee
     assert not (work / "state" / "rA3.fine.json").exists()
     table4 = json.loads((work / "rows/A3/pseudo/filtered/table4.json").read_text())
     assert table4["total"] == 10 and table4["top_k_dice"] == 0
+
+
+def test_3d_rows_train_pseudo_labels_with_nnunets_ignore_label(tmp_path, monkeypatch):
+    """A 3D nnU-Net self-training row: its spec declares nnU-Net's ignore label (max class + 1) and the kept
+    target scans' IGNORE voxels are written with it; the linked source folders follow the pseudo-labels."""
+    import SimpleITK as sitk
+
+    from training.inplane import nnunet3d, protocol, pseudo
+    from training.inplane.data import IGNORE
+    from training.inplane.recipe import load_profile
+
+    lab = np.zeros((4, 6, 6), np.uint8)
+    lab[1:3, 1:3, 1:3] = 1
+    lab[0] = IGNORE
+    img = sitk.GetImageFromArray(np.zeros((4, 6, 6), np.float32))
+    for name, arr in (("t_0000.nii.gz", None), ("t.nii.gz", lab)):
+        out = sitk.GetImageFromArray(arr) if arr is not None else img
+        sitk.WriteImage(out, str(tmp_path / name))
+    case = protocol.Case("t", tmp_path / "t_0000.nii.gz", tmp_path / "t.nii.gz")
+    monkeypatch.setattr(pseudo, "pseudo_cases", lambda work, prof, row: [case])
+    prof = load_profile("cpu")
+    assert nnunet3d.spec_dict(prof, "C3")["labels"]["ignore"] == nnunet3d.NNUNET_IGNORE == 14
+    assert "ignore" not in nnunet3d.spec_dict(prof, "C1")["labels"]
+    source = nnunet3d._pseudo_source(tmp_path / "work", prof, "C3", tmp_path / "work" / "pseudo")
+    name, folders = source.split("=")
+    made = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(folders.split(",")[1]) / "t.nii.gz")))
+    assert name == "pseudo" and set(np.unique(made)) == {0, 1, 14} and (made[0] == 14).all()

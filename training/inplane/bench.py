@@ -81,6 +81,8 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
     init_ids = row_label_ids(prof.rows[start], data) if start else None
     if init is not None and not init.is_file():
         raise ValueError(f"row {row} starts from row {start}'s fine stage: train it first ({init} missing)")
+    if r.trainer != "inplane":
+        raise ValueError(f"row {trainer} trains the 3D nnU-Net C2F: run it with `run --row {trainer}` (steps.py)")
     if packed is not None and r.label_maps is not None:
         raise ValueError(f"row {trainer} trains on label maps, which a pack does not hold: train it from the files")
     if packed is not None:
@@ -213,6 +215,7 @@ def publish(work: Path, profile: str | Profile, out: Path, weights_of: tuple[str
             if (filtered / f).is_file():
                 copy_file(filtered / f, out / "selftrain" / f"r{row}" / f, mkdir=True)
     _publish_translators(work, out)
+    _publish_nnunet(work, out)
     md = table(rows) if rows else "No MRI row scored yet.\n"
     if pet_rows:
         from training.pet_check import pet_markdown
@@ -250,6 +253,16 @@ def _publish_stages(work: Path, out: Path, weights_of: tuple[str, ...]) -> None:
                 copy_file(stage_dir / f, dst / f, mkdir=True)
             elif f == "final.pt" and (dst / f).is_file():
                 (dst / f).unlink()   # published before with weights, now without
+
+
+def _publish_nnunet(work: Path, out: Path) -> None:
+    """The 3D nnU-Net rows' learning curves: nnU-Net's progress.png, training logs and run arguments of each
+    stage -> out/stages/rows/<row>/nnunet/<dataset>/."""
+    for fold in sorted((work / "rows").glob("*/nnunet/nnUNet_results/*/*/fold_*")):
+        row, dataset = fold.parents[4].name, fold.parents[1].name
+        for f in sorted(fold.glob("progress.png")) + sorted(fold.glob("training_log_*.txt")) + sorted(
+                fold.glob("c2f_train_args.json")):
+            copy_file(f, out / "stages" / "rows" / row / "nnunet" / dataset / f.name, mkdir=True)
 
 
 def _publish_translators(work: Path, out: Path) -> None:

@@ -292,13 +292,15 @@ def packed_steps(work: Path, prof: Profile, profile_arg: str, pack: Path, rows: 
 
 def run_packed(work: Path, profile: str, pack: Path, rows: list[str] | None = None, device: str = "cpu",
                jobs: int = 1, threads: int | None = None) -> RunResult:
-    """Train every stage of `rows` (default: all the profile's rows a pack can train: not those synthesising
-    images from label maps, which the pack does not hold) from `pack`, `jobs` steps at once."""
+    """Train every stage of `rows` (default: all the profile's rows a pack can train: the in-plane rows that do
+    not synthesise images from label maps, which the pack does not hold) from `pack`, `jobs` steps at once."""
     prof = as_profile(profile)
     read_meta(pack)
-    rows = rows or [name for name, r in prof.rows.items() if r.label_maps is None]
-    maps = [name for name in rows if name in prof.rows and prof.rows[name].label_maps is not None]
-    if maps:
-        raise ValueError(f"rows {maps} train on label maps, which a pack does not hold: train them from the files")
+    rows = rows or [name for name, r in prof.rows.items() if r.label_maps is None and r.trainer == "inplane"]
+    other = [name for name in rows if name in prof.rows
+             and (prof.rows[name].label_maps is not None or prof.rows[name].trainer != "inplane")]
+    if other:
+        raise ValueError(f"rows {other} train on label maps or the 3D nnU-Net C2F, which need the files, not a "
+                         "pack: run them with `run --row`")
     steps = packed_steps(work, prof, profile, pack, rows, device, threads)
     return run_steps(work, steps, jobs=jobs, progress=False, desc="packed rows")

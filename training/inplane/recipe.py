@@ -106,12 +106,33 @@ class SelfTraining:
 
 
 @dataclass(frozen=True)
+class NnUNet3D:
+    """The 3D nnU-Net v2 coarse-to-fine training (training.c2f) of the rows whose `trainer` is "nnunet3d": its
+    C2FSpec (JSON: both stages' spacing, patch, network, the label set; {}: training.c2f's default spec), the
+    nnU-Net trainer class, learning rate, how long each stage trains (training.c2f.chain.StageTraining fields:
+    epochs, iterations, val_iterations, time_budget_s) and its worker processes."""
+
+    spec: dict[str, Any] = field(default_factory=dict)
+    trainer: str = "nnUNetTrainerC2F"
+    lr: float = 3e-4
+    coarse: dict[str, Any] = field(default_factory=dict)
+    fine: dict[str, Any] = field(default_factory=dict)
+    workers: int = 2                   # conversion / preprocessing processes
+    da_workers: int = 0                # nnU-Net augmentation processes (0: in the training process)
+
+
+TRAINERS = ("inplane", "nnunet3d")
+
+
+@dataclass(frozen=True)
 class Row:
     """A benchmark row: which labelled cases train it and with what appearance policy."""
 
     name: str
     title: str
-    source: str                        # "btcv" (labelled CT), "chaos_target" (upper bound: target labels) or
+    trainer: str = "inplane"           # "inplane": the 2D in-plane C2F (this package); "nnunet3d": the 3D nnU-Net
+                                       # v2 C2F of training.c2f (the profile's `nnunet3d` settings)
+    source: str = "btcv"               # "btcv" (labelled CT), "chaos_target" (upper bound: target labels) or
                                        # "btcv_pet" (FDG-PET-like renders of the BTCV label maps, pet.py)
     appearance: Appearance = Appearance()
     seed: int | None = None            # None: the profile's seed (another seed: another teacher of the same recipe)
@@ -129,11 +150,17 @@ class Row:
     fine: dict[str, Any] = field(default_factory=dict)   # this row's overrides of the profile's fine recipe
 
     def __post_init__(self) -> None:
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"row {self.name}: trainer must be one of {TRAINERS}, got {self.trainer!r}")
+        if self.trainer == "nnunet3d" and (self.start or self.label_maps or self.source == "btcv_pet"):
+            raise ValueError(f"row {self.name}: a 3D nnU-Net row trains from scratch on CT, translated CT and "
+                             "pseudo-labelled target scans (no start row, label maps or PET renders)")
         if self.label_maps is not None and not (0 < self.p_label_maps < 1 and self.label_map_variants >= 1):
             raise ValueError(f"row {self.name}: p_label_maps must be in (0, 1) and label_map_variants >= 1")
 
 
-_ROW_DEFAULTS = {"start": None, "fine": {}, "label_maps": None, "p_label_maps": 0.25, "label_map_variants": 2}
+_ROW_DEFAULTS = {"start": None, "fine": {}, "label_maps": None, "p_label_maps": 0.25, "label_map_variants": 2,
+                 "trainer": "inplane"}
 
 
 @dataclass(frozen=True)
@@ -146,6 +173,7 @@ class Profile:
     seed: int = 0
     coarse_row: str = "A"              # the row whose appearance policy trains the one shared coarse stage
     cyclegan: str = "cyclegan/cpu.json"    # CycleGAN options of the synthetic rows (relative to profiles/)
+    nnunet3d: NnUNet3D = NnUNet3D()        # the 3D nnU-Net C2F of the rows with trainer "nnunet3d"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -212,6 +240,7 @@ def load_profile(name_or_path: str) -> Profile:
                        fine=_build(StageRecipe, d["fine"], f"{where} fine"),
                        spatial=_build(Spatial, d.get("spatial", {}), f"{where} spatial"),
                        rows=rows, seed=int(d.get("seed", 0)), coarse_row=str(d.get("coarse_row", "A")),
-                       cyclegan=str(d.get("cyclegan", Profile.cyclegan)))
+                       cyclegan=str(d.get("cyclegan", Profile.cyclegan)),
+                       nnunet3d=_build(NnUNet3D, d.get("nnunet3d", {}), f"{where} nnunet3d"))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{where}: not a valid profile ({exc})") from None

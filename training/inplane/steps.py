@@ -4,6 +4,8 @@ records what it was made from. A changed profile setting re-runs the steps it to
 
 Steps (names as in WORK/state/):
     coarse | r<row>.coarse       the shared coarse stage, or the row's own (PET rows)
+    r<row>.sources, .convert, .plan, .coarse, .fine, .export
+                                 a 3D nnU-Net row (trainer "nnunet3d"): training.c2f's chain (nnunet3d.py)
     cyclegan.<kind>              the row's translator and the translated source (CycleGAN rows)
     r<row>.pseudo                pseudo-labels of the target scans through the dual-stage filter (self-training)
     r<row>.fine                  the row's fine stage
@@ -39,7 +41,7 @@ def row_steps(work: Path, prof: Profile, row: str, data: Path = protocol.REAL_DA
         r = prof.rows[rw]
         deps: list[str] = []
         coarse = f"r{rw}.coarse" if r.own_coarse else "coarse"
-        if coarse not in steps:
+        if coarse not in steps and r.trainer == "inplane":
             steps[coarse] = Step(coarse, func=train(rw, "coarse"), settings=prof.stage_settings(rw, "coarse"))
         if r.synthetic:
             from .synthetic import synthetic_folder, translator_options
@@ -60,8 +62,17 @@ def row_steps(work: Path, prof: Profile, row: str, data: Path = protocol.REAL_DA
                                settings={"selftrain": asdict(st)})
             deps.append(name)
         if r.start:
+            if prof.rows[r.start].trainer != "inplane":
+                raise ValueError(f"row {rw} starts from row {r.start}'s fine stage, which is a 3D nnU-Net one")
             add(r.start)
             deps.append(f"r{r.start}.fine")
+        if r.trainer == "nnunet3d":
+            from .nnunet3d import nnunet_steps
+
+            chain = nnunet_steps(work, prof, rw, tuple(deps), data, device, threads)
+            score = _export_and_score(work, prof, rw, (), data, threads)[1]
+            steps.update({step.name: step for step in (*chain, score)})
+            return
         steps[f"r{rw}.fine"] = Step(f"r{rw}.fine", tuple(deps), func=train(rw, "fine"),
                                     settings=prof.stage_settings(rw, "fine"))
         for step in _export_and_score(work, prof, rw, (coarse, f"r{rw}.fine"), data, threads):
