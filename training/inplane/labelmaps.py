@@ -1,12 +1,13 @@
 """Label-map-driven image synthesis (SynthSeg's idea): training volumes made from manual label maps alone.
 
 The 50 FLARE22 label maps (`flare22_labels/labelsTr` of the real data; their CT images are not here) are the only
-manual duodenum shapes we have. Each map becomes `variants` synthetic volumes on a stage's grid: the organs drawn
-with random intensities, the body around them a random ellipse of three textured tissue classes (fat, muscle,
-bowel), air outside (the darkest: so in CT and every MRI sequence); then a random in-plane blur and noise. Nothing about any real sequence is assumed: every
-intensity is random, so a network learns the organs from their shapes and their neighbours, the part of the
-anatomy that is the same in CT and in every MRI sequence. The training step adds the row's appearance
-randomisation on top (augment.py), as on every other patch.
+manual duodenum shapes we have. Each map becomes `variants` synthetic volumes on a stage's grid, painted by
+training.render.synth (the random-contrast painter: skin, fat, muscle wall, visceral fat and bowel, the vertebra,
+each organ, all with random intensities; bias field, gamma, blur, noise) inside a body the maps do not hold: an
+ellipse drawn around the organs. Nothing about any real sequence is assumed: every intensity is random, so a
+network learns the organs from their shapes and their neighbours, the part of the anatomy that is the same in CT
+and in every MRI sequence. The training step adds the row's appearance randomisation on top (augment.py), as on
+every other patch.
 
 Each volume is fixed by (map, variant, seed): a retrained row sees the same volumes.
 """
@@ -23,7 +24,6 @@ from .data import Volume, _read_canonical, prepare_volume
 
 FLARE22_MAPS = Path("flare22_labels") / "labelsTr"
 MAX_LABEL = 13
-DARKEST_TISSUE = 0.1   # tissue means are drawn from [DARKEST_TISSUE, 1]; air is 0 (before noise)
 
 
 def label_map_files(data: Path, which: str = "flare22") -> list[Path]:
@@ -55,27 +55,12 @@ def body_ellipse(labels: np.ndarray, spacing_mm, rng: np.random.Generator) -> np
 
 
 def synth_image(labels: np.ndarray, spacing_mm, rng: np.random.Generator) -> np.ndarray:
-    """A random-contrast image (float32, about [0, 1]) of a label map (z, y, x) on a grid of `spacing_mm`."""
-    from scipy import ndimage
+    """A random-contrast image (float32, about [0, 1]) of a label map (z, y, x; axis 1 anterior -> posterior, the
+    engine's canonical order) on a grid of `spacing_mm`: training.render.synth's painter (every tissue class, its
+    own random intensity) on the body `body_ellipse` draws around the organs."""
+    from training.render.synth import render_synth
 
-    body = body_ellipse(labels, spacing_mm, rng)
-    sigma_mm = rng.uniform(4.0, 10.0)   # size of the tissue blobs
-    field = ndimage.gaussian_filter(rng.standard_normal(labels.shape).astype(np.float32),
-                                    sigma=(0.8, sigma_mm / spacing_mm[1], sigma_mm / spacing_mm[2]))
-    cuts = np.quantile(field[body], np.sort(rng.uniform(0.15, 0.85, 2)))
-    tissue = np.digitize(field, cuts)
-    img = np.zeros(labels.shape, dtype=np.float32)   # air: the darkest, as in CT and every MRI sequence
-    for k, mean in enumerate(rng.uniform(DARKEST_TISSUE, 1.0, 3)):
-        img[body & (tissue == k)] = mean
-    for lab in np.unique(labels):
-        if lab:
-            img[labels == lab] = rng.uniform(DARKEST_TISSUE, 1.0)
-    texture = ndimage.gaussian_filter(rng.standard_normal(labels.shape).astype(np.float32), sigma=(0.5, 1.5, 1.5))
-    img += rng.uniform(0.01, 0.06) * texture / max(float(texture.std()), 1e-6)
-    blur = rng.uniform(0.3, 1.0)
-    img = ndimage.gaussian_filter(img, sigma=(0.0, blur, blur))
-    img += rng.normal(0.0, rng.uniform(0.005, 0.03), img.shape).astype(np.float32)
-    return img
+    return render_synth(labels, body_ellipse(labels, spacing_mm, rng), spacing_mm, rng)[0]
 
 
 def synth_volume(path: Path, spacing_mm, label_ids: tuple[int, ...], variant: int, seed: int) -> Volume:

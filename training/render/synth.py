@@ -88,7 +88,10 @@ def render_synth(labels: np.ndarray, body: np.ndarray, spacing_zyx, rng: np.rand
         image[mask] = mean + rng.uniform(*config.spread) * texture[mask]
         means[int(c)] = round(float(mean), 3)
     if config.bias > 0:
-        image *= np.exp(config.bias * _smooth_field(labels.shape, spacing, config.bias_mm, rng))
+        field = _smooth_field(labels.shape, spacing, config.bias_mm, rng)
+        # centred: on a grid much smaller than bias_mm the unit-variance field is a near-constant offset far from 0
+        # (exp overflows); the peak normalisation below makes the offset irrelevant on any other grid
+        image *= np.exp(config.bias * (field - field.mean()))
     image = np.clip(image, 0.0, None)
     peak = float(image.max())
     if peak > 0:
