@@ -73,7 +73,7 @@ def test_compose_command_line(two_models):
     import sys
 
     root, a, b = two_models
-    run = [sys.executable, "-m", "training.uda_bench", "compose", "--coarse-from", str(a), "--fine-from", str(b),
+    run = [sys.executable, "-m", "training.inplane", "compose", "--coarse-from", str(a), "--fine-from", str(b),
            "--name", "cli"]
     ok = subprocess.run(run + ["--out", str(root / "cli")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr

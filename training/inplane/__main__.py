@@ -1,4 +1,4 @@
-"""python -m training.inplane run|train|export|score|publish|ship|pack|seed|prepare|run-packed|score-trained ...
+"""python -m training.inplane run|train|export|compose|score|publish|ship|pack|seed|prepare|run-packed|score-trained ...
 (see training/inplane/README.md)."""
 from __future__ import annotations
 
@@ -76,6 +76,13 @@ def cmd_export(args) -> int:
 
     export_row(args.work, args.profile, args.row, args.out, name=args.name or args.out.name, machine=bench.machine())
     print(f"exported {args.out}")
+    return 0
+
+
+def cmd_compose(args) -> int:
+    from training.export import compose_model
+
+    print(compose_model(args.coarse_from, args.fine_from, args.out, name=args.name, note=args.note))
     return 0
 
 
@@ -221,6 +228,14 @@ def main(argv=None) -> int:
         if name == "ship":
             c.add_argument("--note", default="")
         c.set_defaults(func=func)
+    m = sub.add_parser("compose", help="a model folder from the coarse stage of one model and the fine stage of "
+                                       "another (training.export.compose_model)")
+    m.add_argument("--coarse-from", type=Path, required=True)
+    m.add_argument("--fine-from", type=Path, required=True)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--name", required=True)
+    m.add_argument("--note", default="")
+    m.set_defaults(func=cmd_compose)
     s = sub.add_parser("score", help="MRI model: the engine on the CHAOS test scans + FLARE DSC/NSD (eval score); "
                                      "PET model: organ volumes and placement on the real FDG PET scans")
     _common(s, work=False, profile=False, data=True)

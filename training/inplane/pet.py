@@ -8,7 +8,7 @@ the two real FDG PET scans (there are no PET labels here).
                                                    extended 100-250 mm above and below the labels, PSF, noise)
     WORK/scores/r<row>/pet_check.csv               per scan and organ: volume (ml), plausible, placed
 
-The check is the one the PET model shipped so far was chosen by (training.uda_bench.report: organ volumes within
+The check is the one the PET model shipped so far was chosen by (in the retired first benchmark: organ volumes within
 adult ranges, liver right of spleen, kidneys below liver / spleen); `check_model` runs it for any model folder, so
 the shipped model and a new row are measured by the same engine in the same run.
 """

@@ -17,7 +17,6 @@ import numpy as np
 
 from inference.atomic import atomic_path, write_json
 from inference.labels import FLARE_ORGANS as ORGAN_NAMES
-from training.uda_bench.report import markdown_lines, score_summary
 from training.runner import run_logged
 
 from . import protocol
@@ -65,6 +64,35 @@ def predict_and_score(model: Path, images: Path, labels: Path, out: Path, organs
     write_json(out / "predict.json", {f"predict_seconds_{n}_scans": round(seconds, 1), "backend": backend,
                                       "threads": threads}, indent=None)
     return csv_path
+
+
+def read_scores(csv_path: Path) -> dict[tuple[str, int], tuple[float, float]]:
+    """{(case, organ): (DSC, NSD)} of one `eval score` CSV."""
+    with open(csv_path) as fh:
+        return {(r["case"], int(r["organ"])): (float(r["dsc"]), float(r["nsd"])) for r in csv.DictReader(fh)}
+
+
+def score_summary(csv_path: Path, cases, organs) -> dict:
+    """{organ: (mean DSC, mean NSD), 'mean': (DSC, NSD), 'cases': {case: mean DSC}} of one scores CSV."""
+    sc = read_scores(csv_path)
+    entry: dict = {}
+    for organ in organs:
+        vals = [sc[(c, organ)] for c in cases if (c, organ) in sc]
+        entry[organ] = (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
+    entry["mean"] = (float(np.mean([entry[o][0] for o in organs])), float(np.mean([entry[o][1] for o in organs])))
+    entry["cases"] = {c: float(np.mean([sc[(c, o)][0] for o in organs if (c, o) in sc])) for c in cases}
+    return entry
+
+
+def markdown_lines(titled: list[tuple[str, dict]], organs) -> list[str]:
+    """Header and one line per (row title, score_summary entry): DSC / NSD per organ in %, then the means."""
+    head = "| row | " + " | ".join(ORGAN_NAMES[o] for o in organs) + " | mean DSC | mean NSD |"
+    lines = [head, "|" + "---|" * (len(organs) + 3)]
+    for title, e in titled:
+        cells = [f"{100 * e[o][0]:.1f} / {100 * e[o][1]:.1f}" for o in organs]
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | **{100 * e['mean'][0]:.1f}** | "
+                     f"{100 * e['mean'][1]:.1f} |")
+    return lines
 
 
 def row_summary(csv_path: Path) -> dict:

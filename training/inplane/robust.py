@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.atomic import write_json
+from inference.atomic import copy_file, write_json, write_text
 from inference.labels import FLARE_ORGANS
 
 from . import protocol
+from .report import _test_folders, predict_and_score, read_scores, score_summary
 
 T1_CASE = "ts_mr_sm"
 T1_ORGANS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13)   # what its reference labels (no esophagus)
@@ -49,8 +50,6 @@ def set_folders(name: str, root: Path, data: Path = protocol.REAL_DATA) -> tuple
     """(images, labels) folders of links for set `name` under `root` (the stress set is made there once)."""
     images, labels = root / name / "images", root / name / "labels"
     if name == "t2":
-        from .report import _test_folders
-
         images, labels = _test_folders(root / name, data)
     elif name in CROPS:
         ts, case = data / "totalseg_examples", CROPS[name]
@@ -79,8 +78,6 @@ def score_sets(model: Path, out: Path, data: Path = protocol.REAL_DATA, sets=SET
     """Score `model` (a weights/<name> folder) on each set into out/<set>/scores.csv; write out/robust.json (the
     summary) and return it. A set scored after the model's card was last written is kept. `cache`: where the
     sets' folders are made (default: out/sets)."""
-    from .report import predict_and_score
-
     cache = cache or out / "sets"
     card_time = (model / "model.json").stat().st_mtime
     for name in sets:
@@ -97,8 +94,6 @@ def score_sets(model: Path, out: Path, data: Path = protocol.REAL_DATA, sets=SET
 
 def summarise(out: Path) -> dict:
     """{set: numbers} from the score files under `out` (the sets scored so far)."""
-    from training.uda_bench.report import read_scores, score_summary
-
     res: dict = {}
     for name in AXIAL_LIKE:
         path = out / name / "scores.csv"
@@ -157,8 +152,6 @@ def columns_table(rows: dict[str, tuple[str, Path]]) -> str:
 def publish(scored: Path, rows: list[str], titles: dict[str, str], out: Path, sources: dict[str, str]) -> Path:
     """Copy each row's robust.json and per-set scores from `scored`/r<row>/ into `out`/r<row>/ and write
     out/table.md (the columns of every row given, in that order) with where each row's weights came from."""
-    from inference.atomic import copy_file, write_text
-
     table_rows = {}
     for row in rows:
         src = scored / f"r{row}"

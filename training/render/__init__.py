@@ -1,16 +1,15 @@
-"""CT, FDG-PET-like and random-contrast images rendered from label maps (the end-to-end benchmark's labelled sources).
+"""FDG-PET-like and random-contrast images painted from label maps (row P's labelled PET source; the label-map
+synthesis of row RAd).
 
-The painters (`ct`, `pet`, `synth`, `variants`) need numpy and scipy only; the file functions (`cases`: SimpleITK)
+The painters (`body`, `pet`, `synth`, `variants`) need numpy and scipy only; the file functions (`cases`: SimpleITK)
 are imported on first use, so a machine without SimpleITK can still paint volumes in memory."""
-from .ct import PHASES, RenderConfig, body_mask_from_image, render_ct
+from .body import body_mask_from_image
 from .pet import PetRenderConfig, render_pet
 from .synth import SynthRenderConfig, render_synth
 
-_FROM_CASES = ("render_case", "render_folder", "render_pet_case", "render_pet_folder", "render_synth_case",
-               "render_variants_folder", "write_body_mask")
+_FROM_CASES = ("render_pet_case", "render_pet_folder", "write_body_mask")
 
-__all__ = ["PHASES", "RenderConfig", "body_mask_from_image", "render_ct", "PetRenderConfig", "render_pet",
-           "SynthRenderConfig", "render_synth", *_FROM_CASES]
+__all__ = ["body_mask_from_image", "PetRenderConfig", "render_pet", "SynthRenderConfig", "render_synth", *_FROM_CASES]
 
 
 def __getattr__(name: str):

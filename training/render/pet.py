@@ -6,7 +6,7 @@ is drawn per case from the ranges in `PetRenderConfig` (typical adult FDG SUVs),
 renders learns organ shape, position and *relative* uptake rather than one intensity table:
 
 * zero activity outside the body; skin, subcutaneous fat, muscle wall, visceral fat / bowel mixture and a vertebra
-  (red marrow) laid out as in the CT renderer (`training.render.ct`);
+  (red marrow) laid out by `training.render.body`;
 * organs: liver, spleen (a fraction of the liver), kidney parenchyma and, in most cases, a hot collecting system
   (excreted FDG in urine), blood pool (aorta, IVC) below the liver, the other FLARE organs at their typical SUVs;
 * optionally a heart above the liver dome (hot myocardium around the blood pool, label 0), and hot
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .ct import KIDNEYS, _smooth_field, _vertebra, body_layers
+from .body import KIDNEYS, _smooth_field, _vertebra, body_layers
 
 # FLARE label -> SUV range (uniform draw per case); liver-relative organs are in RELATIVE_TO_LIVER instead
 ORGAN_SUV: dict[int, tuple[float, float]] = {

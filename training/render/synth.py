@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .ct import KIDNEYS, _smooth_field, _vertebra, body_layers
+from .body import KIDNEYS, _smooth_field, _vertebra, body_layers
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,6 @@
     filter   stage 1 (sample-wise: class number, relative volume, top-k Dice between the two best checkpoints)
              -> stage 2 (voxel-wise majority vote of all N models) -> training-ready folder + manifest + Table 4
     table    merge the Table-4 files of several target sets into one table
-    cycle    one full self-training cycle: predict -> filter -> c2f convert/plan/train (from the best model,
-             self-training LR) -> export a new model folder; resumable, repeatable
 
 See README.md in this folder for the file formats and the design decisions.
 """

@@ -9,11 +9,6 @@
                                          [--top-k K] [--dice-threshold T] [--n-sigma 3] [--images DIR]
                                          [--no-majority-label 0] [--overwrite]
     python -m training.selftrain table   OUT [OUT ...] [--out table4.md]
-    python -m training.selftrain cycle   --work DIR --ct IMAGES,LABELS [--synthetic NAME=IMAGES,LABELS ...]
-                                         --targets NAME=IMAGES_DIR:mri|pet[:mri|pet] [...] --weights DIR --best MODEL
-                                         --second MODEL [--extra MODEL ...] --stats stats.json --out-model NAME
-                                         [--spec spec.json] [--epochs E] [--iterations I] [--device cpu|cuda]
-                                         [--num-gpus N] (see README.md, "One self-training cycle")
 
 Exit codes: 0 success; 1 some cases failed (predict); 2 the command could not run (the message names the file).
 """
@@ -25,7 +20,6 @@ from pathlib import Path
 
 from inference.atomic import write_text
 
-from .cycle_config import CycleError
 from .filtering import FilterConfig, FilterError, format_table4, load_table4, run_filter
 from .predict import MODALITY_CHOICES, PredictConfig, PredictError, parse_shard, run_predict
 from .stats import StatsError, compute_stats, load_stats, save_stats
@@ -79,46 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace an earlier filter run in --out")
     f.add_argument("--compression", type=int, default=1, choices=range(0, 10), metavar="0-9")
     f.add_argument("--no-progress", action="store_true")
-
-    c = sub.add_parser("cycle", help="one full self-training cycle: predict, filter, convert, plan, train, export "
-                                     "(resumable: a rerun skips finished steps, a changed setting re-runs "
-                                     "what it defines)")
-    c.add_argument("--work", type=Path, required=True, help="this cycle's work folder (done markers: WORK/state/)")
-    c.add_argument("--ct", required=True, help="labelled CT: IMAGES_DIR,LABELS_DIR (training source 'ct')")
-    c.add_argument("--synthetic", action="append", default=[],
-                   help="NAME=IMAGES_DIR,LABELS_DIR labelled synthetic MRI/PET (repeat)")
-    c.add_argument("--targets", nargs="+", action="extend", required=True,
-                   help="NAME=IMAGES_DIR:SET[:MODALITY] unlabelled target scans to pseudo-label (several allowed); "
-                        "SET mri|pet: the organ set kept; MODALITY mri|pet: the scans' (default: SET)")
-    c.add_argument("--weights", type=Path, required=True, help="folder of the model folders (inputs and output)")
-    c.add_argument("--best", required=True, help="best model (its weights start the training)")
-    c.add_argument("--second", required=True, help="second-best model (Dice filter, vote)")
-    c.add_argument("--extra", action="append", default=[], help="extra ensemble member for the vote (repeat)")
-    c.add_argument("--stats", type=Path, required=True, help="statistics of the labelled CT (`stats`)")
-    c.add_argument("--out-model", required=True, help="new model folder name under --weights")
-    c.add_argument("--spec", type=Path, default=None, help="C2FSpec JSON (python -m training.c2f spec); default: "
-                                                           "the built-in spec; must match the best model's networks")
-    c.add_argument("--trainer", default="nnUNetTrainerC2F", help="nnU-Net trainer")
-    c.add_argument("--epochs", type=int, default=None, help="default: the trainer's")
-    c.add_argument("--iterations", type=int, default=None, help="training iterations per epoch")
-    c.add_argument("--val-iterations", type=int, default=None, help="validation iterations per epoch")
-    c.add_argument("--lr", type=float, default=1e-6, help="initial learning rate (default: the seed's 1e-6)")
-    c.add_argument("--time-budget", type=float, default=None,
-                   help="seconds per stage: fewer epochs when the epochs so far say the run would take longer")
-    c.add_argument("--top-k", type=int, default=None, help="filter: keep at most K cases per target set")
-    c.add_argument("--dice-threshold", type=float, default=None, help="filter: default 0.9 (mri), 0.82 (pet)")
-    c.add_argument("--n-sigma", type=float, default=3.0, help="filter: relative-volume interval")
-    c.add_argument("--no-majority-label", type=int, default=0,
-                   help="filter: 0 (background) or 14 (the ignore label: left out of the loss)")
-    c.add_argument("--native-spacing", action="store_true", help="predict on each scan's own grid")
-    c.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset ids ID (coarse), ID+1 (fine)")
-    c.add_argument("--no-onnx", action="store_true", help="export torch weights only")
-    c.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
-    c.add_argument("--num-gpus", type=int, default=1, help="> 1: nnU-Net DDP training")
-    c.add_argument("--workers", type=int, default=1, help="conversion / preprocessing processes")
-    c.add_argument("--da-workers", type=int, default=None, help="nnU-Net data augmentation processes (0: none)")
-    c.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    c.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("table", help="print Table 4 for several filter outputs (one row per target set)")
     t.add_argument("outputs", type=Path, nargs="+", help="filter output folders or their table4.json files")
@@ -178,33 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.out is not None:
                 write_text(args.out, text + "\n")
             return 0
-        if args.command == "cycle":
-            from training.c2f.cli import load_spec
-
-            from .cycle import CycleConfig, PredictFailed, TargetSet, parse_labelled, run_cycle
-
-            try:
-                cfg = CycleConfig(
-                    work=args.work, ct=parse_labelled(args.ct, "ct", "--ct"),
-                    synthetic=tuple(parse_labelled(s) for s in args.synthetic),
-                    targets=tuple(TargetSet.parse(t) for t in args.targets), weights=args.weights, best=args.best,
-                    second=args.second, extras=tuple(args.extra), stats=args.stats, out_model=args.out_model,
-                    spec=None if args.spec is None else load_spec(args.spec), trainer=args.trainer,
-                    epochs=args.epochs, iterations=args.iterations, val_iterations=args.val_iterations, lr=args.lr,
-                    time_budget_s=args.time_budget,
-                    top_k=args.top_k, dice_threshold=args.dice_threshold, n_sigma=args.n_sigma,
-                    no_majority_label=args.no_majority_label, native_spacing=args.native_spacing,
-                    dataset_id=args.dataset_id, onnx=not args.no_onnx, device=args.device, num_gpus=args.num_gpus,
-                    workers=args.workers, da_workers=args.da_workers, threads=args.threads,
-                    progress=not args.no_progress)
-                result = run_cycle(cfg, _say)
-            except PredictFailed as exc:
-                _say(f"error: {exc}")
-                return 1
-            _say(f"cycle {result.cycle}: {len(result.ran)} step(s) run, {len(result.skipped)} finished earlier; "
-                 f"model {result.model}")
-            return 0
-    except (StatsError, PredictError, FilterError, CycleError) as exc:
+    except (StatsError, PredictError, FilterError) as exc:
         _say(f"error: {exc}")
         return 2
     return 2
