@@ -2,7 +2,8 @@
 
 `read_image` either returns a 3D image ready to segment (with notes on what was unusual about it) or raises
 `InputError` with one sentence naming the problem. `write_labels` writes to a hidden temporary name in the output
-folder and renames it, so a crash never leaves a partial mask where the scorer would read it.
+folder and renames it, so a crash never leaves a partial mask where the scorer would read it. `read_label_map` is
+the one label-map reader of the training tools: one value check and one geometry rule (`grid_difference`).
 """
 from __future__ import annotations
 
@@ -128,6 +129,47 @@ def read_volume(path: Path, what: str = "image") -> sitk.Image:
         raise ValueError(f"{path}: expected a 3D single-channel {what}, got dimension {image.GetDimension()} "
                          f"with {image.GetNumberOfComponentsPerPixel()} components")
     return image
+
+
+GEOMETRY_ATOL_MM = 1e-3   # the scorer's --strict-geometry tolerance on the voxel-to-world matrix (mm)
+
+
+def _affine(image: sitk.Image) -> np.ndarray:
+    """The 3 x 4 voxel-to-world matrix (direction x spacing | origin), mm."""
+    d = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3) * np.asarray(image.GetSpacing(), dtype=float)
+    return np.c_[d, np.asarray(image.GetOrigin(), dtype=float)]
+
+
+def grid_difference(image: sitk.Image, reference: sitk.Image) -> str | None:
+    """None when `image` lies on `reference`'s voxel grid (same size; spacing, direction and origin equal within
+    GEOMETRY_ATOL_MM), else what differs, in words."""
+    if image.GetSize() != reference.GetSize():
+        return f"size {image.GetSize()} differs from {reference.GetSize()}"
+    diff = float(np.abs(_affine(image) - _affine(reference)).max())
+    if diff > GEOMETRY_ATOL_MM:
+        return (f"voxel grid differs by up to {diff:.3g} mm (spacing {image.GetSpacing()} vs "
+                f"{reference.GetSpacing()}, origin {image.GetOrigin()} vs {reference.GetOrigin()})")
+    return None
+
+
+def read_label_map(path: Path, reference: sitk.Image | None = None, max_label: int = 255,
+                   what: str = "label map") -> tuple[sitk.Image, np.ndarray]:
+    """(image, uint8 array z, y, x) of a label map: a 3D single-channel volume of whole numbers 0..`max_label`,
+    and, given `reference` (its scan), on the reference's grid (`grid_difference`). Raises ValueError naming the
+    file and the problem otherwise."""
+    image = read_volume(path, what)
+    array = sitk.GetArrayViewFromImage(image)
+    if array.size:
+        if not np.issubdtype(array.dtype, np.integer) and not np.all(np.isfinite(array) & (np.mod(array, 1) == 0)):
+            raise ValueError(f"{path}: {what} holds non-integer values (is this an image, not labels?)")
+        lo, hi = float(array.min()), float(array.max())
+        if lo < 0 or hi > max_label:
+            raise ValueError(f"{path}: {what} values {lo:g}..{hi:g} are outside 0..{max_label}")
+    if reference is not None:
+        diff = grid_difference(image, reference)
+        if diff is not None:
+            raise ValueError(f"{path}: {what} is not on its scan's grid: {diff}")
+    return image, np.array(array, dtype=np.uint8)
 
 
 def write_image_atomic(image: sitk.Image, path: Path, compression_level: int = 1) -> None:

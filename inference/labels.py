@@ -36,9 +36,10 @@ ORGANS: tuple[Organ, ...] = (
 )
 BY_LABEL: dict[int, Organ] = {o.label: o for o in ORGANS}
 
-# FLARE numbering: label -> organ name, and the names as identifiers (file names, JSON keys)
+# FLARE numbering: label -> organ name (text, tables), and -> the one identifier spelling (the organizers' short
+# names: dataset.json labels, CSV columns, manifest and JSON keys)
 FLARE_ORGANS: dict[int, str] = {o.label: o.name for o in ORGANS}
-FLARE_KEYS: dict[int, str] = {o.label: o.name.replace(" ", "_") for o in ORGANS}
+FLARE_KEYS: dict[int, str] = {o.label: o.short for o in ORGANS}
 # left/right organ pairs as (right, left) FLARE labels: kidneys, adrenal glands
 LATERAL_PAIRS: tuple[tuple[int, int], ...] = ((2, 13), (7, 8))
 # the PET masks: FLARE label -> PET value, and PET value -> organ name

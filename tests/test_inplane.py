@@ -21,6 +21,7 @@ from training.inplane.export import card_stage, to_card_state
 from eval.dice import dice_per_label
 from training.inplane.loop import build_net2d, dice_ce_loss
 from training.inplane.recipe import Appearance, Spatial, StageRecipe, as_profile, load_profile
+from training.inplane.train import train_one
 
 from helpers import REAL
 
@@ -38,7 +39,7 @@ def test_builtin_profile_has_the_issue_rows_and_in_plane_stages():
 def test_a_run_reads_its_profile_once(tmp_path):
     """The steps of a run get the Profile object it loaded: an edit (or removal) of the file later cannot reach
     them."""
-    from training.inplane.bench import score_file
+    from training.inplane.layout import score_file
     from training.inplane.steps import row_steps
 
     child = tmp_path / "p.json"
@@ -206,7 +207,7 @@ def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhe
     assert (tmp_path / "results_no_rows/stages/rows/A/fine/curve.csv").is_file()
     work2 = tmp_path / "work2"
     assert len(bench.seed_work(tmp_path / "results", work2)) == 2
-    assert bench.train_one(work2, str(prof_file), "A", "fine", REAL) == work2 / "rows" / "A" / "fine"
+    assert train_one(work2, str(prof_file), "A", "fine", REAL) == work2 / "rows" / "A" / "fine"
     assert json.loads((work2 / "rows/A/fine/summary.json").read_text()) == json.loads(
         (work / "rows/A/fine/summary.json").read_text())
     shipped = bench.ship(work, str(prof_file), "A", tmp_path / "weights_ship" / "tiny_ship", "tiny_ship")

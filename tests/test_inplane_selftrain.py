@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from training.inplane import bench
+from training.inplane.train import train_one
 from training.inplane.data import IGNORE, MixedBank, SliceBank, Volume
 from training.inplane.loop import dice_ce_loss
 from training.inplane.pseudo import pseudo_cases
@@ -101,7 +102,7 @@ def test_self_training_rows_need_two_teachers_and_their_trained_rows(tmp_path):
     with pytest.raises(ValueError, match="learning_rate"):
         load_profile(str(bad))
     with pytest.raises(ValueError, match="row A's fine stage"):
-        bench.train_one(tmp_path, "cpu", "A3", "fine", data=tmp_path / "no_data_needed_before_this_check")
+        train_one(tmp_path, "cpu", "A3", "fine", data=tmp_path / "no_data_needed_before_this_check")
 
 
 @pytest.mark.slow
@@ -151,7 +152,7 @@ def test_synthetic_row_trains_a_tiny_translator_translates_and_publishes_its_cur
         assert img.GetSize() == src.GetSize() == lab.GetSize() and img.GetSpacing() == src.GetSpacing()
     curve = (work / "cyclegan" / "attention" / "quality_curve.csv").read_text().splitlines()
     assert curve[0].startswith("epoch,step,trained_s,segmentation_dice") and len(curve) == 3   # epochs 1 and 2
-    out = bench.train_one(work, str(prof_file), "2", "fine", all_ct, curve_on_test=False)   # translator found
+    out = train_one(work, str(prof_file), "2", "fine", all_ct, curve_on_test=False)   # translator found
     summary = json.loads((out / "summary.json").read_text())
     assert summary["volumes"] == list(protocol.BTCV_CASES) + ["btcv_0001", "btcv_0002"]   # CT, then synthetic
     bench.publish(work, str(prof_file), tmp_path / "results")

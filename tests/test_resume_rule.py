@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from training.inplane import bench, steps, synthetic
+from training.inplane import steps, synthetic, train
 from training.inplane.recipe import PROFILE_DIR, load_profile
 from training.resume import SETTINGS_FILE, claim
 from training.runner import run_steps
@@ -62,7 +62,7 @@ def test_a_translation_of_other_options_is_made_again_and_only_its_dependants_re
     calls: list[str] = []
     _stub_translator(monkeypatch, calls)
     trained: list[str] = []
-    monkeypatch.setattr(bench, "train_one", lambda work, prof, row, stage, *a: trained.append(f"{row}.{stage}")
+    monkeypatch.setattr(train, "train_one", lambda work, prof, row, stage, *a: trained.append(f"{row}.{stage}")
                         or str(work))
     monkeypatch.setattr(steps, "_export", lambda work, prof, row: str(work))
     monkeypatch.setattr(steps, "_score", lambda work, prof, row, data, threads: str(work))

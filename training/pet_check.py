@@ -23,10 +23,9 @@ CHECK_COLUMNS = ("case", "label", "organ", "volume_ml", "low_ml", "high_ml", "pl
 
 def pet_volumes_ml(label_file: Path) -> tuple[dict[int, float], list[int]]:
     """({PET label: volume in ml}, every label value present) of one written PET label map."""
-    import SimpleITK as sitk
+    from inference.io import read_label_map
 
-    img = sitk.ReadImage(str(label_file))
-    arr = sitk.GetArrayViewFromImage(img)
+    img, arr = read_label_map(label_file, what="PET mask")
     counts = np.bincount(arr.ravel().astype(np.int64))
     voxel_ml = float(np.prod(img.GetSpacing())) / 1000.0
     present = [int(v) for v in np.flatnonzero(counts)]
@@ -36,10 +35,9 @@ def pet_volumes_ml(label_file: Path) -> tuple[dict[int, float], list[int]]:
 def organ_centroids_mm(label_file: Path) -> dict[int, tuple[float, float, float]]:
     """{label: centroid (x, y, z) in mm, LPS world coordinates} of the labels present in one label map (the
     direction matrix applied: x grows towards the patient's left, z towards the head, whatever the voxel order)."""
-    import SimpleITK as sitk
+    from inference.io import read_label_map
 
-    img = sitk.ReadImage(str(label_file))
-    arr = sitk.GetArrayViewFromImage(img)
+    img, arr = read_label_map(label_file, what="label map")
     out = {}
     for label in (int(v) for v in np.unique(arr) if v):
         zyx = np.argwhere(arr == label).mean(axis=0)

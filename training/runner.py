@@ -21,7 +21,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from inference.atomic import read_json, write_json
+from inference.atomic import read_json, write_json, write_text
 
 
 @dataclass
@@ -109,7 +109,7 @@ def _execute(work: Path, step: Step) -> tuple[float, object]:
     else:
         assert step.func is not None
         info = step.func()
-        log.write_text(json.dumps(info, indent=2, default=str) + "\n")
+        write_text(log, json.dumps(info, indent=2, default=str) + "\n")
     seconds = time.monotonic() - t0
     marker = _marker(work, step.name)
     write_json(marker, {"signature": _signature(step), "upstream": {d: _digest(work, d) for d in step.deps},

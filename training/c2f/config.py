@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from inference.config import Architecture, Normalization
-from inference.labels import ORGANS
+from inference.labels import FLARE_KEYS
 
 # nnU-Net dataset.json labels: the organizers' short names (inference/labels.py)
-FLARE_LABELS: dict[str, int] = {"background": 0, **{o.short: o.label for o in ORGANS}}
+FLARE_LABELS: dict[str, int] = {"background": 0, **{key: label for label, key in FLARE_KEYS.items()}}
 STAGES = ("coarse", "fine")
 
 

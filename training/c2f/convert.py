@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from inference.atomic import atomic_path, write_json
 from inference import normalization, orientation, resample, roi
-from inference.io import read_image
+from inference.io import read_image, read_label_map
 
 from .config import C2FSpec, StageSpec
 
@@ -94,10 +94,7 @@ def load_canonical(image_path: Path, label_path: Path | None = None) -> Canonica
     spacing = orient.spacing(tuple(reversed(loaded.image.GetSpacing())))
     labels = np.zeros(canon.shape, dtype=np.uint8)
     if label_path is not None:
-        lab = sitk.ReadImage(str(label_path))
-        if lab.GetSize() != loaded.image.GetSize():
-            raise ValueError(f"{label_path}: size {lab.GetSize()} differs from the image's {loaded.image.GetSize()}")
-        labels = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(lab))).astype(np.uint8)
+        labels = np.ascontiguousarray(orient.apply(read_label_map(label_path, reference=loaded.image)[1]))
     # copy: read_image's array may be a view of the SimpleITK image's buffer, freed with `loaded`
     return CanonicalCase(image=np.array(canon, dtype=canon.dtype, order="C", copy=True), labels=labels, spacing_mm=tuple(spacing),
                          stats_sample=normalization.stats_sample(loaded.array))

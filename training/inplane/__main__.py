@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from . import bench, protocol
+from .layout import machine, score_file
+from .report import score_model
+from .train import train_one
 from .packed import PARTS
 
 
@@ -17,7 +20,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_train(args) -> int:
-    out = bench.train_one(args.work, args.profile, args.row, args.stage, args.data, args.device, args.threads,
+    out = train_one(args.work, args.profile, args.row, args.stage, args.data, args.device, args.threads,
                           args.curve_on_test, args.packed)
     print(f"trained {out}")
     return 0
@@ -65,7 +68,7 @@ def cmd_score_trained(args) -> int:
     code = _report(run_steps(args.work, steps, progress=False), "exported and scored")
     names = {s.name for s in steps}
     for row in rows:
-        csv_path = bench.score_file(args.work, prof, row)
+        csv_path = score_file(args.work, prof, row)
         if f"r{row}.score" in names and csv_path.is_file():
             _print_score(f"r{row}", csv_path)
     return code
@@ -74,7 +77,7 @@ def cmd_score_trained(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_row
 
-    export_row(args.work, args.profile, args.row, args.out, name=args.name or args.out.name, machine=bench.machine())
+    export_row(args.work, args.profile, args.row, args.out, name=args.name or args.out.name, machine=machine())
     print(f"exported {args.out}")
     return 0
 
@@ -105,7 +108,7 @@ def _print_score(name: str, csv_path: Path) -> int:
 
 def cmd_score(args) -> int:
     """CHAOS test scores for an MRI model, the FDG PET plausibility check for a PET model."""
-    return _print_score(args.model.name, bench.score_model(args.model, args.out, args.data, args.threads))
+    return _print_score(args.model.name, score_model(args.model, args.out, args.data, args.threads))
 
 
 def cmd_robust(args) -> int:

@@ -48,7 +48,9 @@ class Volume:
         return low + self.image.astype(np.float32) * (high - low)
 
 
-def _read_canonical(path: Path) -> tuple[np.ndarray, tuple[float, float, float], orientation.Orientation]:
+def _read_canonical(path: Path):
+    """(array in canonical order, its (z, y, x) spacing, the orientation, the SimpleITK image) of a scan read as the
+    engine reads it."""
     from inference.io import read_image   # SimpleITK: only where NIfTI files are read (not with a pack)
 
     loaded = read_image(path)
@@ -56,7 +58,7 @@ def _read_canonical(path: Path) -> tuple[np.ndarray, tuple[float, float, float],
     orient = orientation.orientation_from_direction(image.GetDirection())
     spacing = orient.spacing(tuple(reversed(image.GetSpacing())))
     # a copy: loaded.array may be a view into the SimpleITK image, freed with `loaded`
-    return np.array(orient.apply(loaded.array)), spacing, orient
+    return np.array(orient.apply(loaded.array)), spacing, orient, image
 
 
 def body_mask(image01: np.ndarray) -> np.ndarray:
@@ -76,10 +78,10 @@ def body_mask(image01: np.ndarray) -> np.ndarray:
 def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...], partial: bool = False) -> Volume:
     """`case` on the grid of `spacing_mm` (z None: the scan's own slices), prepared as the engine prepares it
     (`partial`: its background becomes PARTIAL, as in `prepare_volume`)."""
-    arr, spacing, orient = _read_canonical(case.image)
-    lab, _, lab_orient = _read_canonical(case.label)
-    if lab.shape != arr.shape or lab_orient != orient:
-        raise ValueError(f"{case.label}: label map of shape {lab.shape} does not match its image {arr.shape}")
+    from inference.io import read_label_map
+
+    arr, spacing, orient, image = _read_canonical(case.image)
+    lab = np.array(orient.apply(read_label_map(case.label, reference=image)[1]))
     return prepare_volume(case.name, arr, spacing, lab, spacing_mm, label_ids, partial)
 
 

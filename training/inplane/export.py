@@ -17,7 +17,7 @@ import torch
 from inference.config import (FLARE_CAUDAL_TO, Architecture, PostprocessConfig, RoiConfig,
                               StageConfig)
 
-from .bench import stage_dirs
+from .layout import stage_dirs
 from .data import NORMALIZATION
 from .loop import build_net2d
 from .recipe import Profile, StageRecipe, as_profile

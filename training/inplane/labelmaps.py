@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inference import resample
+from inference import orientation, resample
 
-from .data import Volume, _read_canonical, prepare_volume
+from .data import Volume, prepare_volume
 
 FLARE22_MAPS = Path("flare22_labels") / "labelsTr"
 MAX_LABEL = 13
@@ -66,9 +66,11 @@ def synth_image(labels: np.ndarray, spacing_mm, rng: np.random.Generator) -> np.
 def synth_volume(path: Path, spacing_mm, label_ids: tuple[int, ...], variant: int, seed: int) -> Volume:
     """Variant `variant` of the synthetic volume of the label map `path` on the grid of `spacing_mm` (z None: the
     map's own slices), prepared as every training volume (data.prepare_volume)."""
-    lab, spacing, _ = _read_canonical(path)
-    if lab.min() < 0 or lab.max() > MAX_LABEL:
-        raise ValueError(f"{path}: label values must be FLARE labels 0..{MAX_LABEL}, found {lab.min()}..{lab.max()}")
+    from inference.io import read_label_map
+
+    image, raw = read_label_map(path, max_label=MAX_LABEL, what="FLARE label map")
+    orient = orientation.orientation_from_direction(image.GetDirection())
+    lab, spacing = orient.apply(raw), orient.spacing(tuple(reversed(image.GetSpacing())))
     shape = resample.shape_at_spacing(lab.shape, spacing, spacing_mm)
     grid = resample.labels_to_shape(lab.astype(np.uint8), shape)
     grid_spacing = tuple(s if t is None else float(t) for s, t in zip(spacing, spacing_mm, strict=True))

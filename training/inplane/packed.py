@@ -131,7 +131,7 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
     from training.selftrain.labels import organ_set
     from training.selftrain.stats import CTStats
 
-    from .bench import machine
+    from .layout import machine
     from .export import export_row
     from .pseudo import training_label
 

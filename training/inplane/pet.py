@@ -14,6 +14,7 @@ the shipped model and a new row are measured by the same engine in the same run.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -55,8 +56,6 @@ def check_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads
     from training.pet_check import check_rows, write_check
     from training.runner import run_logged
 
-    from .report import PY
-
     images = out / "pet_images"
     images.mkdir(parents=True, exist_ok=True)
     for case in PET_CASES:
@@ -66,7 +65,7 @@ def check_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads
         if not (images / src.name).is_symlink():
             (images / src.name).symlink_to(src.resolve())
     pred = out / "pet_pred"
-    argv = [PY, "-m", "inference", str(images), str(pred), "--weights", str(model.parent), "--model", model.name,
+    argv = [sys.executable, "-m", "inference", str(images), str(pred), "--weights", str(model.parent), "--model", model.name,
             "--device", "cpu", "--backend", "onnx", "--log-dir", str(out / "pet_qc")]
     if threads:
         argv += ["--threads", str(threads)]

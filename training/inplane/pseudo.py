@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol
-from .bench import target_folder
+from .layout import target_folder
 from .data import IGNORE
 from .recipe import Profile
 

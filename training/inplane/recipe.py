@@ -122,6 +122,9 @@ class NnUNet3D:
 
 
 TRAINERS = ("inplane", "nnunet3d")
+# how a fine stage grows its start row's output layer by new labels (loop.remap_head); part of the stage settings of
+# the rows that do (label_maps), so a stage grown by an earlier rule trains again
+HEAD_GROWTH = "new labels: zero weights, background bias - 4"
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,10 @@ class Profile:
         recipe = asdict(self.coarse if stage == "coarse" else self.fine_recipe(row))
         for k in ("threads", "eval_every_s", "checkpoint_every_s"):
             recipe.pop(k)
-        return {"stage": stage, "recipe": recipe, "spatial": asdict(self.spatial), "row": r, "seed": self.seed}
+        out = {"stage": stage, "recipe": recipe, "spatial": asdict(self.spatial), "row": r, "seed": self.seed}
+        if stage == "fine" and r.get("label_maps"):   # the row grows its start row's head by new labels
+            out["head_growth"] = HEAD_GROWTH
+        return out
 
 
 def _build(cls, d: dict[str, Any], where: str):

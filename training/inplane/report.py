@@ -20,6 +20,7 @@ from inference.labels import FLARE_ORGANS as ORGAN_NAMES
 from training.runner import run_logged
 
 from . import protocol
+from .pet import check_model
 
 PY = sys.executable
 
@@ -198,3 +199,12 @@ def plot_translator(run: Path, out_png: Path) -> Path | None:
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
     return out_png
+
+
+def score_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int | None = None) -> Path:
+    """Score a weights/<model> folder by what it serves: an MRI model on the CHAOS test scans (report.score,
+    out/scores.csv), a PET model by the check on the real FDG PET scans (pet.check_model, out/pet_check.csv)."""
+    from inference.model_folder import load_model_folder
+
+    pet = "PET" in load_model_folder(model, verify=False).card.modalities
+    return (check_model if pet else score)(model, out, data, threads)

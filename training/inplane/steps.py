@@ -11,7 +11,7 @@ Steps (names as in WORK/state/):
     r<row>.fine                  the row's fine stage
     r<row>.export, r<row>.score  WORK/models/r<row>; the CHAOS test scores or the PET check
 
-Training steps resume an interrupted run (stage folders carry their settings, bench._still_to_train); the other
+Training steps resume an interrupted run (stage folders carry their settings, train._still_to_train); the other
 steps are redone whole when they run (minutes at most).
 """
 from __future__ import annotations
@@ -28,12 +28,12 @@ from .recipe import Profile
 def row_steps(work: Path, prof: Profile, row: str, data: Path = protocol.REAL_DATA,
               device: str = "cpu", threads: int | None = None, curve_on_test: bool = True) -> list[Step]:
     """The steps of `row` and of every row it needs (its teachers, its start row), in dependency order."""
-    from . import bench
+    from .train import train_one
 
     steps: dict[str, Step] = {}
 
     def train(rw: str, stage: str):
-        return lambda: str(bench.train_one(work, prof, rw, stage, data, device, threads, curve_on_test))
+        return lambda: str(train_one(work, prof, rw, stage, data, device, threads, curve_on_test))
 
     def add(rw: str) -> None:
         if f"r{rw}.score" in steps:
@@ -92,14 +92,15 @@ def _export_and_score(work: Path, prof: Profile, row: str, deps: tuple[str, ...]
 
 
 def _export(work: Path, profile: Profile, row: str) -> str:
-    from .bench import machine
+    from .layout import machine
     from .export import export_row
 
     return str(export_row(work, profile, row, work / "models" / f"r{row}", name=f"r{row}", machine=machine()))
 
 
 def _score(work: Path, profile: Profile, row: str, data: Path, threads: int | None) -> str:
-    from .bench import score_file, score_model
+    from .layout import score_file
+    from .report import score_model
 
     return str(score_model(work / "models" / f"r{row}", score_file(work, profile, row).parent, data, threads))
 
@@ -108,7 +109,7 @@ def trained_steps(work: Path, prof: Profile, rows: list[str], data: Path = proto
                   threads: int | None = None) -> list[Step]:
     """Export and score the rows of `rows` whose stages are trained (e.g. on a GPU machine, from a pack), without
     training anything: one export and one score step per such row."""
-    from .bench import stage_dirs
+    from .layout import stage_dirs
 
     return [step for rw in rows
             if all((d / "final.pt").is_file() for d in stage_dirs(work, rw, prof.rows[rw].own_coarse).values())

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import protocol
-from .bench import target_folder
+from .layout import target_folder
 from .recipe import PROFILE_DIR, Profile
 
 KINDS = ("attention", "plain")

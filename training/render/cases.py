@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from inference.io import write_image_atomic
+from inference.io import grid_difference, read_label_map, read_volume, write_image_atomic
 from inference.orientation import Orientation, orientation_from_direction
 
 from .body import body_mask_from_image
@@ -25,11 +25,11 @@ from .variants import render_canonical
 def _read_with_labels(label_path: Path, other_path: Path) -> tuple[sitk.Image, sitk.Image, Orientation]:
     """A label map, an image on its grid (scan or body mask; sizes must agree), and the canonical orientation of
     the label map (slices along physical z for the in-plane steps, axis 1 anterior -> posterior)."""
-    lab_img = sitk.ReadImage(str(label_path))
-    other = sitk.ReadImage(str(other_path))
-    if lab_img.GetSize() != other.GetSize():
-        raise ValueError(f"{other_path}: size {other.GetSize()} differs from its label map {label_path} "
-                         f"{lab_img.GetSize()}")
+    lab_img = read_label_map(label_path, max_label=13, what="FLARE label map")[0]
+    other = read_volume(other_path, "scan or body mask")
+    diff = grid_difference(other, lab_img)
+    if diff is not None:
+        raise ValueError(f"{other_path}: not on the grid of its label map {label_path}: {diff}")
     return lab_img, other, orientation_from_direction(lab_img.GetDirection())
 
 

@@ -237,15 +237,12 @@ def load_records(pred: Path, modality: str, images: Path | None) -> tuple[list[C
 
 
 def read_prediction(path: Path, shape: tuple[int, ...] | None = None) -> tuple["sitk.Image", np.ndarray]:
-    import SimpleITK as sitk
+    from inference.io import read_label_map
 
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise FilterError(f"{path}: unreadable label map ({str(exc).strip().splitlines()[-1][:160]})") from None
-    arr = sitk.GetArrayFromImage(image)
-    if arr.dtype != np.uint8:
-        raise FilterError(f"{path}: label map of type {arr.dtype}, uint8 expected")
+        image, arr = read_label_map(path, what="predicted label map")
+    except ValueError as exc:
+        raise FilterError(str(exc)) from None
     if shape is not None and arr.shape != tuple(shape):
         raise FilterError(f"{path}: label map of shape {arr.shape} (z, y, x), the case's other maps are {shape}")
     return image, arr

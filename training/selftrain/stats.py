@@ -98,22 +98,12 @@ def label_files(folder: Path) -> list[Path]:
 
 def read_label_map(path: Path) -> tuple["sitk.Image", np.ndarray]:
     """A FLARE label map: 3D, integer, values 0..13. Raises StatsError naming the file otherwise."""
-    import SimpleITK as sitk   # here, not above: the statistics' types also serve a machine without SimpleITK
-
-    from inference.io import read_volume
+    from inference.io import read_label_map as read   # here: the statistics' types serve a machine without SimpleITK
 
     try:
-        image = read_volume(path, "label map")
+        return read(path, max_label=13, what="FLARE label map")
     except ValueError as exc:
         raise StatsError(str(exc)) from None
-    array = sitk.GetArrayViewFromImage(image)
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.mod(array, 1) == 0):
-            raise StatsError(f"{path}: label map holds non-integer values (is this an image, not labels?)")
-    lo, hi = float(array.min()), float(array.max())
-    if lo < 0 or hi > 13:
-        raise StatsError(f"{path}: label values {lo:g}..{hi:g} are outside the FLARE numbering 0..13")
-    return image, np.asarray(array, dtype=np.uint8)
 
 
 def compute_stats(ct_labels: Path, progress: bool = True) -> CTStats:
