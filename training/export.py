@@ -85,32 +85,6 @@ def export_model(folder: Path, *, name: str, description: str, modalities: tuple
     return folder
 
 
-def add_onnx(folder: Path) -> Path:
-    """Add ONNX files to a model folder exported with torch weights only (e.g. trained on a cluster with
-    `--no-onnx`): each stage's .pt is loaded into the card's network, exported, and the card rewritten (last) with
-    the new files and their sha256. Stages that already have ONNX are left as they are."""
-    folder = Path(folder)
-    card = load_model_folder(folder, verify=True).card
-    if all("onnx" in getattr(card, s).files for s in ("coarse", "fine")):
-        return folder
-    sha = dict(card.sha256)
-    stages = {}
-    for stage_name in ("coarse", "fine"):
-        cfg = getattr(card, stage_name)
-        if "onnx" in cfg.files:
-            stages[stage_name] = cfg
-            continue
-        net = build_network(cfg.architecture, cfg.num_classes)
-        net.load_state_dict(torch.load(folder / cfg.files["torch"], map_location="cpu", weights_only=True), strict=True)
-        files = {**cfg.files, "onnx": f"{stage_name}.onnx"}
-        export_onnx(net, cfg.patch_size, folder / files["onnx"])
-        sha[files["onnx"]] = sha256_of(folder / files["onnx"])
-        stages[stage_name] = replace(cfg, files=files)
-    write_card(replace(card, coarse=stages["coarse"], fine=stages["fine"], sha256=sha), folder)
-    load_model_folder(folder, verify=True)
-    return folder
-
-
 def copy_weight_file(src: Path, dst: Path) -> str:
     """Copy one weight file under a temporary name, then rename (never a half-written file at `dst`); returns the
     copy's sha256 for the card."""

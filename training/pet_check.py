@@ -88,11 +88,6 @@ def write_check(out: Path, rows: list[list]) -> Path:
     return write_csv(out, CHECK_COLUMNS, rows, mkdir=True)
 
 
-def read_pet_check(csv_path: Path) -> dict[tuple[str, int], tuple[float, bool]]:
-    """{(case, PET label): (volume ml, plausible)} of a `check_pet_row` CSV."""
-    return {k: v[:2] for k, v in read_pet_check_placed(csv_path).items()}
-
-
 def read_pet_check_placed(csv_path: Path) -> dict[tuple[str, int], tuple[float, bool, bool | None]]:
     """{(case, PET label): (volume ml, plausible, placed)}; placed is None in CSVs written before that column."""
     with open(csv_path) as fh:
