@@ -165,3 +165,27 @@ def test_top_k_above_threshold_and_table4_counts():
     assert lines[3] == "| pet | 1 | 1 | 1 | 1 |"
     assert "k = 2" in lines[4] and "k = all" in lines[5]
     assert [r.case for r in select_top_k(results, 0.9, None)] == ["b", "a", "g", "d"]
+
+
+def test_stats_from_several_folders_give_a_set_the_maps_that_hold_it(tmp_path):
+    """BTCV-like maps without the duodenum + FLARE22-like maps with all 13: the 13-organ set's statistics come from
+    the complete maps of both folders, the 4-organ set's from every map."""
+    from phantoms import write_labels_nii
+
+    btcv, flare = tmp_path / "btcv", tmp_path / "flare"
+    btcv.mkdir()
+    flare.mkdir()
+    organs12 = tuple(o for o in range(1, 14) if o != 12)
+    for i in range(3):
+        write_labels_nii(grid_phantom(10 + i, organs=organs12), btcv / f"b{i}.nii.gz")
+    full = [grid_phantom(20 + i) for i in range(2)]
+    for i, lab in enumerate(full):
+        write_labels_nii(lab, flare / f"f{i}.nii.gz")
+    with pytest.raises(StatsError, match="'mri'"):
+        compute_stats(btcv, progress=False).for_set("mri")
+    stats = compute_stats([btcv, flare], progress=False)
+    assert stats.n_label_maps == 5 and stats.for_set("pet").n_cases == 5 and stats.for_set("mri").n_cases == 2
+    want = [L.relative_volumes(lab, L.ORGAN_SETS["mri"])[12] for lab in full]
+    got = stats.for_set("mri").relative_volume[12]
+    assert got.mean == pytest.approx(np.mean(want)) and got.std == pytest.approx(np.std(want, ddof=1))
+    assert str(btcv.resolve()) in stats.source and str(flare.resolve()) in stats.source

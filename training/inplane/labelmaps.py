@@ -21,8 +21,8 @@ import numpy as np
 from inference import orientation, resample
 
 from .data import Volume, prepare_volume
+from .protocol import FLARE22_MAPS
 
-FLARE22_MAPS = Path("flare22_labels") / "labelsTr"
 MAX_LABEL = 13
 
 

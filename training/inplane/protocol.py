@@ -13,6 +13,8 @@ from pathlib import Path
 from inference.labels import DATASET_ORGANS
 
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+# the 50 manual FLARE22 label maps (all 13 organs, no images): label-map synthesis, the 13-organ filter statistics
+FLARE22_MAPS = Path("flare22_labels") / "labelsTr"
 
 BTCV_CASES = tuple(f"btcv_{i:04d}" for i in list(range(1, 11)) + list(range(21, 41)))
 TARGET_CASES = tuple(f"chaos_t2_{i:02d}" for i in (1, 2, 5, 8, 10, 15, 19, 20, 22, 31))

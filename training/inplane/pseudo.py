@@ -35,6 +35,7 @@ def pseudo_label(work: Path, prof: Profile, row: str, data: Path = protocol.REAL
     """Predict the target scans with the teachers' models (WORK/models/r<teacher>) and filter them; returns the
     filter's output folder. `fresh`: redo it all (the teachers may have changed), else reuse a finished one."""
     from training.selftrain.filtering import FilterConfig, run_filter
+    from training.selftrain.labels import organ_set
     from training.selftrain.predict import PredictConfig, run_predict
     from training.selftrain.stats import compute_stats, save_stats
 
@@ -49,9 +50,12 @@ def pseudo_label(work: Path, prof: Profile, row: str, data: Path = protocol.REAL
         shutil.rmtree(base)
     if (filtered / "manifest.json").is_file():
         return filtered
-    stats = work / "btcv_stats.json"
+    folders = [data / "ct_btcv" / "labelsTr"]
+    if set(organ_set(st.organ_set)) - set(protocol.DATASET_ORGANS["btcv"]):   # the duodenum: BTCV has none
+        folders.append(data / protocol.FLARE22_MAPS)
+    stats = work / ("btcv_stats.json" if len(folders) == 1 else "btcv_flare22_stats.json")
     if not stats.is_file():
-        save_stats(compute_stats(data / "ct_btcv" / "labelsTr", progress=False), stats)
+        save_stats(compute_stats(folders, progress=False), stats)
     done = run_predict(PredictConfig(images=target_folder(work, data), weights_dir=work / "models",
                                      models=tuple(f"r{t}" for t in st.teachers), out=base / "pred",
                                      target_spacing_xyz_mm=None, modality="mri", device=device, threads=threads,

@@ -1,6 +1,6 @@
 """Command line of the self-training pseudo-label pipeline.
 
-    python -m training.selftrain stats   --ct-labels DIR --out stats.json
+    python -m training.selftrain stats   --ct-labels DIR [DIR ...] --out stats.json
     python -m training.selftrain predict --images DIR --weights DIR --models best,second[,extra...] --out PRED
                                          (--stats stats.json | --native-spacing) [--shard K/N] [--modality auto|mri|pet]
                                          [--device auto|cpu|cuda] [--backend auto|torch|onnx] [--threads N]
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stats", help="median spacing and relative-volume statistics of the labelled CT")
-    s.add_argument("--ct-labels", type=Path, required=True, help="folder of CT label maps <case>.nii.gz")
+    s.add_argument("--ct-labels", type=Path, required=True, nargs="+",
+                   help="folder(s) of label maps <case>.nii.gz (e.g. the labelled CT and the FLARE22 maps)")
     s.add_argument("--out", type=Path, required=True, help="statistics file to write (JSON)")
     s.add_argument("--no-progress", action="store_true")
 

@@ -106,10 +106,13 @@ def read_label_map(path: Path) -> tuple["sitk.Image", np.ndarray]:
         raise StatsError(str(exc)) from None
 
 
-def compute_stats(ct_labels: Path, progress: bool = True) -> CTStats:
+def compute_stats(ct_labels, progress: bool = True) -> CTStats:
+    """Statistics of the label maps of one folder or of several (e.g. BTCV's 12 organs and the FLARE22 maps, whose
+    13 give the "mri" set the duodenum: a set's statistics come from the maps that hold every organ of it)."""
     from .geometry import physical_spacing_xyz
 
-    files = label_files(ct_labels)
+    folders = [Path(ct_labels)] if isinstance(ct_labels, (str, Path)) else [Path(f) for f in ct_labels]
+    files = [f for folder in folders for f in label_files(folder)]
     spacings = []
     ratios: dict[str, dict[int, list[float]]] = {name: {o: [] for o in organs} for name, organs in L.ORGAN_SETS.items()}
     excluded: dict[str, dict[str, list[int]]] = {name: {} for name in L.ORGAN_SETS}
@@ -135,7 +138,8 @@ def compute_stats(ct_labels: Path, progress: bool = True) -> CTStats:
                                    max=float(v.max()))
         sets[name] = SetStats(organs=organs, n_cases=n, relative_volume=rv, excluded=excluded[name])
     median = tuple(round(float(v), 6) for v in np.median(np.asarray(spacings), axis=0))
-    return CTStats(median_spacing_xyz_mm=median, n_label_maps=len(files), source=str(Path(ct_labels).resolve()),
+    return CTStats(median_spacing_xyz_mm=median, n_label_maps=len(files),
+                   source=";".join(str(f.resolve()) for f in folders),
                    sets=sets)  # type: ignore[arg-type]
 
 
