@@ -36,9 +36,9 @@ def test_builtin_profile_has_the_issue_rows_and_in_plane_stages():
     assert prof.coarse.time_budget_s + prof.fine.time_budget_s <= 90 * 60
 
 
-def test_a_run_reads_its_profile_once(tmp_path):
-    """The steps of a run get the Profile object it loaded: an edit (or removal) of the file later cannot reach
-    them."""
+def test_a_run_graph_is_made_from_the_profile_it_loaded(tmp_path):
+    """The graph of a run records the settings of the Profile object it loaded (its steps' commands name the
+    file), so a later edit shows as changed settings on the next run; a broken file is refused."""
     from training.inplane.layout import score_file
     from training.inplane.steps import row_steps
 
@@ -46,7 +46,8 @@ def test_a_run_reads_its_profile_once(tmp_path):
     child.write_text(json.dumps({"extends": "cpu"}))
     prof = load_profile(str(child))
     assert as_profile(prof) is prof and as_profile(str(child)) == prof
-    steps = row_steps(tmp_path / "w", prof, "A3")
+    steps = row_steps(tmp_path / "w", prof, str(child), ["A3"])
+    assert steps[0].name == "pack" and all(str(child) in s.argv for s in steps if s.argv)
     child.write_text("{ not json")
     assert [s.name for s in steps][-1] == "rA3.score" and score_file(tmp_path / "w", prof, "P").name.endswith(".csv")
     with pytest.raises(ValueError):
@@ -328,9 +329,10 @@ def test_a_3d_nnunet_row_runs_the_c2f_chain_on_real_ct_in_the_same_graph(tmp_pat
         "coarse": run, "fine": run, "workers": 1}}))
     prof = load_profile(str(prof_file))
     monkeypatch.setattr(protocol, "BTCV_CASES", ("btcv_0001", "btcv_0002"))
-    graph = [s.name for s in steps.row_steps(tmp_path / "work", prof, "C1", data)]
-    assert graph == ["rC1.sources", "rC1.convert", "rC1.plan", "rC1.coarse", "rC1.fine", "rC1.export", "rC1.score"]
-    csv_path = bench.run_row(tmp_path / "work", prof, "C1", data, curve_on_test=False)
+    graph = [s.name for s in steps.row_steps(tmp_path / "work", prof, str(prof_file), ["C1"], None, data)]
+    assert graph == ["pack", "rC1.sources", "rC1.convert", "rC1.plan", "rC1.coarse", "rC1.fine", "rC1.export",
+                     "rC1.score"]
+    csv_path = bench.run_row(tmp_path / "work", str(prof_file), "C1", data, curve_on_test=False)
     summary = row_summary(csv_path)
     assert set(summary["cases"]) == set(protocol.TEST_CASES) and 0 <= summary["mean"][0] <= 1
     model = tmp_path / "work" / "models" / "rC1"

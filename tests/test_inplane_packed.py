@@ -14,8 +14,8 @@ import pytest
 
 from training.inplane import protocol
 from training.inplane.data import IGNORE, Volume, label_map
-from training.inplane.pack import load_packed, packed_set, read_meta, write_pack
-from training.inplane.packed import packed_steps
+from training.inplane.pack import load_packed, packed_set, read_meta, stats_key, write_pack
+from training.inplane.steps import row_steps
 from training.inplane.recipe import load_profile
 
 from helpers import REAL
@@ -73,12 +73,13 @@ def test_a_pack_keeps_sets_windows_and_refuses_other_files(tmp_path):
                    {})
 
 
-def test_the_packed_graph_of_the_cpu_profile_orders_every_row_after_what_it_learns_from(tmp_path):
+def test_the_graph_of_the_cpu_profile_orders_every_row_after_what_it_learns_from(tmp_path):
     prof = load_profile("cpu")
-    steps = {s.name: s for s in packed_steps(tmp_path, prof, "cpu", tmp_path / "p.npz", list(prof.rows), "cuda")}
+    rows = [r for r, row in prof.rows.items() if row.trainer == "inplane"]
+    steps = {s.name: s for s in row_steps(tmp_path, prof, "cpu", rows, tmp_path / "p.npz", device="cuda",
+                                          score=False)}
     assert set(steps) == ({"coarse", "cyclegan.attention", "cyclegan.plain", "rP.render", "rP.coarse"}
-                          | {f"r{r}.fine" for r in prof.rows} | {f"r{r}.pseudo" for r, row in prof.rows.items()
-                                                                 if row.selftrain})
+                          | {f"r{r}.fine" for r in rows} | {f"r{r}.pseudo" for r in rows if prof.rows[r].selftrain})
     assert {"r3.pseudo", "rA3.pseudo", "rRA.pseudo"} <= set(steps)
     assert set(steps["rRA.fine"].deps) == {"rRA.pseudo", "rA3.fine"}
     assert set(steps["r3.pseudo"].deps) == {"r2.fine", "rA.fine", "coarse"}
@@ -91,7 +92,17 @@ def test_the_packed_graph_of_the_cpu_profile_orders_every_row_after_what_it_lear
                for s in steps.values())
     assert steps["coarse"].argv[steps["coarse"].argv.index("--row") + 1] == prof.coarse_row
     with pytest.raises(ValueError, match="no row 'Z'"):
-        packed_steps(tmp_path, prof, "cpu", tmp_path / "p.npz", ["Z"], "cpu")
+        row_steps(tmp_path, prof, "cpu", ["Z"], tmp_path / "p.npz")
+    # without a pack: the work folder makes its own from the real data first, every step after it; scored rows
+    # end in export and score (the engine on the real scans, in this process)
+    made = {s.name: s for s in row_steps(tmp_path, prof, "cpu", ["RAd", "C3"])}
+    assert made["pack"].func is not None and made["pack"].settings["flare22"] is True
+    assert made["pack"].settings["stats"] == ["btcv"]      # both rows filter on BTCV's large organs
+    assert stats_key("mri_large") == "btcv" and stats_key("mri") == "btcv+flare22"   # the duodenum: FLARE22
+    assert all("pack" in s.deps for n, s in made.items() if n != "pack" and not n.endswith((".export", ".score"))
+               and not n.startswith("rC3.") or n == "rC3.sources")
+    assert made["rRAd.export"].deps == ("coarse", "rRAd.fine") and made["rRAd.score"].deps == ("rRAd.export",)
+    assert set(made["rC3.sources"].deps) == {"pack", "rC3.pseudo"} and made["rC3.score"].deps == ("rC3.export",)
 
 
 def _small_pack(tmp_path, monkeypatch, profile: str, targets: tuple[str, ...]) -> Path:

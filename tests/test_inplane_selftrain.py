@@ -14,7 +14,7 @@ from training.inplane import bench
 from training.inplane.train import train_one
 from training.inplane.data import IGNORE, MixedBank, SliceBank, Volume
 from training.inplane.loop import dice_ce_loss
-from training.inplane.pseudo import pseudo_cases
+from training.inplane.packed import training_label
 from training.inplane.recipe import SelfTraining, load_profile
 
 
@@ -56,37 +56,19 @@ def test_ignore_pixels_are_no_organ_for_sampling_and_the_roi():
     assert organ_box(vol.labels) == ((2, 5), (2, 5))
 
 
-def _write(arr: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = sitk.GetImageFromArray(arr.astype(np.uint8))
-    img.SetSpacing((1.5, 1.5, 6.0))
-    sitk.WriteImage(img, str(path))
-
-
-def test_training_labels_ignore_organs_the_filter_did_not_check(tmp_path):
+def test_training_labels_ignore_organs_the_filter_did_not_check():
     """The consensus keeps the checked organs (and IGNORE where the teachers disagree); where the best teacher
     gives an organ outside the filter's set (7, an adrenal gland), the training label is IGNORE, not background."""
-    prof_file = tmp_path / "p.json"
-    prof_file.write_text(json.dumps({"extends": "cpu", "rows": {"S": {
-        "title": "s", "source": "btcv", "start": "A", "selftrain": {"teachers": ["A", "Ab"]}}}}))
-    prof = load_profile(str(prof_file))
-    base = tmp_path / "work" / "rows" / "S" / "pseudo"
     consensus = np.zeros((3, 6, 6), np.uint8)
     consensus[:, 1:3, 1:3] = 1
     consensus[0, 0, 0] = IGNORE
     best = consensus.copy()
     best[0, 0, 0] = 1
     best[:, 4:6, 4:6] = 7
-    _write(consensus, base / "filtered" / "labels" / "c1.nii.gz")
-    _write(best, base / "pred" / "rA" / "c1.nii.gz")
-    (base / "filtered" / "manifest.json").write_text(json.dumps({"cases": [
-        {"case": "c1", "image": "images/c1_0000.nii.gz", "label": "labels/c1.nii.gz"}]}))
-    (case,) = pseudo_cases(tmp_path / "work", prof, "S")
-    assert case.image == base / "filtered" / "images" / "c1_0000.nii.gz"
-    got = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
     want = consensus.copy()
     want[:, 4:6, 4:6] = IGNORE
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(training_label(consensus, best, "mri_large"), want)
+    np.testing.assert_array_equal(training_label(consensus, best, "mri"), consensus)   # 7 is checked there
 
 
 def test_self_training_rows_need_two_teachers_and_their_trained_rows(tmp_path):
@@ -106,67 +88,13 @@ def test_self_training_rows_need_two_teachers_and_their_trained_rows(tmp_path):
 
 
 @pytest.mark.slow
-def test_synthetic_row_trains_a_tiny_translator_translates_and_publishes_its_curves(tmp_path):
-    """A CycleGAN row on real scans with a tiny translator (2 source CT, the 10 target scans, 2 epochs of 2
-    iterations): the translator trains with a quality curve, translates the source CT onto its own grid with its
-    labels, and publish copies its curves; the row then trains its fine stage on CT + synthetic (all 30 CT at
-    8 mm for that step)."""
-    from helpers import REAL
-
-    from training.inplane import protocol
-    from training.inplane.synthetic import synthetic_cases, synthetic_folder
-
-    target = protocol.source_cases("chaos_target", REAL)[0]
-    if not all(c.image.is_file() for c in target):
-        pytest.skip("CHAOS target scans not present")
-    data = tmp_path / "data"
-    for sub in ("imagesTr", "labelsTr"):
-        (data / "ct_btcv" / sub).mkdir(parents=True)
-    for name in ("btcv_0001", "btcv_0002"):
-        c = protocol.btcv_case(name, REAL)
-        (data / "ct_btcv" / "imagesTr" / c.image.name).symlink_to(c.image)
-        (data / "ct_btcv" / "labelsTr" / c.label.name).symlink_to(c.label)
-    all_ct = tmp_path / "all_ct"
-    all_ct.mkdir()
-    (all_ct / "mr_chaos_t2").symlink_to(REAL / "mr_chaos_t2")
-    (all_ct / "ct_btcv").symlink_to(REAL / "ct_btcv")
-    (data / "mr_chaos_t2").symlink_to(REAL / "mr_chaos_t2")
-    options = tmp_path / "gan.json"
-    options.write_text(json.dumps({"spacing_mm": 8.0, "slice_size": 32, "body_crop": True, "ngf": 4, "n_blocks": 1,
-                                   "ndf": 4, "n_layers_d": 2, "seg_filters": 4, "seg_depth": 2, "epochs": 2,
-                                   "decay_epochs": 1, "iterations_per_epoch": 2, "num_workers": 0,
-                                   "quality_every": 1, "grid_cases": 1, "grid_slices": 1, "val_fraction": 0.5}))
-    prof_file = tmp_path / "tiny.json"
-    prof_file.write_text(json.dumps({
-        "extends": "cpu", "name": "tiny", "cyclegan": str(options),
-        "fine": {"spacing_mm": [None, 8.0, 8.0], "features": [4, 8], "patch": [32, 32], "batch": 2, "iterations": 2,
-                 "time_budget_s": None}}))
-    prof = load_profile(str(prof_file))
-    work = tmp_path / "work"
-    synth = synthetic_folder(work, prof, "attention", data)
-    cases = synthetic_cases(synth)
-    assert [c.name for c in cases] == ["btcv_0001", "btcv_0002"]
-    for c in cases:
-        src = sitk.ReadImage(str(protocol.btcv_case(c.name, REAL).image))
-        img, lab = sitk.ReadImage(str(c.image)), sitk.ReadImage(str(c.label))
-        assert img.GetSize() == src.GetSize() == lab.GetSize() and img.GetSpacing() == src.GetSpacing()
-    curve = (work / "cyclegan" / "attention" / "quality_curve.csv").read_text().splitlines()
-    assert curve[0].startswith("epoch,step,trained_s,segmentation_dice") and len(curve) == 3   # epochs 1 and 2
-    out = train_one(work, str(prof_file), "2", "fine", all_ct, curve_on_test=False)   # translator found
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["volumes"] == list(protocol.BTCV_CASES) + ["btcv_0001", "btcv_0002"]   # CT, then synthetic
-    bench.publish(work, str(prof_file), tmp_path / "results")
-    assert (tmp_path / "results" / "curves" / "cyclegan_attention.png").is_file()
-    assert (tmp_path / "results" / "cyclegan" / "attention" / "quality_curve.csv").is_file()
-
-
-@pytest.mark.slow
 def test_pet_row_renders_trains_its_own_stages_and_is_checked_on_the_real_pet_scans(tmp_path, monkeypatch):
     """A PET row with tiny networks on 2 BTCV label maps (1 render each): renders, its own coarse and fine
     stages, a PET card (PET output scheme) and the volume / placement check on both real FDG PET scans."""
     from helpers import REAL
 
     from training.inplane import protocol
+    from training.inplane.pack import packed_set
     from training.inplane.pet import PET_CASES, check_summary
 
     if not all((REAL / "pet_fdg" / "images" / f"{c}_0000.nii.gz").is_file() for c in PET_CASES):
@@ -180,8 +108,7 @@ def test_pet_row_renders_trains_its_own_stages_and_is_checked_on_the_real_pet_sc
     work = tmp_path / "work"
     csv_path = bench.run_row(work, str(prof_file), "P", REAL)
     assert csv_path.name == "pet_check.csv" and check_summary(csv_path)["organs"] == 2 * 4
-    assert sorted(p.name for p in (work / "render" / "pet" / "images").iterdir()) == [
-        "btcv_0001_pet0_0000.nii.gz", "btcv_0002_pet0_0000.nii.gz"]
+    assert packed_set(work / "rows" / "P" / "render" / "pet.npz", "all") == ["btcv_0001_pet0", "btcv_0002_pet0"]
     for stage in ("rows/P/coarse", "rows/P/fine"):
         assert json.loads((work / stage / "summary.json").read_text())["volumes"] == ["btcv_0001_pet0",
                                                                                       "btcv_0002_pet0"]
@@ -219,28 +146,30 @@ def test_self_training_row_runs_its_teachers_first_and_stops_when_the_filter_kee
     assert table4["total"] == 10 and table4["top_k_dice"] == 0
 
 
-def test_3d_rows_train_pseudo_labels_with_nnunets_ignore_label(tmp_path, monkeypatch):
-    """A 3D nnU-Net self-training row: its spec declares nnU-Net's ignore label (max class + 1) and the kept
-    target scans' IGNORE voxels are written with it; the linked source folders follow the pseudo-labels."""
+def test_3d_rows_train_pseudo_labels_with_nnunets_ignore_label(tmp_path):
+    """A 3D nnU-Net self-training row: its spec declares nnU-Net's ignore label (max class + 1); a packed volume
+    becomes an nnU-Net source with the scan's own intensities, its FLARE labels and IGNORE written as that label,
+    on the pack's grid (identity direction, the pack's spacing)."""
     import SimpleITK as sitk
 
-    from training.inplane import nnunet3d, protocol, pseudo
-    from training.inplane.data import IGNORE
+    from training.inplane import nnunet3d
+    from training.inplane.data import IGNORE, prepare_volume
     from training.inplane.recipe import load_profile
 
     lab = np.zeros((4, 6, 6), np.uint8)
-    lab[1:3, 1:3, 1:3] = 1
+    lab[1:3, 1:3, 1:3] = 13
     lab[0] = IGNORE
-    img = sitk.GetImageFromArray(np.zeros((4, 6, 6), np.float32))
-    for name, arr in (("t_0000.nii.gz", None), ("t.nii.gz", lab)):
-        out = sitk.GetImageFromArray(arr) if arr is not None else img
-        sitk.WriteImage(out, str(tmp_path / name))
-    case = protocol.Case("t", tmp_path / "t_0000.nii.gz", tmp_path / "t.nii.gz")
-    monkeypatch.setattr(pseudo, "pseudo_cases", lambda work, prof, row: [case])
+    arr = np.arange(144, dtype=np.float32).reshape(4, 6, 6)
+    vol = prepare_volume("t", arr, (5.0, 2.0, 2.0), lab, (None, 2.0, 2.0), (0, 1, 13))
     prof = load_profile("cpu")
     assert nnunet3d.spec_dict(prof, "C3")["labels"]["ignore"] == nnunet3d.NNUNET_IGNORE == 14
     assert "ignore" not in nnunet3d.spec_dict(prof, "C1")["labels"]
-    source = nnunet3d._pseudo_source(tmp_path / "work", prof, "C3", tmp_path / "work" / "pseudo")
+    source = nnunet3d._write_source([vol], tmp_path / "pseudo")
     name, folders = source.split("=")
-    made = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(folders.split(",")[1]) / "t.nii.gz")))
-    assert name == "pseudo" and set(np.unique(made)) == {0, 1, 14} and (made[0] == 14).all()
+    images, labels = (Path(f) for f in folders.split(","))
+    made = sitk.ReadImage(str(labels / "t.nii.gz"))
+    got = sitk.GetArrayFromImage(made)
+    assert name == "pseudo" and set(np.unique(got)) == {0, 13, 14} and (got[0] == 14).all()
+    assert made.GetSpacing() == (2.0, 2.0, 5.0) and made.GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(images / "t_0000.nii.gz")))
+    assert np.abs(image - vol.raw()).max() < 1e-3 and abs(image.mean() - arr.mean()) < 2.0

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from training.inplane import labelmaps
-from training.inplane.data import PARTIAL, SliceBank, organ_box, prepare_volume
+from training.inplane.data import IGNORE, PARTIAL, SliceBank, organ_box, prepare_volume, relabel
 from training.inplane.loop import build_net2d, dice_ce_loss, remap_head, train_stage
 from training.inplane.recipe import Appearance, Spatial, StageRecipe, load_profile
 
@@ -73,9 +73,9 @@ def test_remapped_head_keeps_every_organ_and_adds_the_new_one_below_background()
 def test_synthetic_volume_holds_the_map_with_air_darkest_and_is_reproducible(tmp_path):
     lab = _label_map()
     _write(tmp_path / "m_0001.nii.gz", lab)
-    a = labelmaps.synth_volume(tmp_path / "m_0001.nii.gz", (None, 2.0, 2.0), FLARE, 0, seed=0)
-    b = labelmaps.synth_volume(tmp_path / "m_0001.nii.gz", (None, 2.0, 2.0), FLARE, 0, seed=0)
-    c = labelmaps.synth_volume(tmp_path / "m_0001.nii.gz", (None, 2.0, 2.0), FLARE, 1, seed=0)
+    a = labelmaps.synth_volume(labelmaps.map_volume(tmp_path / "m_0001.nii.gz", (None, 2.0, 2.0)), (None, 2.0, 2.0), FLARE, 0, seed=0)
+    b = labelmaps.synth_volume(labelmaps.map_volume(tmp_path / "m_0001.nii.gz", (None, 2.0, 2.0)), (None, 2.0, 2.0), FLARE, 0, seed=0)
+    c = labelmaps.synth_volume(labelmaps.map_volume(tmp_path / "m_0001.nii.gz", (None, 2.0, 2.0)), (None, 2.0, 2.0), FLARE, 1, seed=0)
     assert np.array_equal(a.image, b.image) and not np.array_equal(a.image, c.image)
     assert a.image.shape == (6, 24, 28) and a.spacing_mm == (2.5, 2.0, 2.0)
     assert set(np.unique(a.labels)) == {0, 1, 3, 12}     # channels of FLARE: the label ids themselves
@@ -93,9 +93,26 @@ def test_a_bad_label_map_names_its_file(tmp_path):
     lab[0, 0, 0] = 40
     _write(tmp_path / "bad.nii.gz", lab)
     with pytest.raises(ValueError, match="bad.nii.gz"):
-        labelmaps.synth_volume(tmp_path / "bad.nii.gz", (None, 2.0, 2.0), FLARE, 0, seed=0)
+        labelmaps.synth_volume(labelmaps.map_volume(tmp_path / "bad.nii.gz", (None, 2.0, 2.0)), (None, 2.0, 2.0), FLARE, 0, seed=0)
     with pytest.raises(FileNotFoundError, match="no label maps"):
         labelmaps.label_map_files(tmp_path / "empty")
+
+
+def test_relabelling_a_prepared_volume_equals_preparing_it_with_the_other_labels():
+    """The pack holds each volume with its source's channels; a row of other channels relabels it on loading
+    (data.relabel), and gets what preparing the scan for those channels gives (an organ the row lacks becomes
+    background; partial: the background becomes PARTIAL), regions and organ box included."""
+    rng = np.random.default_rng(1)
+    arr = rng.random((3, 20, 20)).astype(np.float32) * (np.arange(20) > 3)[None, None, :]   # air on the left
+    lab = np.zeros((3, 20, 20), np.uint8)
+    lab[:, 5:10, 5:10], lab[:, 12:15, 12:16], lab[1, 0, 19] = 1, 3, IGNORE
+    packed = prepare_volume("v", arr, (5.0, 2.0, 2.0), lab, (None, 2.0, 2.0), (0, 1, 3))
+    for ids, partial in (((0, 1, 3), False), (FLARE, True), ((0, 1), False), ((0, 3, 1), True)):
+        want = prepare_volume("v", arr, (5.0, 2.0, 2.0), lab, (None, 2.0, 2.0), ids, partial=partial)
+        got = relabel(packed, ids, partial)
+        assert got.label_ids == want.label_ids and got.organ_box == want.organ_box
+        assert np.array_equal(got.labels, want.labels) and np.array_equal(got.regions, want.regions), (ids, partial)
+    assert relabel(packed, (0, 1, 3)) is packed
 
 
 def test_partial_background_is_no_organ_anywhere():
@@ -112,7 +129,7 @@ def test_partial_background_is_no_organ_anywhere():
 def test_a_stage_trains_on_partial_and_synthetic_volumes_from_smaller_weights(tmp_path):
     lab = _label_map()
     _write(tmp_path / "m.nii.gz", lab)
-    synth = labelmaps.synth_volume(tmp_path / "m.nii.gz", (None, 2.0, 2.0), FLARE, 0, seed=0)
+    synth = labelmaps.synth_volume(labelmaps.map_volume(tmp_path / "m.nii.gz", (None, 2.0, 2.0)), (None, 2.0, 2.0), FLARE, 0, seed=0)
     arr = np.random.default_rng(0).random(lab.shape).astype(np.float32)
     source = prepare_volume("ct", arr, (2.5, 0.8, 0.8), np.where(lab == 12, 0, lab), (None, 2.0, 2.0), FLARE,
                             partial=True)
@@ -136,7 +153,7 @@ def test_label_map_rows_record_their_options_and_older_rows_keep_their_fingerpri
 def test_the_flare22_maps_give_all_13_organs_on_the_engine_orientation():
     files = labelmaps.label_map_files(REAL)
     assert len(files) == 50
-    vol = labelmaps.synth_volume(files[0], (None, 2.0, 2.0), FLARE, 0, seed=0)
+    vol = labelmaps.synth_volume(labelmaps.map_volume(files[0], (None, 2.0, 2.0)), (None, 2.0, 2.0), FLARE, 0, seed=0)
     assert set(np.unique(vol.labels)) == set(range(14))
     # canonical orientation as the BTCV scans: the liver on the low-x side, the spleen on the high-x side
     xs = {lab: np.nonzero(vol.labels == lab)[2].mean() for lab in (1, 3)}

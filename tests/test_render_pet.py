@@ -1,5 +1,5 @@
 """FDG-PET-like rendering from label maps (training.render.pet): exact values with blur/noise/texture off, organs
-never painted over by the hot non-organ structures, the body extension and its geometry on disk; random-contrast
+never painted over by the hot non-organ structures, the body extension; random-contrast
 renders (training.render.synth): one random value per tissue class, contrast order that changes between draws."""
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 from scipy import ndimage
 
-from training.render import (PetRenderConfig, SynthRenderConfig, render_pet, render_pet_case, render_pet_folder,
-                             render_synth)
+from training.render import PetRenderConfig, SynthRenderConfig, render_pet, render_synth
 from training.render.pet import ORGAN_SUV, RELATIVE_TO_LIVER
 from training.render.synth import tissue_classes
 
-from helpers import write_image
 from phantoms import abdomen_phantom
 
 SPACING = (5.0, 2.0, 2.0)
@@ -123,64 +120,24 @@ def test_same_seed_same_image_and_bad_input():
         PetRenderConfig(psf_fwhm_mm=(9.0, 5.0))
 
 
-@pytest.mark.parametrize("direction", [(1, 0, 0, 0, -1, 0, 0, 0, 1),     # y flipped on disk, like CHAOS files
-                                       (1, 0, 0, 0, -1, 0, 0, 0, -1)])   # and z: file order head -> feet
-def test_render_pet_case_extends_the_body_and_keeps_the_labels_in_place(tmp_path, direction):
+def test_a_render_extends_the_body_and_keeps_the_labels_in_place():
+    """render_canonical (what the PET row's renders use, packed.prepare_render): 20-40 mm of slices added below and
+    above, no organ there, the labels unchanged between them, the body continued as a copy of the outermost full
+    body slice (air stays air); variants of one case differ, the same (seed, name) renders the same."""
+    from training.render.pet import painter
+    from training.render.variants import render_canonical
+
     labels, body = _phantom()
-    spacing_xyz = tuple(reversed(SPACING))
-    origin = (-90.0, 80.0, -30.0)
-    write_image(labels, tmp_path / "c.nii.gz", spacing_xyz, origin, direction)
-    write_image(body.astype(np.uint8), tmp_path / "body.nii.gz", spacing_xyz, origin, direction)
     cfg = replace(EXACT, pad_mm=(20.0, 40.0))
-    rec = render_pet_case(tmp_path / "c.nii.gz", tmp_path / "body.nii.gz", tmp_path / "x_pet0_0000.nii.gz",
-                          tmp_path / "x_pet0.nii.gz", seed=3, config=cfg)
-    below, above = rec["pad_slices"]   # physically below (feet) and above (head) the labelled slices
+    suv, lab, _, (below, above) = render_canonical(labels, body, SPACING, "x_pet0", 3, cfg.pad_mm, painter(cfg))
     assert 4 <= below <= 8 and 4 <= above <= 8   # 20-40 mm at 5 mm slices
-    img = sitk.ReadImage(str(tmp_path / "x_pet0_0000.nii.gz"))
-    lab = sitk.ReadImage(str(tmp_path / "x_pet0.nii.gz"))
-    assert img.GetSize() == lab.GetSize() == (96, 80, 12 + below + above)
-    first = below if direction[8] > 0 else above     # the slices before the labelled ones in file order
-    assert img.GetOrigin() == lab.GetOrigin() == pytest.approx((origin[0], origin[1],
-                                                                origin[2] - direction[8] * 5.0 * first))
-    assert img.GetDirection() == lab.GetDirection() == pytest.approx(direction)
-    # the labels sit at the same physical places: resampled back onto the original grid they are the original
-    ref = sitk.ReadImage(str(tmp_path / "c.nii.gz"))
-    back = sitk.Resample(lab, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
-    suv = sitk.GetArrayFromImage(img)
-    lab_arr = sitk.GetArrayFromImage(lab)
-    assert not lab_arr[:first].any() and not lab_arr[first + 12:].any()
-    # the body goes on in the extension slices (a copy of the outermost full body slice), air stays air
-    ext_body = suv[0] > 0
-    np.testing.assert_array_equal(ext_body, body[0] | (labels[0] > 0))
-    assert suv.dtype == np.float32
-    # the folder helper: variants get their own draws; a second call writes nothing
-    (tmp_path / "L").mkdir()
-    (tmp_path / "B").mkdir()
-    for d, f in (("L", "c.nii.gz"), ("B", "body.nii.gz")):
-        (tmp_path / d / "case.nii.gz").write_bytes((tmp_path / f).read_bytes())
-    recs = render_pet_folder(tmp_path / "L", tmp_path / "B", ["case"], tmp_path / "out", seed=1, variants=2,
-                             config=cfg)
-    assert [r["case"] for r in recs] == ["case_pet0", "case_pet1"]
-    a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out/images" / f"case_pet{k}_0000.nii.gz")))
-            for k in (0, 1))
-    assert a.shape != b.shape or not np.array_equal(a, b)
-    assert render_pet_folder(tmp_path / "L", tmp_path / "B", ["case"], tmp_path / "out", seed=1, variants=2,
-                             config=cfg) == []
-    # worker processes write the same files and the same records, in case and variant order
-    recs3 = render_pet_folder(tmp_path / "L", tmp_path / "B", ["case"], tmp_path / "out3", seed=1, variants=3,
-                              config=cfg, workers=2)
-    assert [r["case"] for r in recs3] == ["case_pet0", "case_pet1", "case_pet2"]
-    assert recs3[:2] == recs
-    for k in (0, 1):
-        for sub, suffix in (("images", "_0000"), ("labels", "")):
-            name = f"{sub}/case_pet{k}{suffix}.nii.gz"
-            np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / name))),
-                                          sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out3" / name))))
-    with pytest.raises(ValueError, match="workers"):
-        render_pet_folder(tmp_path / "L", tmp_path / "B", ["case"], tmp_path / "out4", workers=0)
-    with pytest.raises(FileNotFoundError, match="missing"):
-        render_pet_folder(tmp_path / "L", tmp_path / "B", ["nope"], tmp_path / "out2")
+    assert suv.shape == lab.shape == (12 + below + above, 80, 96) and suv.dtype == np.float32
+    np.testing.assert_array_equal(lab[below:below + 12], labels)
+    assert not lab[:below].any() and not lab[below + 12:].any()
+    np.testing.assert_array_equal(suv[0] > 0, body[0] | (labels[0] > 0))
+    again = render_canonical(labels, body, SPACING, "x_pet0", 3, cfg.pad_mm, painter(cfg))[0]
+    other = render_canonical(labels, body, SPACING, "x_pet1", 3, cfg.pad_mm, painter(cfg))[0]
+    assert np.array_equal(suv, again) and (suv.shape != other.shape or not np.array_equal(suv, other))
 
 
 # --- random-contrast renders (training.render.synth) ---------------------------------------------------------

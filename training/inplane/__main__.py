@@ -47,11 +47,14 @@ def _report(res, what: str) -> int:
 
 
 def cmd_run_packed(args) -> int:
-    from .packed import run_packed
+    from .recipe import as_profile
+    from .steps import run_rows
 
-    rows = [r for r in args.rows.split(",") if r] if args.rows else None
-    return _report(run_packed(args.work, args.profile, args.packed, rows, args.device, args.jobs, args.threads),
-                   "trained from the pack")
+    prof = as_profile(args.profile)
+    rows = [r for r in args.rows.split(",") if r] if args.rows else [
+        name for name, r in prof.rows.items() if r.trainer == "inplane"]
+    return _report(run_rows(args.work, args.profile, rows, args.packed, device=args.device, jobs=args.jobs,
+                            threads=args.threads, score=False), "trained from the pack")
 
 
 def cmd_score_trained(args) -> int:
@@ -193,13 +196,14 @@ def main(argv=None) -> int:
         c.add_argument("--row", required=True, help="a row of the profile (1, A, 4, ...)")
         if name == "train":
             c.add_argument("--stage", choices=("coarse", "fine"), required=True)
-            c.add_argument("--packed", type=Path, default=None, help="read the volumes from this pack (npz)")
+            c.add_argument("--packed", type=Path, default=None,
+                           help="read the volumes from this pack (default: WORK/pack.npz, which `run` makes)")
         c.add_argument("--device", default="cpu", help="cpu or cuda")
         c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the profile's)")
         c.add_argument("--no-curve-on-test", dest="curve_on_test", action="store_false",
                        help="learning curve without the test-scan Dice (loss only)")
         c.set_defaults(func=func)
-    pr = sub.add_parser("prepare", help="from a pack: a row's translator, pseudo-labels or PET renders (packed.py)")
+    pr = sub.add_parser("prepare", help="a row's translator, pseudo-labels or PET renders from a pack (packed.py)")
     _common(pr)
     pr.add_argument("--row", required=True)
     pr.add_argument("--part", required=True, choices=PARTS)
@@ -207,8 +211,8 @@ def main(argv=None) -> int:
     pr.add_argument("--device", default="cpu", help="cpu or cuda")
     pr.add_argument("--threads", type=int, default=None)
     pr.set_defaults(func=cmd_prepare)
-    rp = sub.add_parser("run-packed", help="train every row (or --rows) from a pack in one run, steps at once "
-                                           "(--jobs): the GPU machine's path; score afterwards with score-trained")
+    rp = sub.add_parser("run-packed", help="train every in-plane row (or --rows) from a given pack, steps at once "
+                                           "(--jobs): a machine without the data; score afterwards with score-trained")
     _common(rp)
     rp.add_argument("--packed", type=Path, required=True)
     rp.add_argument("--rows", default="", help="comma-separated rows (default: all of the profile)")

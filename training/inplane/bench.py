@@ -20,23 +20,22 @@ from .layout import STAGE_FILES, machine, score_file, stage_dirs
 from .recipe import Profile, as_profile
 
 
-def run_row(work: Path, profile: str | Profile, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
+def run_row(work: Path, profile: str, row: str, data: Path = protocol.REAL_DATA, device: str = "cpu",
             threads: int | None = None, curve_on_test: bool = True) -> Path:
     """Run (on the shared step runner, steps.row_steps) what is missing or outdated for `row` and for the rows it
-    needs: train, export and score; returns the scores CSV (an MRI row: DSC / NSD on the CHAOS test scans; a PET
-    row: the plausibility check on the real FDG PET scans, pet.check_model)."""
-    from training.runner import run_steps
-
-    from .steps import row_steps
+    needs: the pack, train, export and score; returns the scores CSV (an MRI row: DSC / NSD on the CHAOS test
+    scans; a PET row: the plausibility check on the real FDG PET scans, pet.check_model). `profile`: a profile
+    name or JSON path (the steps' commands name it)."""
+    from .steps import run_rows
 
     prof = as_profile(profile)
     if row not in prof.rows:
         raise ValueError(f"profile {prof.name} has no row {row!r} (rows: {sorted(prof.rows)})")
-    res = run_steps(work, row_steps(work, prof, row, data, device, threads, curve_on_test), progress=False)
+    res = run_rows(work, profile, [row], None, data, device, 1, threads, curve_on_test)
     if not res.ok:
-        raise RuntimeError(f"row {row}: " + "; ".join(f"{k} failed: {v.splitlines()[0]}" for k, v in
-                                                      res.failed.items()) + (f" (not run: {res.blocked})"
-                                                                              if res.blocked else ""))
+        why = {k: dict.fromkeys([v.splitlines()[0], v.strip().splitlines()[-1]]) for k, v in res.failed.items()}
+        raise RuntimeError(f"row {row}: " + "; ".join(f"{k} failed: {' ... '.join(v)}" for k, v in why.items())
+                           + (f" (not run: {res.blocked})" if res.blocked else ""))
     return score_file(work, prof, row)
 
 

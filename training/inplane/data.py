@@ -9,7 +9,7 @@ around them). A few hundred MB for the 30 BTCV scans at 2 mm.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +119,24 @@ def label_map(vol: Volume) -> np.ndarray:
     lut[IGNORE] = IGNORE
     lut[PARTIAL] = PARTIAL
     return lut[vol.labels]
+
+
+def relabel(vol: Volume, label_ids: tuple[int, ...], partial: bool = False) -> Volume:
+    """`vol` with its labels as channels of `label_ids` (an organ not among them becomes background; `partial`:
+    the background becomes PARTIAL), its regions and organ box to match: what `prepare_volume` gives for them."""
+    if tuple(label_ids) == vol.label_ids and not partial:
+        return vol
+    lut = np.zeros(256, dtype=np.uint8)
+    for ch, lid in enumerate(label_ids):
+        lut[lid] = ch
+    lut[IGNORE], lut[PARTIAL] = IGNORE, PARTIAL
+    labels = lut[label_map(vol)]
+    if partial:
+        labels[labels == 0] = PARTIAL
+    regions = np.where(vol.regions == 0, 0, len(label_ids)).astype(np.uint8)   # air stays air, the rest body
+    organs = ~np.isin(labels, NO_ORGAN)
+    regions[organs] = labels[organs]
+    return replace(vol, labels=labels, regions=regions, label_ids=tuple(label_ids), organ_box=organ_box(labels))
 
 
 def organ_box(labels: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:

@@ -20,16 +20,14 @@ import numpy as np
 
 from inference import orientation, resample
 
-from .data import Volume, prepare_volume
+from .data import Volume, label_map, organ_box, prepare_volume
 from .protocol import FLARE22_MAPS
 
 MAX_LABEL = 13
 
 
-def label_map_files(data: Path, which: str = "flare22") -> list[Path]:
-    """The label maps of a named set under the real data folder `data` (sorted)."""
-    if which != "flare22":
-        raise ValueError(f"unknown label-map set {which!r} (flare22)")
+def label_map_files(data: Path) -> list[Path]:
+    """The FLARE22 label maps under the real data folder `data` (sorted)."""
     folder = Path(data) / FLARE22_MAPS
     files = sorted(folder.glob("*.nii.gz"))
     if not files:
@@ -63,31 +61,35 @@ def synth_image(labels: np.ndarray, spacing_mm, rng: np.random.Generator) -> np.
     return render_synth(labels, body_ellipse(labels, spacing_mm, rng), spacing_mm, rng)[0]
 
 
-def synth_volume(path: Path, spacing_mm, label_ids: tuple[int, ...], variant: int, seed: int) -> Volume:
-    """Variant `variant` of the synthetic volume of the label map `path` on the grid of `spacing_mm` (z None: the
-    map's own slices), prepared as every training volume (data.prepare_volume)."""
+def map_volume(path: Path, spacing_mm) -> Volume:
+    """The label map `path` in canonical order on the grid of `spacing_mm` (z None: the map's own slices), as a
+    pack holds it: no image, its labels as they are (channel k is FLARE label k)."""
     from inference.io import read_label_map
 
     image, raw = read_label_map(path, max_label=MAX_LABEL, what="FLARE label map")
     orient = orientation.orientation_from_direction(image.GetDirection())
     lab, spacing = orient.apply(raw), orient.spacing(tuple(reversed(image.GetSpacing())))
-    shape = resample.shape_at_spacing(lab.shape, spacing, spacing_mm)
-    grid = resample.labels_to_shape(lab.astype(np.uint8), shape)
+    grid = resample.labels_to_shape(lab.astype(np.uint8), resample.shape_at_spacing(lab.shape, spacing, spacing_mm))
     grid_spacing = tuple(s if t is None else float(t) for s, t in zip(spacing, spacing_mm, strict=True))
-    name = path.name.removesuffix(".nii.gz")
-    rng = np.random.default_rng([seed, variant, zlib.crc32(name.encode())])
-    image = synth_image(grid, grid_spacing, rng)
-    return prepare_volume(f"{name}_synth{variant}", image, grid_spacing, grid, spacing_mm, label_ids)
+    return Volume(path.name.removesuffix(".nii.gz"), np.zeros(grid.shape, np.float16), grid, np.zeros_like(grid),
+                  grid_spacing, organ_box(grid), tuple(range(MAX_LABEL + 1)))
 
 
-def synth_volumes(data: Path, which: str, spacing_mm, label_ids: tuple[int, ...], variants: int, seed: int,
+def synth_volume(vol: Volume, spacing_mm, label_ids: tuple[int, ...], variant: int, seed: int) -> Volume:
+    """Variant `variant` of the synthetic volume of the packed label map `vol` (map_volume), painted on its grid
+    and prepared as every training volume (data.prepare_volume) on the grid of `spacing_mm`."""
+    grid = label_map(vol)
+    rng = np.random.default_rng([seed, variant, zlib.crc32(vol.name.encode())])
+    image = synth_image(grid, vol.spacing_mm, rng)
+    return prepare_volume(f"{vol.name}_synth{variant}", image, vol.spacing_mm, grid, spacing_mm, label_ids)
+
+
+def synth_volumes(maps: list[Volume], spacing_mm, label_ids: tuple[int, ...], variants: int, seed: int,
                   progress: bool = True) -> list[Volume]:
-    """`variants` synthetic volumes of every label map of the set `which`."""
+    """`variants` synthetic volumes of every packed label map of `maps` (map_volume) on the grid of
+    `spacing_mm`."""
     from tqdm import tqdm
 
-    files = label_map_files(data, which)
-    out = []
-    for path in tqdm(files, desc=f"synthesise {which} at {list(spacing_mm)} mm", disable=not progress,
-                     unit="map"):
-        out.extend(synth_volume(path, spacing_mm, label_ids, v, seed) for v in range(variants))
-    return out
+    return [synth_volume(m, spacing_mm, label_ids, v, seed)
+            for m in tqdm(maps, desc=f"synthesise flare22 at {list(spacing_mm)} mm", disable=not progress, unit="map")
+            for v in range(variants)]

@@ -3,7 +3,7 @@ the benchmark's own: it imports no other step module).
 
     WORK/coarse/                 the shared coarse stage (settings, summary, curve, final.pt)
     WORK/rows/<row>/{coarse,fine}/  a row's stages (its own coarse stage when the row has one)
-    WORK/target/                 links to the unlabelled target scans
+    WORK/pack.npz                the volumes every stage trains on (pack.py)
     WORK/scores/r<row>/          the row's scores (scores.csv or pet_check.csv)
 """
 from __future__ import annotations
@@ -32,18 +32,9 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()}"
 
 
-def target_folder(work: Path, data: Path = protocol.REAL_DATA) -> Path:
-    """WORK/target: links to the unlabelled target scans (never the test scans), for the steps that read a folder
-    of scans (pseudo-labels, CycleGAN)."""
-    target = work / "target"
-    target.mkdir(parents=True, exist_ok=True)
-    for case in protocol.source_cases("chaos_target", data)[0]:
-        if not case.image.is_file():
-            raise FileNotFoundError(f"{case.image}: target scan missing")
-        link = target / case.image.name
-        if not link.is_symlink():
-            link.symlink_to(case.image.resolve())
-    return target
+def work_pack(work: Path) -> Path:
+    """The pack a work folder makes for itself from the real data (`run`; steps.py)."""
+    return work / "pack.npz"
 
 
 def row_label_ids(r, data: Path = protocol.REAL_DATA) -> tuple[int, ...]:

@@ -3,7 +3,8 @@
 Such a row is the same step graph as every other row (steps.row_steps): its translator or pseudo-labels first,
 then the training chain of training.c2f as steps (convert -> plan -> coarse, fine -> export; each a
 `python -m training.c2f` command, resumed by nnU-Net's latest checkpoint, training.resume's rule), then the same
-score step. Its training sets are folders of links under WORK/rows/<row>/nnunet/sources/:
+score step. Its training sets are written from the pack (the one data path: the pack's 2 mm canonical grid, the
+scans' own intensities) under WORK/rows/<row>/nnunet/sources/:
 
     btcv/                the 30 BTCV CT (source "btcv"), or the CHAOS target scans with their labels
                          ("chaos_target", the upper bound)
@@ -16,15 +17,12 @@ no source here labels; the model's card lists the organs the row's sources hold.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-import numpy as np
 
 from training.runner import Step
 
-from . import protocol
-from .data import IGNORE
+from .data import IGNORE, Volume, label_map
+from .pack import load_packed, packed_set, read_meta
 from .recipe import Profile
 
 NNUNET_IGNORE = 14   # nnU-Net's ignore label: the highest label, max class (13) + 1
@@ -45,59 +43,46 @@ def spec_dict(prof: Profile, row: str) -> dict:
     return spec
 
 
-def _link_cases(cases: list[protocol.Case], folder: Path) -> str:
-    """Links to `cases` under folder/{images,labels}; returns the convert source `NAME=IMAGES,LABELS`."""
-    missing = [str(p) for c in cases for p in (c.image, c.label) if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} training file(s) missing, e.g. {missing[0]}")
-    for c in cases:
-        for src, dst in ((c.image, folder / "images" / f"{c.name}_0000.nii.gz"),
-                         (c.label, folder / "labels" / f"{c.name}.nii.gz")):
+def _write_source(volumes: list[Volume], folder: Path) -> str:
+    """Packed volumes as an nnU-Net source under folder/{images,labels}: each scan's own intensities
+    (`Volume.raw`) and its labels (FLARE ids; IGNORE as nnU-Net's ignore label), on the pack's canonical grid
+    (identity direction); returns the convert source `NAME=IMAGES,LABELS`."""
+    import SimpleITK as sitk
+
+    from inference.io import write_image_atomic
+
+    for v in volumes:
+        lab = label_map(v)
+        lab[lab == IGNORE] = NNUNET_IGNORE
+        for arr, dst in ((v.raw(), folder / "images" / f"{v.name}_0000.nii.gz"),
+                         (lab, folder / "labels" / f"{v.name}.nii.gz")):
+            image = sitk.GetImageFromArray(arr)
+            image.SetSpacing(tuple(float(x) for x in reversed(v.spacing_mm)))
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.is_symlink() or dst.exists():
-                dst.unlink()
-            os.symlink(src.resolve(), dst)
+            write_image_atomic(image, dst)
     return f"{folder.name}={folder / 'images'},{folder / 'labels'}"
 
 
-def link_sources(work: Path, prof: Profile, row: str, data: Path) -> list[str]:
-    """The row's training sets as convert sources (folders of links and the re-labelled pseudo-labels, made anew
-    each time: they are cheap, and never outlive the pseudo-labels they come from)."""
+def write_sources(work: Path, prof: Profile, row: str, pack: Path) -> list[str]:
+    """The row's training sets as convert sources, from the pack and the packs its preparing steps made (made
+    anew each time: they never outlive the packs they come from)."""
     import shutil
+
+    from .packed import pseudo_pack, synthetic_pack
 
     r, base = prof.rows[row], nnunet_folder(work, row) / "sources"
     shutil.rmtree(base, ignore_errors=True)
-    sources = [_link_cases(protocol.source_cases(r.source, data)[0], base / "btcv")]
+    grid = tuple(read_meta(pack)["spacing_mm"])
+    parts = [(pack, r.source, "btcv")]
     if r.synthetic:
-        from .synthetic import synthetic_cases
-
-        synth = work / "cyclegan" / r.synthetic / "synthetic"
-        sources.append(_link_cases(synthetic_cases(synth), base / f"syn{r.synthetic}"))
+        parts.append((synthetic_pack(work, r.synthetic), "all", f"syn{r.synthetic}"))
     if r.selftrain is not None:
-        sources.append(_pseudo_source(work, prof, row, base / "pseudo"))
-    return sources
+        parts.append((pseudo_pack(work, row), "all", "pseudo"))
+    return [_write_source(load_packed(path, grid, packed_set(path, set_name)), base / name)
+            for path, set_name, name in parts]
 
 
-def _pseudo_source(work: Path, prof: Profile, row: str, folder: Path) -> str:
-    """The kept target scans with their training labels, IGNORE written as nnU-Net's ignore label."""
-    from inference.io import read_image, write_labels
-
-    from .pseudo import pseudo_cases
-
-    cases = []
-    for c in pseudo_cases(work, prof, row):
-        label = folder / "labels_made" / f"{c.name}.nii.gz"
-        if not label.is_file():
-            loaded = read_image(c.label)
-            lab = np.array(loaded.array, dtype=np.uint8)
-            lab[lab == IGNORE] = NNUNET_IGNORE
-            label.parent.mkdir(parents=True, exist_ok=True)
-            write_labels(lab, loaded.image, label)
-        cases.append(protocol.Case(c.name, c.image, label))
-    return _link_cases(cases, folder)
-
-
-def nnunet_steps(work: Path, prof: Profile, row: str, deps: tuple[str, ...], data: Path, device: str,
+def nnunet_steps(work: Path, prof: Profile, row: str, deps: tuple[str, ...], pack: Path, device: str,
                  threads: int | None) -> list[Step]:
     """Steps r<row>.sources (the spec file and the training sets), then training.c2f's chain r<row>.convert ->
     plan -> coarse, fine -> export into WORK/models/r<row>."""
@@ -110,7 +95,7 @@ def nnunet_steps(work: Path, prof: Profile, row: str, deps: tuple[str, ...], dat
 
     def prepare() -> str:
         write_json(spec_file, spec, mkdir=True)
-        write_json(sources_file, link_sources(work, prof, row, data))
+        write_json(sources_file, write_sources(work, prof, row, pack))
         return str(base)
 
     names = ["btcv"] + ([f"syn{r.synthetic}"] if r.synthetic else []) + (["pseudo"] if r.selftrain else [])
@@ -122,5 +107,5 @@ def nnunet_steps(work: Path, prof: Profile, row: str, deps: tuple[str, ...], dat
                      da_workers=cfg.da_workers, coarse=StageTraining(**cfg.coarse), fine=StageTraining(**cfg.fine),
                      modalities=(r.modality,))
     prep = Step(f"r{row}.sources", deps, func=prepare,
-                settings={"spec": spec, "source": r.source, "data": str(data), "sources": list(sources)})
+                settings={"spec": spec, "source": r.source, "pack": str(pack), "sources": list(sources)})
     return [prep, *chain_steps(f"r{row}.", chain, (prep.name,))]

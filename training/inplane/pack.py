@@ -30,7 +30,7 @@ from . import protocol
 from .data import Volume, load_volumes, organ_box
 from .recipe import as_profile
 
-FORMAT = "flare-uda inplane pack v2"
+FORMAT = "flare-uda inplane pack v3"
 
 
 def _write(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
@@ -64,27 +64,54 @@ def write_pack(out: Path, volumes: list[Volume], sets: dict[str, list[str]], ext
     return out
 
 
-def pack(out: Path, profile: str, data: Path = protocol.REAL_DATA) -> Path:
-    """Write the pack of `profile` to `out` (.npz; temporary name, then rename)."""
+def stats_key(organ_set: str) -> str:
+    """Which label maps the self-training filter's relative-volume statistics of `organ_set` come from: BTCV's,
+    and the FLARE22 maps' too when the set holds an organ BTCV does not label (the duodenum)."""
+    from training.selftrain.labels import organ_set as organs
+
+    return "btcv" if set(organs(organ_set)) <= set(protocol.DATASET_ORGANS["btcv"]) else "btcv+flare22"
+
+
+def contents(profile) -> dict:
+    """What the pack of `profile` holds: its grid (the profile's finest), the sets of real scans (the rows'
+    sources; the target scans for the translators and the self-training rows; BTCV for the PET renders; the test
+    scans), whether the FLARE22 label maps (a row synthesises images from them) and which filter statistics."""
     prof = as_profile(profile)
-    fine = min((prof.coarse.spacing_mm, prof.fine.spacing_mm), key=lambda s: s[1] * s[2])
     rows = prof.rows.values()
-    # the real scans' sources (a PET row renders its source from the BTCV label maps); the target scans also for
-    # the translators and the self-training rows, the BTCV scans for the PET renders
     sources = {r.source for r in rows if r.source in ("btcv", "chaos_target")}
     if any(r.synthetic or r.selftrain for r in rows):
         sources |= {"btcv", "chaos_target"}
     if any(r.source == "btcv_pet" for r in rows):
         sources.add("btcv")
-    todo = {s: protocol.source_cases(s, data) for s in sorted(sources)}
+    fine = min((prof.coarse.spacing_mm, prof.fine.spacing_mm), key=lambda s: s[1] * s[2])
+    return {"format": FORMAT, "spacing_mm": list(fine), "sets": sorted(sources) + ["test"],
+            "flare22": any(r.label_maps for r in rows),
+            "stats": sorted({stats_key(r.selftrain.organ_set) for r in rows if r.selftrain})}
+
+
+def pack(out: Path, profile, data: Path = protocol.REAL_DATA, compress: bool = True) -> Path:
+    """Write the pack of `profile` (a name, a JSON path or a Profile) to `out` (.npz; temporary name, then
+    rename): what `contents` names."""
+    what = contents(profile)
+    todo = {s: protocol.source_cases(s, data) for s in what["sets"] if s != "test"}
     todo["test"] = (protocol.test_cases(data), protocol.CHAOS_LABELS)
+    fine = tuple(what["spacing_mm"])
+    volumes = [vol for cases, label_ids in todo.values() for vol in load_volumes(cases, fine, label_ids)]
+    sets = {s: [c.name for c in cases] for s, (cases, _) in todo.items()}
+    if what["flare22"]:
+        from .labelmaps import label_map_files, map_volume
+
+        maps = [map_volume(path, fine) for path in label_map_files(data)]
+        volumes += maps
+        sets["flare22"] = [m.name for m in maps]
     extra = {}
-    if any(r.selftrain for r in rows):
+    if what["stats"]:
         from training.selftrain.stats import compute_stats
 
-        extra["btcv_stats"] = compute_stats(data / "ct_btcv" / "labelsTr", progress=False).to_dict()
-    volumes = [vol for cases, label_ids in todo.values() for vol in load_volumes(cases, fine, label_ids)]
-    return write_pack(out, volumes, {s: [c.name for c in cases] for s, (cases, _) in todo.items()}, extra)
+        folders = {"btcv": [data / "ct_btcv" / "labelsTr"],
+                   "btcv+flare22": [data / "ct_btcv" / "labelsTr", data / protocol.FLARE22_MAPS]}
+        extra["stats"] = {k: compute_stats(folders[k], progress=False).to_dict() for k in what["stats"]}
+    return write_pack(out, volumes, sets, extra, compress)
 
 
 def read_meta(path: Path) -> dict:

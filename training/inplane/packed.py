@@ -1,40 +1,47 @@
-"""Every row of a profile from a pack, in one run: the path of the lent GPU machine (no data, no SimpleITK).
-
-The CPU path (`steps.py`) reads the NIfTI scans and writes NIfTI files between its steps: translated CT, the
-teachers' predictions, pseudo-labels, PET renders. Here the same steps work on the pack's volumes in memory and
-write what later stages train on as packs of their own (the pack format, `pack.py`), all on the pack's grid:
+"""The benchmark's one data path: every volume a stage trains on comes from the pack (`pack.py`: the real scans
+prepared once on the profile's finest grid) or from a pack made from it by a preparing step, on the same grid:
 
     WORK/cyclegan/<kind>/synthetic.npz       every BTCV CT translated by the row's CycleGAN (training.cyclegan,
                                              fed the scans' own intensities, `Volume.raw`), with its labels
     WORK/rows/<row>/pseudo/pseudo.npz        the kept target scans with their training labels (teachers exported
                                              to WORK/models/r<t>, segmented by the engine's own pipeline,
                                              `Segmenter.segment_array`; the dual-stage filter of training.selftrain;
-                                             Table 4 and the per-scan record in pseudo/filtered/ as on the CPU path)
+                                             Table 4 and the per-scan record in pseudo/filtered/)
     WORK/rows/<row>/render/pet.npz           the PET row's renders of the BTCV label maps (training.render)
 
-`run_packed` runs the whole graph on the shared runner, independent steps at once (`jobs`; each training is its own
-process, so several share the GPU). It trains; the real scans are scored afterwards where the data is
-(`python -m training.inplane score-trained`, the engine on the CPU as for every row). The differences from the
-CPU path are the pack's: every volume was resampled to the pack's grid first (the translator, the teachers and the
-renderer see 2 mm slices instead of the scan's own pixels).
+Each is made again when what it is made with changes (its recorded options, settings or teachers), never reused
+stale. None of it needs SimpleITK, so the lent GPU machine runs it from an uploaded pack; the graph of steps is
+`steps.py`. The translator, the teachers and the renderer see the pack's 2 mm slices, not the scan's own pixels.
 """
 from __future__ import annotations
 
 import json
 import shutil
-import sys
-from dataclasses import asdict
 from pathlib import Path
 
-from training.runner import RunResult, Step, run_steps
+import numpy as np
 
 from . import protocol
-from .data import IGNORE, MixedBank, SliceBank, Volume, label_map, prepare_volume
-from .pack import load_packed, packed_set, read_meta, write_pack
-from .recipe import Profile, as_profile
+from .data import IGNORE, MixedBank, SliceBank, Volume, label_map, prepare_volume, relabel
+from .pack import load_packed, packed_set, read_meta, stats_key, write_pack
+from .recipe import PROFILE_DIR, Profile, as_profile
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)   # packed volumes are on the engine's canonical grid
+FLARE_LABELS = (0,) + protocol.DATASET_ORGANS["flare_mri"]   # a pseudo pack keeps every organ
 PARTS = ("translator", "pseudo", "render")
+KINDS = ("attention", "plain")   # Organ Attention CycleGAN; the same without attention discriminator and seg loss
+
+
+def translator_options(prof: Profile, kind: str):
+    """The `kind` translator's options: the profile's `cyclegan` file (one translator per kind serves every row
+    that names it; it trains with the fine recipe's torch threads and resumes from its last epoch)."""
+    from training.cyclegan.options import CycleGANOptions
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown CycleGAN kind {kind!r} ({', '.join(KINDS)})")
+    path = Path(prof.cyclegan)
+    opts = CycleGANOptions.load(path if path.is_absolute() else PROFILE_DIR / path)
+    return opts.replace(attention=kind == "attention")
 
 
 def synthetic_pack(work: Path, kind: str) -> Path:
@@ -59,24 +66,37 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
-def packed_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, pack: Path, curve_on_test: bool):
+def packed_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, pack: Path, label_ids,
+                curve_on_test: bool):
     """The training bank and the curve's test volumes of `stage` of `row` (the row that trains it: the
-    profile's `coarse_row` for the shared coarse stage) from the pack and the packs made from it."""
+    profile's `coarse_row` for the shared coarse stage) from the pack and the packs made from it, labelled as
+    channels of `label_ids` (a row that also trains on label maps: every source's background is PARTIAL)."""
     r = prof.rows[row]
+    fine = stage == "fine"
+    partial = fine and r.label_maps is not None
+
+    def bank(path: Path, set_name: str) -> SliceBank:
+        return SliceBank([relabel(v, label_ids, partial)
+                          for v in load_packed(path, spacing_mm, packed_set(path, set_name))])
+
     if r.source == "btcv_pet":
-        path = _need(render_pack(work, row), f"row {row}'s PET renders")
-        bank = SliceBank(load_packed(path, spacing_mm, packed_set(path, "all")))
+        out = bank(_need(render_pack(work, row), f"row {row}'s PET renders"), "all")
     else:
-        bank = SliceBank(load_packed(pack, spacing_mm, packed_set(pack, r.source)))
-    if stage == "fine" and r.synthetic:
-        path = _need(synthetic_pack(work, r.synthetic), f"the {r.synthetic} CycleGAN's translated CT")
-        bank = MixedBank(bank, SliceBank(load_packed(path, spacing_mm, packed_set(path, "all"))), r.p_synthetic)
-    if stage == "fine" and r.selftrain:
-        path = _need(pseudo_pack(work, row), f"row {row}'s pseudo-labelled target scans")
-        bank = MixedBank(bank, SliceBank(load_packed(path, spacing_mm, packed_set(path, "all"))),
-                         r.selftrain.p_target)
+        out = bank(pack, r.source)
+    if fine and r.synthetic:
+        out = MixedBank(out, bank(_need(synthetic_pack(work, r.synthetic), f"the {r.synthetic} CycleGAN's "
+                                        "translated CT"), "all"), r.p_synthetic)
+    if fine and r.selftrain:
+        out = MixedBank(out, bank(_need(pseudo_pack(work, row), f"row {row}'s pseudo-labelled target scans"), "all"),
+                        r.selftrain.p_target)
+    if partial:
+        from .labelmaps import synth_volumes
+
+        maps = load_packed(pack, spacing_mm, packed_set(pack, "flare22"))
+        out = MixedBank(out, SliceBank(synth_volumes(maps, spacing_mm, label_ids, r.label_map_variants, prof.seed)),
+                        r.p_label_maps)
     evals = load_packed(pack, spacing_mm, packed_set(pack, "test")) if curve_on_test else []
-    return bank, evals
+    return out, evals
 
 
 def prepare_translator(work: Path, prof: Profile, kind: str, pack: Path, device: str = "cpu",
@@ -89,8 +109,6 @@ def prepare_translator(work: Path, prof: Profile, kind: str, pack: Path, device:
     from training.cyclegan.options import CycleGANOptions
     from training.cyclegan.train import train_cases
     from training.cyclegan.translate import load_checkpoint, translate_case
-
-    from .synthetic import translator_options
 
     run, dest = work / "cyclegan" / kind, synthetic_pack(work, kind)
     opts = translator_options(prof, kind)
@@ -133,15 +151,15 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
 
     from .layout import machine
     from .export import export_row
-    from .pseudo import training_label
 
     st = prof.rows[row].selftrain
     dest = pseudo_pack(work, row)
     if dest.parent.exists():
         shutil.rmtree(dest.parent)      # made again whole: the teachers may have changed
-    meta = read_meta(pack)
-    if "btcv_stats" not in meta:
-        raise ValueError(f"{pack}: no relative-volume statistics (a pack of a profile without self-training rows)")
+    stats = read_meta(pack).get("stats", {}).get(stats_key(st.organ_set))
+    if stats is None:
+        raise ValueError(f"{pack}: no relative-volume statistics for organ set {st.organ_set!r} (a pack of a "
+                         "profile without such a self-training row)")
     preds: dict[str, list] = {}
     grid = _grid(pack)
     targets = load_packed(pack, grid, packed_set(pack, "chaos_target"))
@@ -154,7 +172,7 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
                                       threads=threads, tta=True))
         for v in targets:
             preds.setdefault(v.name, []).append(seg.segment_array(v.raw(), v.spacing_mm, "MRI"))
-    set_stats = CTStats.from_dict(meta["btcv_stats"]).for_set(st.organ_set)
+    set_stats = CTStats.from_dict(stats).for_set(st.organ_set)
     threshold = DEFAULT_DICE_THRESHOLD[st.organ_set] if st.dice_threshold is None else st.dice_threshold
     results, selected = rank_cases(list(preds), lambda n: preds[n][:2], set_stats, st.n_sigma, 1, threshold,
                                    st.top_k)
@@ -168,9 +186,22 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
         v = by_name[res.case]
         consensus = vote(preds[res.case], organ_set(st.organ_set), IGNORE)
         label = training_label(consensus, preds[res.case][0], st.organ_set)
-        volumes.append(prepare_volume(v.name, v.raw(), v.spacing_mm, label, v.spacing_mm, protocol.BTCV_LABELS))
+        volumes.append(prepare_volume(v.name, v.raw(), v.spacing_mm, label, v.spacing_mm, FLARE_LABELS))
     return write_pack(dest, volumes, {"all": [v.name for v in volumes]},
                       {"teachers": list(st.teachers), "kept": [r.case for r in selected]}, compress=False)
+
+
+def training_label(consensus: np.ndarray, best: np.ndarray, set_name: str) -> np.ndarray:
+    """The training label of a kept scan: the teachers' consensus, with IGNORE wherever the best teacher gives an
+    organ outside the filter's organ set `set_name` (such organs were not checked, so they are neither trusted as
+    organ nor as background)."""
+    from training.selftrain.labels import organ_set
+
+    checked = np.zeros(256, dtype=bool)
+    checked[[0, IGNORE, *organ_set(set_name)]] = True
+    out = consensus.copy()
+    out[~checked[best]] = IGNORE
+    return out
 
 
 def _render(name: str, labels, body, spacing, seed: int):
@@ -196,7 +227,7 @@ def prepare_render(work: Path, prof: Profile, row: str, pack: Path, workers: int
     from training.render import body_mask_from_image
 
     r, dest = prof.rows[row], render_pack(work, row)
-    settings = _render_settings(prof, row)
+    settings = render_settings(prof, row)
     if dest.is_file() and read_meta(dest).get("settings") == settings:
         return dest
     workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2))
@@ -211,7 +242,7 @@ def prepare_render(work: Path, prof: Profile, row: str, pack: Path, workers: int
     return write_pack(dest, volumes, {"all": [v.name for v in volumes]}, {"settings": settings}, compress=False)
 
 
-def _render_settings(prof: Profile, row: str) -> dict:
+def render_settings(prof: Profile, row: str) -> dict:
     from .pet import PAD_MM
 
     return {"kind": "pet", "variants": prof.rows[row].render_variants, "seed": prof.seed, "pad_mm": list(PAD_MM)}
@@ -232,75 +263,3 @@ def prepare(work: Path, profile: str | Profile, row: str, part: str, pack: Path,
     if part == "render" and r.source == "btcv_pet":
         return prepare_render(work, prof, row, pack)
     raise ValueError(f"row {row} has no {part!r} step (parts: {', '.join(PARTS)})")
-
-
-def packed_steps(work: Path, prof: Profile, profile_arg: str, pack: Path, rows: list[str], device: str,
-                 threads: int | None = None) -> list[Step]:
-    """The step graph of `rows` and of every row they learn from, each step a process of this package."""
-    steps: dict[str, Step] = {}
-    base = [sys.executable, "-m", "training.inplane"]
-    common = ["--work", str(work), "--profile", profile_arg, "--packed", str(pack), "--device", device]
-    if threads:
-        common += ["--threads", str(threads)]
-
-    def cmd(verb: str, row: str, *extra: str) -> list[str]:
-        return base + [verb, *common, "--row", row, *extra]
-
-    def coarse_of(rw: str) -> str:
-        return f"r{rw}.coarse" if prof.rows[rw].own_coarse else "coarse"
-
-    def add(rw: str) -> None:
-        if f"r{rw}.fine" in steps:
-            return
-        if rw not in prof.rows:
-            raise ValueError(f"profile {prof.name} has no row {rw!r} (rows: {sorted(prof.rows)})")
-        r, deps = prof.rows[rw], []
-        if r.source == "btcv_pet":
-            steps[f"r{rw}.render"] = Step(f"r{rw}.render", argv=cmd("prepare", rw, "--part", "render"),
-                                          settings=_render_settings(prof, rw))
-            deps.append(f"r{rw}.render")
-        name = coarse_of(rw)
-        if name not in steps:
-            owner = rw if r.own_coarse else prof.coarse_row
-            steps[name] = Step(name, tuple(deps), argv=cmd("train", owner, "--stage", "coarse"), gpu=True,
-                               settings=prof.stage_settings(owner, "coarse"))
-        if r.synthetic:
-            from .synthetic import translator_options
-
-            name = f"cyclegan.{r.synthetic}"
-            steps.setdefault(name, Step(name, argv=cmd("prepare", rw, "--part", "translator"), gpu=True,
-                                        settings=translator_options(prof, r.synthetic).to_dict()))
-            deps.append(name)
-        if r.selftrain:
-            for t in r.selftrain.teachers:
-                add(t)
-            teach = tuple(d for t in r.selftrain.teachers for d in (f"r{t}.fine", coarse_of(t)))
-            steps[f"r{rw}.pseudo"] = Step(f"r{rw}.pseudo", tuple(dict.fromkeys(teach)),
-                                          argv=cmd("prepare", rw, "--part", "pseudo"), gpu=True,
-                                          settings={"selftrain": asdict(r.selftrain)})
-            deps.append(f"r{rw}.pseudo")
-        if r.start:
-            add(r.start)
-            deps.append(f"r{r.start}.fine")
-        steps[f"r{rw}.fine"] = Step(f"r{rw}.fine", tuple(deps), argv=cmd("train", rw, "--stage", "fine"), gpu=True,
-                                    settings=prof.stage_settings(rw, "fine"))
-
-    for row in rows:
-        add(row)
-    return list(steps.values())
-
-
-def run_packed(work: Path, profile: str, pack: Path, rows: list[str] | None = None, device: str = "cpu",
-               jobs: int = 1, threads: int | None = None) -> RunResult:
-    """Train every stage of `rows` (default: all the profile's rows a pack can train: the in-plane rows that do
-    not synthesise images from label maps, which the pack does not hold) from `pack`, `jobs` steps at once."""
-    prof = as_profile(profile)
-    read_meta(pack)
-    rows = rows or [name for name, r in prof.rows.items() if r.label_maps is None and r.trainer == "inplane"]
-    other = [name for name in rows if name in prof.rows
-             and (prof.rows[name].label_maps is not None or prof.rows[name].trainer != "inplane")]
-    if other:
-        raise ValueError(f"rows {other} train on label maps or the 3D nnU-Net C2F, which need the files, not a "
-                         "pack: run them with `run --row`")
-    steps = packed_steps(work, prof, profile, pack, rows, device, threads)
-    return run_steps(work, steps, jobs=jobs, progress=False, desc="packed rows")

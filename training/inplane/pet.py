@@ -1,11 +1,10 @@
 """PET rows: FDG-PET-like renders of the 30 BTCV label maps as the labelled source, and the plausibility check on
 the two real FDG PET scans (there are no PET labels here).
 
-    WORK/render/body/<case>.nii.gz                 body mask of each BTCV CT (all the renderer takes from a scan)
-    WORK/render/pet/images/<case>_pet<k>_0000.nii.gz, labels/<case>_pet<k>.nii.gz
-                                                   `variants` renders per case (training.render.pet: uptake per
-                                                   organ drawn per render, hot non-organ structures, the body
-                                                   extended 100-250 mm above and below the labels, PSF, noise)
+    WORK/rows/<row>/render/pet.npz                 `render_variants` renders per BTCV case from the pack
+                                                   (packed.prepare_render; training.render.pet: uptake per organ
+                                                   drawn per render, hot non-organ structures, the body extended
+                                                   100-250 mm above and below the labels, PSF, noise)
     WORK/scores/r<row>/pet_check.csv               per scan and organ: volume (ml), plausible, placed
 
 The check is the one the PET model shipped so far was chosen by (in the retired first benchmark: organ volumes within
@@ -24,30 +23,6 @@ from training.pet_check import PET_CASES
 from . import protocol
 
 PAD_MM = (100.0, 250.0)
-
-
-def pet_cases(work: Path, data: Path = protocol.REAL_DATA, variants: int = 2, seed: int = 0,
-              workers: int = 1) -> list[protocol.Case]:
-    """The rendered PET source (rendered where missing; renders of another seed, variant count or body extension
-    are removed first: training.resume)."""
-    from dataclasses import asdict
-
-    from training.render import PetRenderConfig, render_pet_folder, write_body_mask
-    from training.resume import claim
-
-    body = work / "render" / "body"
-    body.mkdir(parents=True, exist_ok=True)
-    names = []
-    for case in protocol.source_cases("btcv", data)[0]:
-        if not (body / case.label.name).is_file():
-            write_body_mask(case.image, case.label, body / case.label.name)
-        names.append(case.name)
-    out = work / "render" / "pet"
-    claim(out, {"seed": seed, "variants": variants, "config": asdict(PetRenderConfig(pad_mm=PAD_MM))})
-    render_pet_folder(case.label.parent, body, names, out, seed, variants, PetRenderConfig(pad_mm=PAD_MM),
-                      workers=workers)
-    return [protocol.Case(f"{n}_pet{k}", out / "images" / f"{n}_pet{k}_0000.nii.gz",
-                          out / "labels" / f"{n}_pet{k}.nii.gz") for n in names for k in range(variants)]
 
 
 def check_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int | None = None) -> Path:

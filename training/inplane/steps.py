@@ -1,85 +1,133 @@
-"""One benchmark row as a step graph on the shared runner (training.runner): the row's stages, the rows it learns
-from (teachers, the start row), its translator or renders, export and score, each a step whose "done" marker
-records what it was made from. A changed profile setting re-runs the steps it touches and everything below them.
+"""The benchmark's one step graph (on the shared runner, training.runner): every row's stages, the rows it learns
+from (teachers, the start row), its translator, renders or pseudo-labels, export and score, all on the one data
+path (the pack, packed.py). Each step records what it was made from; a changed profile setting re-runs the steps
+it touches and everything below them.
 
 Steps (names as in WORK/state/):
+    pack                         WORK/pack.npz made from the real data (`run`); a given pack instead (`run-packed`)
     coarse | r<row>.coarse       the shared coarse stage, or the row's own (PET rows)
-    r<row>.sources, .convert, .plan, .coarse, .fine, .export
-                                 a 3D nnU-Net row (trainer "nnunet3d"): training.c2f's chain (nnunet3d.py)
     cyclegan.<kind>              the row's translator and the translated source (CycleGAN rows)
+    r<row>.render                the PET row's renders of the BTCV label maps
     r<row>.pseudo                pseudo-labels of the target scans through the dual-stage filter (self-training)
     r<row>.fine                  the row's fine stage
-    r<row>.export, r<row>.score  WORK/models/r<row>; the CHAOS test scores or the PET check
+    r<row>.sources, .convert, .plan, .coarse, .fine, .export
+                                 a 3D nnU-Net row (trainer "nnunet3d"): training.c2f's chain (nnunet3d.py)
+    r<row>.export, r<row>.score  WORK/models/r<row>; the CHAOS test scores or the PET check (`run`)
 
-Training steps resume an interrupted run (stage folders carry their settings, train._still_to_train); the other
-steps are redone whole when they run (minutes at most).
+Every step that trains or prepares is a process of this package (`jobs` of them at once; several share a GPU);
+training steps resume an interrupted run (stage folders carry their settings, train._still_to_train).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from training.runner import Step
+from training.runner import RunResult, Step, run_steps
 
 from . import protocol
-from .recipe import Profile
+from .layout import work_pack
+from .recipe import Profile, as_profile
 
 
-def row_steps(work: Path, prof: Profile, row: str, data: Path = protocol.REAL_DATA,
-              device: str = "cpu", threads: int | None = None, curve_on_test: bool = True) -> list[Step]:
-    """The steps of `row` and of every row it needs (its teachers, its start row), in dependency order."""
-    from .train import train_one
+def row_steps(work: Path, prof: Profile, profile_arg: str, rows: list[str], pack: Path | None = None,
+              data: Path = protocol.REAL_DATA, device: str = "cpu", threads: int | None = None,
+              curve_on_test: bool = True, score: bool = True) -> list[Step]:
+    """The steps of `rows` and of every row they learn from, in dependency order. `pack` None: WORK/pack.npz,
+    made from `data` by the step `pack`. `score`: also export and score each row (the engine on the real scans
+    under `data`). `profile_arg` is the profile as the steps' commands name it (a name or a JSON path)."""
+    graph = _Graph(work, prof, profile_arg, pack, data, device, threads, curve_on_test, score)
+    for row in rows:
+        graph.add(row)
+    return list(graph.steps.values())
 
-    steps: dict[str, Step] = {}
 
-    def train(rw: str, stage: str):
-        return lambda: str(train_one(work, prof, rw, stage, data, device, threads, curve_on_test))
+class _Graph:
+    """The steps of row_steps as they are added, each row after what it needs."""
 
-    def add(rw: str) -> None:
-        if f"r{rw}.score" in steps:
-            return
-        r = prof.rows[rw]
-        deps: list[str] = []
-        coarse = f"r{rw}.coarse" if r.own_coarse else "coarse"
-        if coarse not in steps and r.trainer == "inplane":
-            steps[coarse] = Step(coarse, func=train(rw, "coarse"), settings=prof.stage_settings(rw, "coarse"))
+    def __init__(self, work, prof, profile_arg, pack, data, device, threads, curve_on_test, score):
+        from .pack import contents, pack as make_pack
+
+        self.work, self.prof, self.data, self.device, self.threads = work, prof, data, device, threads
+        self.curve_on_test, self.score = curve_on_test, score
+        self.steps: dict[str, Step] = {}
+        self.first: tuple[str, ...] = ()
+        if pack is None:
+            pack = work_pack(work)
+            self.steps["pack"] = Step("pack", func=lambda: str(make_pack(pack, prof, data, compress=False)),
+                                      settings={"data": str(data), **contents(prof)})
+            self.first = ("pack",)
+        self.pack = pack
+        self.common = ["--work", str(work), "--profile", profile_arg, "--packed", str(pack), "--device", device]
+        self.common += ["--threads", str(threads)] if threads else []
+
+    def cmd(self, verb: str, row: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "training.inplane", verb, *self.common, "--row", row, *extra]
+
+    def coarse_of(self, rw: str) -> str:
+        return f"r{rw}.coarse" if self.prof.rows[rw].own_coarse else "coarse"
+
+    def train(self, row: str, stage: str, deps: tuple[str, ...]) -> Step:
+        name = self.coarse_of(row) if stage == "coarse" else f"r{row}.{stage}"
+        extra = ("--stage", stage) + (() if self.curve_on_test else ("--no-curve-on-test",))
+        return Step(name, self.first + deps, argv=self.cmd("train", row, *extra), gpu=True,
+                    settings=self.prof.stage_settings(row, stage))
+
+    def prepare(self, rw: str, name: str, part: str, deps: tuple[str, ...], settings: dict) -> str:
+        self.steps.setdefault(name, Step(name, self.first + deps, argv=self.cmd("prepare", rw, "--part", part),
+                                         gpu=part != "render", settings=settings))
+        return name
+
+    def inputs(self, rw: str) -> list[str]:
+        """The steps that make what row `rw`'s fine stage trains on besides the pack (adding them)."""
+        from .packed import render_settings, translator_options
+
+        r, deps = self.prof.rows[rw], []
+        if r.source == "btcv_pet":
+            deps.append(self.prepare(rw, f"r{rw}.render", "render", (), render_settings(self.prof, rw)))
+        if r.trainer == "inplane" and self.coarse_of(rw) not in self.steps:
+            owner = rw if r.own_coarse else self.prof.coarse_row
+            self.steps[self.coarse_of(rw)] = self.train(owner, "coarse", tuple(deps))
         if r.synthetic:
-            from .synthetic import synthetic_folder, translator_options
-
-            name = f"cyclegan.{r.synthetic}"
-            steps.setdefault(name, Step(name, func=lambda k=r.synthetic: str(synthetic_folder(
-                work, prof, k, data, device, threads)), settings=translator_options(prof, r.synthetic).to_dict()))
-            deps.append(name)
-        if r.selftrain is not None:
-            from .pseudo import pseudo_label
-
-            st = r.selftrain
-            for t in st.teachers:
-                add(t)
-            name = f"r{rw}.pseudo"
-            steps[name] = Step(name, tuple(f"r{t}.export" for t in st.teachers),
-                               func=lambda: str(pseudo_label(work, prof, rw, data, device, threads, fresh=True)),
-                               settings={"selftrain": asdict(st)})
-            deps.append(name)
+            deps.append(self.prepare(rw, f"cyclegan.{r.synthetic}", "translator", (),
+                                     translator_options(self.prof, r.synthetic).to_dict()))
+        if r.selftrain:
+            for t in r.selftrain.teachers:
+                self.add(t)
+            teach = tuple(dict.fromkeys(d for t in r.selftrain.teachers for d in (f"r{t}.fine", self.coarse_of(t))))
+            deps.append(self.prepare(rw, f"r{rw}.pseudo", "pseudo", teach, {"selftrain": asdict(r.selftrain)}))
         if r.start:
-            if prof.rows[r.start].trainer != "inplane":
-                raise ValueError(f"row {rw} starts from row {r.start}'s fine stage, which is a 3D nnU-Net one")
-            add(r.start)
+            self.add(r.start)
             deps.append(f"r{r.start}.fine")
-        if r.trainer == "nnunet3d":
+        return deps
+
+    def add(self, rw: str) -> None:
+        if f"r{rw}.export" in self.steps or f"r{rw}.fine" in self.steps:
+            return
+        if rw not in self.prof.rows:
+            raise ValueError(f"profile {self.prof.name} has no row {rw!r} (rows: {sorted(self.prof.rows)})")
+        deps = tuple(self.inputs(rw))
+        if self.prof.rows[rw].trainer == "nnunet3d":
             from .nnunet3d import nnunet_steps
 
-            chain = nnunet_steps(work, prof, rw, tuple(deps), data, device, threads)
-            score = _export_and_score(work, prof, rw, (), data, threads)[1]
-            steps.update({step.name: step for step in (*chain, score)})
-            return
-        steps[f"r{rw}.fine"] = Step(f"r{rw}.fine", tuple(deps), func=train(rw, "fine"),
-                                    settings=prof.stage_settings(rw, "fine"))
-        for step in _export_and_score(work, prof, rw, (coarse, f"r{rw}.fine"), data, threads):
-            steps[step.name] = step
+            chain = nnunet_steps(self.work, self.prof, rw, self.first + deps, self.pack, self.device, self.threads)
+            self.steps.update({step.name: step for step in chain})
+            after: tuple[str, ...] | None = None     # the chain exports
+        else:
+            self.steps[f"r{rw}.fine"] = self.train(rw, "fine", deps)
+            after = (self.coarse_of(rw), f"r{rw}.fine")
+        if self.score:
+            for step in _export_and_score(self.work, self.prof, rw, after or (), self.data, self.threads):
+                if after is not None or step.name.endswith(".score"):
+                    self.steps[step.name] = step
 
-    add(row)
-    return list(steps.values())
+
+def run_rows(work: Path, profile: str, rows: list[str], pack: Path | None = None, data: Path = protocol.REAL_DATA,
+             device: str = "cpu", jobs: int = 1, threads: int | None = None, curve_on_test: bool = True,
+             score: bool = True) -> RunResult:
+    """Run what is missing or outdated of `rows` and of the rows they need, `jobs` steps at once."""
+    steps = row_steps(work, as_profile(profile), profile, rows, pack, data, device, threads, curve_on_test, score)
+    return run_steps(work, steps, jobs=jobs, progress=False, desc="benchmark rows")
 
 
 def _export_and_score(work: Path, prof: Profile, row: str, deps: tuple[str, ...], data: Path,
@@ -92,8 +140,8 @@ def _export_and_score(work: Path, prof: Profile, row: str, deps: tuple[str, ...]
 
 
 def _export(work: Path, profile: Profile, row: str) -> str:
-    from .layout import machine
     from .export import export_row
+    from .layout import machine
 
     return str(export_row(work, profile, row, work / "models" / f"r{row}", name=f"r{row}", machine=machine()))
 
