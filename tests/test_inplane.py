@@ -219,7 +219,7 @@ def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhe
     # the steps' "done" markers record what each step was made from: a changed fine recipe retrains the fine
     # stage and redoes export and score, and leaves the coarse stage as it was
     coarse_final = (work / "coarse" / "final.pt").stat().st_mtime_ns
-    assert json.loads((work / "state" / "rA.fine.json").read_text())["upstream"] == {}
+    assert set(json.loads((work / "state" / "rA.fine.json").read_text())["upstream"]) == {"pack"}
     profile = json.loads(prof_file.read_text())
     profile["fine"]["iterations"] = 4
     prof_file.write_text(json.dumps(profile))
@@ -318,6 +318,7 @@ def test_a_3d_nnunet_row_runs_the_c2f_chain_on_real_ct_in_the_same_graph(tmp_pat
             (data / "ct_btcv" / sub).mkdir(parents=True, exist_ok=True)
             (data / "ct_btcv" / sub / src.name).symlink_to(src)
     (data / "mr_chaos_t2").symlink_to(REAL / "mr_chaos_t2")
+    (data / "flare22_labels").symlink_to(REAL / "flare22_labels")   # the profile's pack holds them (row RAd)
     net = {"features_per_stage": [4, 8], "strides": [[1, 1, 1], [2, 2, 2]], "n_conv_per_stage": 1,
            "n_conv_per_stage_decoder": 1}
     run = {"epochs": 1, "iterations": 2, "val_iterations": 1}
