@@ -17,15 +17,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from .resources import CaseMeasurement
     from .score import CaseRow
 
-__all__ = ["score_boxplots", "resource_curves"]
+__all__ = ["score_boxplots", "resource_curves", "save_figure"]
 
 
-def _save(figure, path: Path) -> None:
+def save_figure(figure, path: Path, dpi: int = 120) -> Path:
+    """`figure` as path.png (temporary name, then rename; its folder made), then closed, written or not."""
+    path = Path(path).with_suffix(".png")
     try:
-        with atomic_path(Path(path).with_suffix(".png"), mkdir=True) as tmp:
-            figure.savefig(tmp, dpi=120, format="png")
+        with atomic_path(path, mkdir=True) as tmp:
+            figure.savefig(tmp, dpi=dpi, format="png")
     finally:
         plt.close(figure)
+    return path
 
 
 def score_boxplots(rows: Sequence["CaseRow"], organs: Sequence["Organ"], path: Path) -> None:
@@ -44,7 +47,7 @@ def score_boxplots(rows: Sequence["CaseRow"], organs: Sequence["Organ"], path: P
     axes[-1].set_xticks(range(1, len(organs) + 1), names, rotation=45, ha="right")
     axes[0].set_title(f"per-organ scores over {len({r.case for r in rows})} cases")
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def resource_curves(measurement: "CaseMeasurement", path: Path) -> None:
@@ -72,4 +75,4 @@ def resource_curves(measurement: "CaseMeasurement", path: Path) -> None:
     )
     axes[0].set_title(f"{measurement.case}: {measurement.time_s:.2f} s, {gpu}", fontsize="medium")
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)

@@ -72,12 +72,10 @@ def export_model(folder: Path, *, name: str, description: str, modalities: tuple
         if onnx:
             files["onnx"] = f"{stage_name}.onnx"
             export_onnx(engine_net, cfg.patch_size, folder / files["onnx"])
-        for fname in files.values():
-            sha[fname] = sha256_of(folder / fname)
+        sha.update({fname: sha256_of(folder / fname) for fname in files.values()})
         final[stage_name] = replace(cfg, files=files)
         params[stage_name] = count_parameters(engine_net)
-    prov = {"git_commit": git_commit(), "torch": torch.__version__, "parameters": params}
-    prov.update(provenance or {})
+    prov = {"git_commit": git_commit(), "torch": torch.__version__, "parameters": params, **(provenance or {})}
     card = ModelCard(name=name, description=description, modalities=tuple(modalities), coarse=final["coarse"],
                      fine=final["fine"], provenance=prov, sha256=sha, **card_fields)
     write_card(card, folder)

@@ -2,7 +2,7 @@
 # Prepare .devrun/ (git-ignored) for benchmarks/device/inplane_gpu.sh on a lent GPU machine (python3 3.12 + CUDA
 # torch + numpy + scipy, no SimpleITK / connected-components-3d / dynamic-network-architectures, no network, at most
 # 64 MiB uploaded):
-#   .devrun/inplane_pack.npz    the profile's volumes (python -m training.inplane pack, ~41 MB)
+#   .devrun/inplane_pack.npz    the profile's volumes (python -m training.inplane pack, ~43 MB with the FLARE22 maps)
 #   .devrun/inplane_site.tar.xz dynamic-network-architectures and tqdm (pure Python), connected-components-3d (the
 #                               engine's clean-up, for the teachers' pseudo-labels; the cp312 manylinux wheel)
 # Usage: bash benchmarks/device/prepare_inplane_gpu.sh [PROFILE [PYTHON]]   (default gpu 3.12: the device's python3;

@@ -21,6 +21,11 @@ PY = sys.executable
 CHAIN = ("convert", "plan", *STAGES, "export")
 
 
+def _flag(flag: str, value) -> list[str]:
+    """`flag value` for a value that is set, nothing for None."""
+    return [] if value is None else [flag, str(value)]
+
+
 @dataclass(frozen=True)
 class StageTraining:
     """How long one stage trains and what it starts from (None: the trainer's own)."""
@@ -32,13 +37,9 @@ class StageTraining:
     pretrained: str | None = None   # weights that start the training (every layer): self-training
 
     def args(self) -> list[str]:
-        out: list[str] = []
-        for flag, value in (("--epochs", self.epochs), ("--iterations", self.iterations),
-                            ("--val-iterations", self.val_iterations), ("--time-budget", self.time_budget_s),
-                            ("--pretrained", self.pretrained)):
-            if value is not None:
-                out += [flag, str(value)]
-        return out
+        return [*_flag("--epochs", self.epochs), *_flag("--iterations", self.iterations),
+                *_flag("--val-iterations", self.val_iterations), *_flag("--time-budget", self.time_budget_s),
+                *_flag("--pretrained", self.pretrained)]
 
 
 @dataclass(frozen=True)
@@ -66,32 +67,26 @@ class C2FChain:
     settings_from: Path | None = None       # model folder whose TTA / ROI / clean-up settings the card keeps
 
     def _common(self) -> list[str]:
-        out = ["--work", str(self.work)]
-        return out + (["--dataset-id", str(self.dataset_id)] if self.dataset_id != 501 else [])
+        return ["--work", str(self.work), *(["--dataset-id", str(self.dataset_id)] if self.dataset_id != 501 else [])]
 
     def commands(self) -> dict[str, list[str]]:
         """Step -> the arguments of `python -m training.c2f` (without the interpreter)."""
-        spec = ["--spec", str(self.spec)] if self.spec is not None else []
+        spec = _flag("--spec", self.spec)
         src = [a for s in self.sources for a in ("--source", s)]
         src += [a for s in self.optional_sources for a in ("--optional-source", s)]
         cmds = {"convert": ["convert", *self._common(), *spec, "--workers", str(self.workers), *src],
                 "plan": ["plan", *self._common(), "--workers", str(self.workers)]}
         for stage in STAGES:
             run = self.coarse if stage == "coarse" else self.fine
-            argv = ["train", *self._common(), "--stage", stage, "--trainer", self.trainer]
-            argv += ["--lr", str(self.lr)] if self.lr is not None else []
-            argv += ["--device", self.device]
-            argv += ["--num-gpus", str(self.num_gpus)] if self.num_gpus != 1 else []
-            argv += ["--workers", str(self.da_workers)] if self.da_workers is not None else []
-            argv += [*run.args(), "--resume"]
-            argv += ["--threads", str(self.threads)] if self.threads is not None else []
-            cmds[stage] = argv
-        export = ["export", *self._common(), "--trainer", self.trainer, "--out", str(self.out), "--name", self.name,
-                  "--description", self.description, "--modalities", *self.modalities]
-        export += [] if self.onnx else ["--no-onnx"]
-        export += ["--provenance", str(self.provenance)] if self.provenance is not None else []
-        export += ["--settings-from", str(self.settings_from)] if self.settings_from is not None else []
-        cmds["export"] = export
+            cmds[stage] = ["train", *self._common(), "--stage", stage, "--trainer", self.trainer,
+                           *_flag("--lr", self.lr), "--device", self.device,
+                           *(["--num-gpus", str(self.num_gpus)] if self.num_gpus != 1 else []),
+                           *_flag("--workers", self.da_workers), *run.args(), "--resume",
+                           *_flag("--threads", self.threads)]
+        cmds["export"] = ["export", *self._common(), "--trainer", self.trainer, "--out", str(self.out),
+                          "--name", self.name, "--description", self.description, "--modalities", *self.modalities,
+                          *([] if self.onnx else ["--no-onnx"]), *_flag("--provenance", self.provenance),
+                          *_flag("--settings-from", self.settings_from)]
         return cmds
 
 
@@ -114,10 +109,7 @@ def chain_steps(prefix: str, chain: C2FChain, deps: tuple[str, ...] = (), export
     steps = []
     for name in CHAIN:
         argv = cmds[name]
-        trains = name in STAGES
-        if in_process:
-            steps.append(Step(f"{prefix}{name}", needs[name], func=lambda a=argv: _in_process(a), gpu=trains and gpu,
-                              settings={"command": ["training.c2f", *argv]}))
-        else:
-            steps.append(Step(f"{prefix}{name}", needs[name], [PY, "-m", "training.c2f", *argv], gpu=trains and gpu))
+        run = (dict(func=lambda a=argv: _in_process(a), settings={"command": ["training.c2f", *argv]}) if in_process
+               else dict(argv=[PY, "-m", "training.c2f", *argv]))
+        steps.append(Step(f"{prefix}{name}", needs[name], gpu=name in STAGES and gpu, **run))
     return steps

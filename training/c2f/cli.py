@@ -13,29 +13,21 @@ from pathlib import Path
 
 from inference.atomic import write_json
 
-from .config import STAGES, C2FSpec, default_spec
-from .nnunet_env import NnunetFolders
+from .config import STAGES, C2FSpec, dataset_name, default_spec
+from .nnunet_env import FOLDER_VARS, NnunetFolders
 
 
 def folders_of(work: Path) -> NnunetFolders:
-    work = Path(work).resolve()
-    return NnunetFolders(raw=work / "nnUNet_raw", preprocessed=work / "nnUNet_preprocessed",
-                         results=work / "nnUNet_results")
+    """DIR/nnUNet_raw, DIR/nnUNet_preprocessed, DIR/nnUNet_results: each folder named like its variable."""
+    return NnunetFolders(*(Path(work).resolve() / name for name in FOLDER_VARS))
 
 
 def load_spec(path: Path | None) -> C2FSpec:
     return default_spec() if path is None else C2FSpec.from_dict(json.loads(Path(path).read_text()))
 
 
-def _stage_dataset(dataset_id: int, stage: str) -> str:
-    from .convert import dataset_name
-
-    return dataset_name(dataset_id + (0 if stage == "coarse" else 1), stage)
-
-
 def cmd_spec(a: argparse.Namespace) -> int:
-    out = write_json(Path(a.out), default_spec().to_dict())
-    print(out)
+    print(write_json(Path(a.out), default_spec().to_dict()))
     return 0
 
 
@@ -63,18 +55,18 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from .nnunet_env import bind_folders
     from .planner import plan_and_preprocess
 
-    folders = folders_of(a.work)
-    bind_folders(folders, max(1, a.workers or 1))   # nnU-Net's planner uses nnUNet_n_proc_DA torch threads: >= 1
+    folders, workers = folders_of(a.work), max(1, a.workers or 1)
+    bind_folders(folders, workers)   # nnU-Net's planner uses nnUNet_n_proc_DA torch threads: >= 1
     for stage in a.stages:
-        raw = folders.raw / _stage_dataset(a.dataset_id, stage)
-        print(f"{stage}: {plan_and_preprocess(raw, folders.preprocessed, workers=max(1, a.workers or 1))}")
+        raw = folders.raw / dataset_name(a.dataset_id, stage)
+        print(f"{stage}: {plan_and_preprocess(raw, folders.preprocessed, workers=workers)}")
     return 0
 
 
 def cmd_train(a: argparse.Namespace) -> int:
     from .train import TrainArgs, resumable, train
 
-    args = TrainArgs(folders=folders_of(a.work), dataset=_stage_dataset(a.dataset_id, a.stage), trainer=a.trainer,
+    args = TrainArgs(folders=folders_of(a.work), dataset=dataset_name(a.dataset_id, a.stage), trainer=a.trainer,
                      fold=a.fold, device=a.device, num_gpus=a.num_gpus, epochs=a.epochs,
                      iterations_per_epoch=a.iterations, val_iterations_per_epoch=a.val_iterations,
                      initial_lr=a.lr, time_budget_s=a.time_budget, continue_training=a.continue_training,
@@ -99,7 +91,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     stages = {}
     for stage, trainer, axes in (("coarse", a.coarse_trainer or a.trainer, a.coarse_tta_axes),
                                  ("fine", a.fine_trainer or a.trainer, a.fine_tta_axes)):
-        folder = results / _stage_dataset(a.dataset_id, stage) / f"{trainer}__{PLANS_NAME}__{CONFIGURATION}"
+        folder = results / dataset_name(a.dataset_id, stage) / f"{trainer}__{PLANS_NAME}__{CONFIGURATION}"
         tta, step = TTA(axes=tuple(axes), mode=a.tta_mode), a.step_size
         if like is not None:   # a fine-tuned model keeps the inference settings of the model it started from
             tta, step = like.stage(stage).tta, like.stage(stage).step_size
@@ -115,8 +107,7 @@ def cmd_export(a: argparse.Namespace) -> int:
             raise SystemExit(f"export --provenance {a.provenance}: a JSON object is needed")
     out = export_c2f(Path(a.out), stages["coarse"], stages["fine"], name=a.name, description=a.description,
                      modalities=tuple(a.modalities), onnx=not a.no_onnx, roi_max_extent_mm=cap,
-                     extra_provenance=provenance,
-                     roi_from=None if like is None else like.roi,
+                     extra_provenance=provenance, roi_from=None if like is None else like.roi,
                      postprocess=None if like is None else like.postprocess)
     print(out)
     return 0
@@ -130,14 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_spec)
 
-    def common(sp, dataset=True):
+    def step(name: str, func, help: str) -> argparse.ArgumentParser:
+        """A step's subcommand, with the --work and --dataset-id that every step but `spec` takes."""
+        sp = sub.add_parser(name, help=help)
         sp.add_argument("--work", required=True, type=Path, help="folder holding nnUNet_raw/preprocessed/results")
-        if dataset:
-            sp.add_argument("--dataset-id", type=int, default=501,
-                            help="coarse dataset id; the fine dataset gets id + 1 (default 501)")
+        sp.add_argument("--dataset-id", type=int, default=501,
+                        help="coarse dataset id; the fine dataset gets id + 1 (default 501)")
+        sp.set_defaults(func=func)
+        return sp
 
-    s = sub.add_parser("convert", help="labelled folders -> nnU-Net raw datasets (coarse + fine), engine-prepared")
-    common(s)
+    s = step("convert", cmd_convert, "labelled folders -> nnU-Net raw datasets (coarse + fine), engine-prepared")
     s.add_argument("--source", action="append", default=[],
                    help="NAME=IMAGES_DIR[,LABELS_DIR] (repeat: labelled CT, synthetic MRI/PET, pseudo-labels)")
     s.add_argument("--optional-source", action="append", default=[],
@@ -146,16 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", type=Path, help="C2FSpec JSON (default: the built-in spec; see `spec`)")
     s.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     s.add_argument("--workers", type=int, default=1, help="conversion processes")
-    s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("plan", help="write C2FPlans and run nnU-Net's preprocessing")
-    common(s)
+    s = step("plan", cmd_plan, "write C2FPlans and run nnU-Net's preprocessing")
     s.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     s.add_argument("--workers", type=int, default=1, help="preprocessing processes")
-    s.set_defaults(func=cmd_plan)
 
-    s = sub.add_parser("train", help="train one stage (resumable with --continue; multi-GPU with --num-gpus)")
-    common(s)
+    s = step("train", cmd_train, "train one stage (resumable with --continue; multi-GPU with --num-gpus)")
     s.add_argument("--stage", choices=STAGES, required=True)
     s.add_argument("--trainer", default="nnUNetTrainerC2F")
     s.add_argument("--fold", default="all", help="'all' (default) or 0-4")
@@ -177,18 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--validate", action="store_true", help="nnU-Net's full validation after training")
     s.add_argument("--workers", type=int, default=None, help="data augmentation processes (0: none)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU training)")
-    s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("export", help="checkpoints -> weights/<model>/ (card + torch + ONNX + provenance)")
-    common(s)
+    s = step("export", cmd_export, "checkpoints -> weights/<model>/ (card + torch + ONNX + provenance)")
     s.add_argument("--out", required=True, help="model folder to write, e.g. weights/c2f_mri")
-    s.add_argument("--name")
-    s.add_argument("--description", default="")
-    s.add_argument("--trainer", default="nnUNetTrainerC2F")
-    s.add_argument("--coarse-trainer")
-    s.add_argument("--fine-trainer")
-    s.add_argument("--fold", default="all")
-    s.add_argument("--checkpoint", default="checkpoint_final.pth")
+    for flag, default in (("--name", None), ("--description", ""), ("--trainer", "nnUNetTrainerC2F"),
+                          ("--coarse-trainer", None), ("--fine-trainer", None), ("--fold", "all"),
+                          ("--checkpoint", "checkpoint_final.pth")):
+        s.add_argument(flag, default=default)
     s.add_argument("--modalities", nargs="+", default=["MRI", "PET"])
     s.add_argument("--coarse-tta-axes", nargs="*", type=int, default=[])
     # not axis 2 (x, the patient's right-left): the nets are trained without left-right mirroring (trainers.py)
@@ -206,7 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="largest plausible extent of the coarse organs' union before the ROI margin, written to "
                           "the card's roi.max_extent_mm (default: 350 350 400)")
     cap.add_argument("--no-roi-cap", action="store_true", help="no roi.max_extent_mm: the ROI is every coarse organ")
-    s.set_defaults(func=cmd_export)
     return p
 
 

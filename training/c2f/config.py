@@ -17,6 +17,11 @@ FLARE_LABELS: dict[str, int] = {"background": 0, **{key: label for label, key in
 STAGES = ("coarse", "fine")
 
 
+def dataset_name(dataset_id: int, stage: str) -> str:
+    """nnU-Net's name of a stage's dataset: `dataset_id` is the coarse dataset's id, the fine dataset's is id + 1."""
+    return f"Dataset{dataset_id + (0 if stage == 'coarse' else 1):03d}_FLAREc2f{stage.capitalize()}"
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """PlainConvUNet of one stage (3x3x3 kernels everywhere)."""
@@ -59,8 +64,7 @@ class StageSpec:
 
     def __post_init__(self) -> None:
         arch = self.network.architecture()
-        bad = [p % s for p, s in zip(self.patch_size, arch.total_stride, strict=True)]
-        if any(bad):
+        if any(p % s for p, s in zip(self.patch_size, arch.total_stride, strict=True)):
             raise ValueError(f"patch {self.patch_size} is not a multiple of the network stride {arch.total_stride}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -101,9 +105,7 @@ class C2FSpec:
                              f"{max(self.class_ids) + 1}, got {self.ignore_label}")
 
     def stage(self, name: str) -> StageSpec:
-        if name not in STAGES:
-            raise KeyError(name)
-        return self.coarse if name == "coarse" else self.fine
+        return {"coarse": self.coarse, "fine": self.fine}[name]
 
     @property
     def label_ids(self) -> tuple[int, ...]:

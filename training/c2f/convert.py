@@ -13,9 +13,7 @@ set; each case id is prefixed by its source name and dataset.json records the so
 """
 from __future__ import annotations
 
-import math
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +21,12 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from inference.atomic import atomic_path, write_json
+from inference.atomic import write_json
 from inference import normalization, orientation, resample, roi
-from inference.io import read_image, read_label_map
+from inference.io import read_image, read_label_map, write_image_atomic
 
-from .config import C2FSpec, StageSpec
+from .config import C2FSpec, StageSpec, dataset_name
+from .planner import run_jobs
 
 IMAGE_SUFFIX = "_0000.nii.gz"
 LABEL_SUFFIX = ".nii.gz"
@@ -53,12 +52,10 @@ class Source:
         if "=" not in text:
             raise ValueError(f"source {text!r} is not NAME=IMAGES_DIR[,LABELS_DIR]")
         name, folders = text.split("=", 1)
-        parts = folders.split(",")
-        if len(parts) > 2:
+        images, *labels = folders.split(",")
+        if len(labels) > 1:
             raise ValueError(f"source {text!r} has more than two folders")
-        images = Path(parts[0])
-        labels = Path(parts[1]) if len(parts) == 2 else images
-        return cls(name=name, images=images, labels=labels)
+        return cls(name=name, images=Path(images), labels=Path(labels[0] if labels else images))
 
     def cases(self) -> list[tuple[str, Path, Path]]:
         """(case, image, label) for every image that has a label map; raises when there is none."""
@@ -92,9 +89,8 @@ def load_canonical(image_path: Path, label_path: Path | None = None) -> Canonica
     orient = orientation.orientation_from_direction(loaded.image.GetDirection())
     canon = orient.apply(loaded.array)
     spacing = orient.spacing(tuple(reversed(loaded.image.GetSpacing())))
-    labels = np.zeros(canon.shape, dtype=np.uint8)
-    if label_path is not None:
-        labels = np.ascontiguousarray(orient.apply(read_label_map(label_path, reference=loaded.image)[1]))
+    labels = (np.zeros(canon.shape, dtype=np.uint8) if label_path is None else
+              np.ascontiguousarray(orient.apply(read_label_map(label_path, reference=loaded.image)[1])))
     # copy: read_image's array may be a view of the SimpleITK image's buffer, freed with `loaded`
     return CanonicalCase(image=np.array(canon, dtype=canon.dtype, order="C", copy=True), labels=labels, spacing_mm=tuple(spacing),
                          stats_sample=normalization.stats_sample(loaded.array))
@@ -122,44 +118,34 @@ def jittered_box(labels: np.ndarray, spacing_mm, margin_mm, jitter_mm, rng: np.r
     box = roi.foreground_box(labels)
     if box is None:
         return roi.Box.whole(labels.shape)
-    start, stop = [], []
-    for a, b, m, j, s, n in zip(box.start, box.stop, margin_mm, jitter_mm, spacing_mm, labels.shape, strict=True):
-        lo, hi = (max(0.0, m + (rng.uniform(-j, j) if j > 0 else 0.0)) for _ in range(2))
-        start.append(max(0, a - int(math.ceil(lo / s - 1e-9))))
-        stop.append(min(int(n), b + int(math.ceil(hi / s - 1e-9))))
-    return roi.Box(tuple(start), tuple(stop))  # type: ignore[arg-type]
+    # per axis the low side's margin, then the high side's (each its own jitter draw), grown by the engine's rule
+    sides = [[max(0.0, m + (rng.uniform(-j, j) if j > 0 else 0.0)) for _ in range(2)]
+             for m, j in zip(margin_mm, jitter_mm, strict=True)]
+    lo, hi = zip(*sides, strict=True)
+    return roi.Box(roi.expand_box(box, lo, spacing_mm, labels.shape).start,
+                   roi.expand_box(box, hi, spacing_mm, labels.shape).stop)
 
 
 def write_volume(arr: np.ndarray, spacing_mm, path: Path) -> None:
     """Write numpy (z, y, x) with identity direction and ITK spacing (x, y, z), via a temporary name."""
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing(tuple(float(s) for s in reversed(spacing_mm)))
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(img, str(tmp), True)
+    write_image_atomic(img, path, compression_level=-1)   # -1: SimpleITK's default level
 
 
-def dataset_name(dataset_id: int, stage: str) -> str:
-    return f"Dataset{dataset_id:03d}_FLAREc2f{stage.capitalize()}"
-
-
-def _case_seed(case_id: str) -> int:
-    return zlib.crc32(case_id.encode())
-
-
-def _convert_case(case_id: str, image: Path, label: Path, spec: C2FSpec, out: dict[str, Path],
-                  allowed: tuple[int, ...]) -> dict[str, list[str]]:
+def _convert_case(case_id: str, image: Path, label: Path, spec: C2FSpec, out: dict[str, Path]) -> dict[str, list[str]]:
     """Write one case to every stage dataset in `out` (stage -> raw dataset folder); returns written ids."""
     case = load_canonical(image, label)
-    bad = sorted(set(np.unique(case.labels).tolist()) - set(allowed))
+    bad = sorted(set(np.unique(case.labels).tolist()) - set(spec.label_ids))
     if bad:
-        raise ValueError(f"{label}: labels {bad} are not in the dataset's label set {allowed}")
+        raise ValueError(f"{label}: labels {bad} are not in the dataset's label set {spec.label_ids}")
     written: dict[str, list[str]] = {}
     for stage_name, folder in out.items():
         stage = spec.stage(stage_name)
         if stage_name == "coarse":
             items = [(case_id, None)]
         else:
-            rng = np.random.default_rng(_case_seed(case_id))
+            rng = np.random.default_rng(zlib.crc32(case_id.encode()))
             # the crop follows the annotated organs, not the ignore label (unannotated voxels)
             organs = case.labels if spec.ignore_label is None else np.where(case.labels == spec.ignore_label, 0,
                                                                             case.labels)
@@ -187,33 +173,17 @@ def convert(sources: list[Source], raw_dir: Path, dataset_id: int, spec: C2FSpec
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"source names repeat: {names}")
-    out = {}
-    for stage in stages:
-        folder = raw_dir / dataset_name(dataset_id + (0 if stage == "coarse" else 1), stage)
-        (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
-        (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
-        out[stage] = folder
+    out = {stage: raw_dir / dataset_name(dataset_id, stage) for stage in stages}
+    for folder in out.values():
+        for sub in ("imagesTr", "labelsTr"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
     jobs = [(f"{src.name}_{case}", img, lab, src.name) for src in sources for case, img, lab in src.cases()]
-    allowed = spec.label_ids
     case_source: dict[str, dict[str, str]] = {stage: {} for stage in stages}
     with tqdm(total=len(jobs), desc="convert", unit="case") as bar:
-        if workers <= 1:
-            results = []
-            for cid, img, lab, src in jobs:
-                results.append((src, _convert_case(cid, img, lab, spec, out, allowed)))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                futs = {pool.submit(_convert_case, cid, img, lab, spec, out, allowed): src
-                        for cid, img, lab, src in jobs}
-                results = []
-                for fut in as_completed(futs):
-                    results.append((futs[fut], fut.result()))
-                    bar.update()
-    for src, written in results:
+        results = run_jobs(_convert_case, [(cid, img, lab, spec, out) for cid, img, lab, _ in jobs], workers, bar)
+    for (*_, src), written in zip(jobs, results, strict=True):
         for stage, ids in written.items():
-            for item in ids:
-                case_source[stage][item] = src
+            case_source[stage].update(dict.fromkeys(ids, src))
     for stage, folder in out.items():
         ds = {
             "channel_names": {"0": CHANNEL_NAME},

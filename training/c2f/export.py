@@ -22,7 +22,7 @@ from inference.network import build_network
 from training.export import export_model
 
 from .config import C2FSpec
-from .planner import CONFIGURATION
+from .planner import CONFIGURATION, read_raw_dataset
 
 # largest plausible extent (z, y, x mm) of the union of the abdominal organs' boxes, before the ROI margin: a
 # coarse organ union wider than this (spurious blobs, a head-to-legs PET) is cut down to the organs that fit
@@ -46,11 +46,7 @@ def load_trained_stage(stage: TrainedStage) -> tuple[torch.nn.Module, StageConfi
     """(engine network with the checkpoint's weights, its StageConfig, the data spec, provenance)."""
     folder = Path(stage.folder)
     plans = json.loads((folder / "plans.json").read_text())
-    ds = json.loads((folder / "dataset.json").read_text())
-    if "c2f" not in ds:
-        raise ValueError(f"{folder}/dataset.json has no 'c2f' block: not a training.c2f dataset")
-    spec = C2FSpec.from_dict(ds["c2f"]["spec"])
-    stage_name = ds["c2f"]["stage"]
+    ds, spec, stage_name = read_raw_dataset(folder)   # nnU-Net's copy of the converted dataset.json
     sspec = spec.stage(stage_name)
     ckpt_path = folder / f"fold_{stage.fold}" / stage.checkpoint
     if not ckpt_path.is_file():
@@ -119,13 +115,11 @@ def export_c2f(out_folder: Path, coarse: TrainedStage, fine: TrainedStage, *, na
         "dynamic_network_architectures": _version("dynamic-network-architectures"),
         "fine_crop": {"margin_mm": list(f_spec.margin_mm), "jitter_mm": list(f_spec.jitter_mm),
                       "crops_per_case": f_spec.crops_per_case},
+        **(extra_provenance or {}),
     }
-    provenance.update(extra_provenance or {})
-    if roi_from is not None:
-        roi = replace(roi_from, margin_mm=f_spec.margin_mm)
-    else:
-        roi = RoiConfig(margin_mm=f_spec.margin_mm, max_extent_mm=roi_max_extent_mm, regrow_mm=DEFAULT_ROI_REGROW_MM,
-                        regrow_rounds=DEFAULT_ROI_REGROW_ROUNDS)
+    roi = (replace(roi_from, margin_mm=f_spec.margin_mm) if roi_from is not None else
+           RoiConfig(margin_mm=f_spec.margin_mm, max_extent_mm=roi_max_extent_mm, regrow_mm=DEFAULT_ROI_REGROW_MM,
+                     regrow_rounds=DEFAULT_ROI_REGROW_ROUNDS))
     return export_model(out_folder, name=name or out_folder.name,
                         description=description or "coarse-to-fine nnU-Net v2 PlainConvUNets (training.c2f)",
                         modalities=tuple(modalities), stages={"coarse": (c_net, c_cfg), "fine": (f_net, f_cfg)},

@@ -26,8 +26,7 @@ class NnunetFolders:
     results: Path
 
     def as_env(self) -> dict[str, str]:
-        return {"nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
-                "nnUNet_results": str(self.results)}
+        return dict(zip(FOLDER_VARS, (str(self.raw), str(self.preprocessed), str(self.results)), strict=True))
 
 
 def bind_folders(folders: NnunetFolders, cpu_workers: int | None = None) -> None:
@@ -35,20 +34,18 @@ def bind_folders(folders: NnunetFolders, cpu_workers: int | None = None) -> None
 
     `cpu_workers` sets nnUNet_n_proc_DA / nnUNet_def_n_proc (data augmentation and helper processes).
     """
-    for path in (folders.raw, folders.preprocessed, folders.results):
-        Path(path).mkdir(parents=True, exist_ok=True)
     env = folders.as_env()
+    for path in env.values():
+        Path(path).mkdir(parents=True, exist_ok=True)
     os.environ.update(env)
     os.environ.setdefault("nnUNet_compile", "f")
     if cpu_workers is not None:
         os.environ["nnUNet_n_proc_DA"] = str(cpu_workers)
         os.environ["nnUNet_def_n_proc"] = str(max(1, cpu_workers))
     for name, module in list(sys.modules.items()):
-        if module is None or not (name == "nnunetv2" or name.startswith("nnunetv2.")):
-            continue
-        for var, value in env.items():
-            if var in vars(module):
-                setattr(module, var, value)
+        if module is not None and (name == "nnunetv2" or name.startswith("nnunetv2.")):
+            for var in env.keys() & vars(module).keys():   # the module's own copies of the variables
+                setattr(module, var, env[var])
     if "nnunetv2.configuration" in sys.modules and cpu_workers is not None:
         sys.modules["nnunetv2.configuration"].default_num_processes = max(1, cpu_workers)
 
@@ -67,8 +64,6 @@ def register_trainers() -> None:
 def find_trainer(name: str):
     """The trainer class called `name`: ours (training.c2f.trainers) directly, nnU-Net's own through nnU-Net's
     lookup; nothing is added to nnU-Net's modules for training."""
-    from os.path import join
-
     import nnunetv2
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
@@ -76,7 +71,7 @@ def find_trainer(name: str):
 
     if name in trainers.__all__:
         return getattr(trainers, name)
-    cls = recursive_find_python_class(join(nnunetv2.__path__[0], "training", "nnUNetTrainer"), name,
+    cls = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer"), name,
                                       "nnunetv2.training.nnUNetTrainer")
     if cls is None:
         raise LookupError(f"no nnU-Net trainer class called {name!r}")

@@ -29,11 +29,29 @@ CONFIGURATION = "3d_fullres"
 
 
 def read_raw_dataset(raw_folder: Path) -> tuple[dict[str, Any], C2FSpec, str]:
-    """(dataset.json, spec, stage name) of a dataset written by convert.py."""
+    """(dataset.json, spec, stage name) of a dataset written by convert.py, or of a training output folder (which
+    holds nnU-Net's copy of that dataset.json)."""
     ds = json.loads((Path(raw_folder) / "dataset.json").read_text())
     if "c2f" not in ds:
         raise ValueError(f"{raw_folder}: dataset.json has no 'c2f' block (not written by training.c2f convert)")
     return ds, C2FSpec.from_dict(ds["c2f"]["spec"]), ds["c2f"]["stage"]
+
+
+def run_jobs(func, jobs: list[tuple], workers: int, bar, mp_context=None) -> list:
+    """`func(*job)` for every job, in this process (workers <= 1) or in `workers` processes of `mp_context`; `bar`
+    advances as each job ends, the first error raises. Returns the results in the order of `jobs`."""
+    if workers <= 1:
+        results = []
+        for job in jobs:
+            results.append(func(*job))
+            bar.update()
+        return results
+    with ProcessPoolExecutor(workers, mp_context=mp_context) as pool:
+        futs = [pool.submit(func, *job) for job in jobs]
+        for fut in as_completed(futs):
+            fut.result()
+            bar.update()
+    return [fut.result() for fut in futs]
 
 
 def raw_cases(raw_folder: Path, file_ending: str) -> list[str]:
@@ -123,29 +141,19 @@ def plan_and_preprocess(raw_folder: Path, preprocessed_dir: Path, workers: int =
     DatasetFingerprintExtractor(raw_folder.name, num_processes=max(1, workers)).run(overwrite_existing=True)
     plans = c2f_planner_class()(raw_folder.name, spec.stage(stage_name)).plan_experiment()
 
-    pm = PlansManager(plans)
-    cm = pm.get_configuration(CONFIGURATION)
-    data_dir = out / cm.data_identifier
+    data_dir = out / PlansManager(plans).get_configuration(CONFIGURATION).data_identifier
     data_dir.mkdir(exist_ok=True)
     gt_dir = out / "gt_segmentations"
-    gt_dir.mkdir(exist_ok=True)
     todo = []
     for cid in ids:
         seg_file = raw_folder / "labelsTr" / f"{cid}{ending}"
         if not (gt_dir / seg_file.name).is_file():
-            copy_file(seg_file, gt_dir / seg_file.name)
+            copy_file(seg_file, gt_dir / seg_file.name, mkdir=True)
         if not (data_dir / f"{cid}.pkl").is_file():  # the .pkl is written last by nnU-Net's save_case
             todo.append((str(data_dir / cid), str(raw_folder / "imagesTr" / f"{cid}_0000{ending}"), str(seg_file)))
     with tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"preprocess {stage_name}", unit="case") as bar:
-        if workers <= 1:
-            for job in todo:
-                _preprocess_case(plans, ds, *job)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for fut in as_completed([pool.submit(_preprocess_case, plans, ds, *job) for job in todo]):
-                    fut.result()
-                    bar.update()
+        run_jobs(_preprocess_case, [(plans, ds, *job) for job in todo], workers, bar,
+                 multiprocessing.get_context("spawn"))
     return out
 
 

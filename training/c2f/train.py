@@ -85,14 +85,11 @@ def _make_trainer(args: TrainArgs, device):
         raise FileNotFoundError(f"{base / (PLANS_NAME + '.json')}: run `python -m training.c2f plan` first")
     trainer = cls(plans=load_json(str(base / f"{PLANS_NAME}.json")), configuration=CONFIGURATION,
                   fold=args.fold_value, dataset_json=load_json(str(base / "dataset.json")), device=device)
-    if args.epochs is not None:
-        trainer.num_epochs = args.epochs
-    if args.iterations_per_epoch is not None:
-        trainer.num_iterations_per_epoch = args.iterations_per_epoch
-    if args.val_iterations_per_epoch is not None:
-        trainer.num_val_iterations_per_epoch = args.val_iterations_per_epoch
-    if args.initial_lr is not None:
-        trainer.initial_lr = args.initial_lr
+    for attr, value in (("num_epochs", args.epochs), ("num_iterations_per_epoch", args.iterations_per_epoch),
+                        ("num_val_iterations_per_epoch", args.val_iterations_per_epoch),
+                        ("initial_lr", args.initial_lr)):
+        if value is not None:   # None: the trainer class's value
+            setattr(trainer, attr, value)
     if args.time_budget_s is not None:
         if args.time_budget_s <= 0:
             raise ValueError(f"time budget must be > 0 seconds, got {args.time_budget_s}")
@@ -136,9 +133,7 @@ def _run(args: TrainArgs, device) -> Path:
     trainer = _make_trainer(args, device)
     out = Path(trainer.output_folder)
     if trainer.local_rank == 0:
-        record = asdict(args)
-        record["folders"] = args.folders.as_env()
-        write_json(out / ARGS_FILE, record)
+        write_json(out / ARGS_FILE, {**asdict(args), "folders": args.folders.as_env()})
     if args.pretrained is not None:
         if args.continue_training:
             raise ValueError("--continue and --pretrained exclude each other (pretrained weights only start a run)")

@@ -29,7 +29,6 @@ class CosineLRScheduler(_LRScheduler):
     """
 
     def __init__(self, optimizer, initial_lr: float, max_steps: int, min_lr: float = 0.0, current_step: int = None):
-        self.optimizer = optimizer
         self.initial_lr = initial_lr
         self.max_steps = max(1, int(max_steps))
         self.min_lr = min_lr
@@ -140,5 +139,3 @@ class nnUNetTrainerC2F(nnUNetTrainer):
 
 class _BudgetReached(Exception):
     """Raised by on_epoch_start once the time budget has set num_epochs to the epochs already run."""
-
-

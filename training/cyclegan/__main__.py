@@ -40,13 +40,9 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _options_from_args(args: argparse.Namespace) -> CycleGANOptions:
-    values = CycleGANOptions().to_dict()
-    if args.options is not None:
-        values.update(CycleGANOptions.load(args.options).to_dict())
-    for f in dataclasses.fields(CycleGANOptions):
-        v = getattr(args, f.name)
-        if v is not None:
-            values[f.name] = tuple(v) if isinstance(v, list) else v
+    values = (CycleGANOptions() if args.options is None else CycleGANOptions.load(args.options)).to_dict()
+    # flags given on the command line override the file (from_dict turns nargs=2 lists into tuples)
+    values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
     if args.plain:
         values["attention"] = False
     return CycleGANOptions.from_dict(values)

@@ -68,10 +68,7 @@ AnyCase = Union[Case, ArrayCase]
 
 
 def _strip_suffix(filename: str) -> str | None:
-    for suffix in IMAGE_SUFFIXES:
-        if filename.endswith(suffix):
-            return filename[: -len(suffix)]
-    return None
+    return next((filename[: -len(s)] for s in IMAGE_SUFFIXES if filename.endswith(s)), None)
 
 
 def find_cases(images_dir: Path, labels_dir: Path | None = None) -> list[Case]:
@@ -84,7 +81,7 @@ def find_cases(images_dir: Path, labels_dir: Path | None = None) -> list[Case]:
         stem = _strip_suffix(path.name)
         if stem is None or path.name.startswith("."):
             continue
-        name = stem[: -len(CHANNEL_TAG)] if stem.endswith(CHANNEL_TAG) else stem
+        name = stem.removesuffix(CHANNEL_TAG)
         label = None
         if labels_dir is not None:
             candidates = [Path(labels_dir) / (name + s) for s in IMAGE_SUFFIXES]
@@ -98,19 +95,11 @@ def find_cases(images_dir: Path, labels_dir: Path | None = None) -> list[Case]:
     return cases
 
 
-def read_image(path: Path) -> sitk.Image:
-    """Read a volume; any failure is a ValueError naming the file."""
-    from inference.io import read_volume
-
-    return read_volume(path)
-
-
 def checked_labels(labels: np.ndarray, what: str, num_classes: int | None = None) -> np.ndarray:
     """`labels` as uint8 after checking they are integers in [0, num_classes) (0..255 without num_classes)."""
     arr = np.asarray(labels)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise ValueError(f"label {what} has non-integer values")
+    if not np.issubdtype(arr.dtype, np.integer) and not np.all(np.equal(np.mod(arr, 1), 0)):
+        raise ValueError(f"label {what} has non-integer values")
     top = 255 if num_classes is None else num_classes - 1
     if arr.min() < 0 or arr.max() > top:
         raise ValueError(f"label {what} has values in [{arr.min()}, {arr.max()}], expected 0..{top}")
@@ -123,10 +112,12 @@ def read_case(case: Case, num_classes: int | None = None) -> tuple[sitk.Image, s
     are then taken on the image's grid (nnU-Net does the same)."""
     import SimpleITK as sitk
 
-    image = read_image(case.image)
+    from inference.io import read_volume      # a ValueError naming the file on any failure
+
+    image = read_volume(case.image)
     if case.label is None:
         return image, None
-    label = read_image(case.label)
+    label = read_volume(case.label)
     if label.GetSize() != image.GetSize():
         raise ValueError(f"label {case.label} has size {label.GetSize()} but image {case.image} has size "
                          f"{image.GetSize()}")
@@ -227,14 +218,10 @@ def cache_cases(cases: list[AnyCase], modality: str, opts: CycleGANOptions, cach
         img_path = cache_dir / f"{case.name}_img.npy"
         lab_path = cache_dir / f"{case.name}_lab.npy" if case.label is not None else None
         source = _source_key(case)
-        meta = None
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            fresh = (meta.get("key") == key and meta.get("source") == source
-                     and img_path.exists() and (lab_path is None or lab_path.exists()))
-            if not fresh:
-                meta = None
-        if meta is None:
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        fresh = (meta is not None and meta.get("key") == key and meta.get("source") == source
+                 and img_path.exists() and (lab_path is None or lab_path.exists()))
+        if not fresh:
             vol = prepare_case(case, modality, opts)
             _save_npy(img_path, vol.image.astype(np.float16))
             if lab_path is not None:
@@ -248,9 +235,8 @@ def cache_cases(cases: list[AnyCase], modality: str, opts: CycleGANOptions, cach
 
 def typical_window(volumes: list[CachedVolume]) -> IntensityWindow:
     """Median intensity window of the target volumes: the scale written into translated images."""
-    lows = [v.window[0] for v in volumes]
-    highs = [v.window[1] for v in volumes]
-    return IntensityWindow(float(np.median(lows)), float(np.median(highs)))
+    low, high = np.median([v.window for v in volumes], axis=0)
+    return IntensityWindow(float(low), float(high))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -263,15 +249,12 @@ def random_crop_or_pad(image: np.ndarray, label: np.ndarray | None, size: int,
     if ph or pw:
         pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
         image = np.pad(image, pads, constant_values=BACKGROUND)
-        if label is not None:
-            label = np.pad(label, pads, constant_values=0)
+        label = None if label is None else np.pad(label, pads, constant_values=0)
         h, w = image.shape
     y = int(torch.randint(0, h - size + 1, (1,), generator=generator))
     x = int(torch.randint(0, w - size + 1, (1,), generator=generator))
-    image = image[y:y + size, x:x + size]
-    if label is not None:
-        label = label[y:y + size, x:x + size]
-    return image, label
+    window = (slice(y, y + size), slice(x, x + size))
+    return image[window], None if label is None else label[window]
 
 
 class UnpairedSliceDataset(Dataset):
@@ -284,10 +267,9 @@ class UnpairedSliceDataset(Dataset):
             raise ValueError("need at least one CT and one target volume")
         if any(v.label_path is None for v in ct):
             raise ValueError("every CT volume needs a label map")
-        self.ct, self.target, self.slice_size = ct, target, slice_size
+        self.ct, self.target, self.slice_size, self.length = ct, target, slice_size, length
         self.ct_index = [(v, z) for v, vol in enumerate(ct) for z in range(vol.num_slices)]
         self.target_index = [(v, z) for v, vol in enumerate(target) for z in range(vol.num_slices)]
-        self.length = length
 
     def __len__(self) -> int:
         return self.length or len(self.ct_index)

@@ -37,8 +37,7 @@ from .options import CycleGANOptions
 def set_requires_grad(nets, flag: bool) -> None:
     for net in nets:
         if net is not None:
-            for p in net.parameters():
-                p.requires_grad_(flag)
+            net.requires_grad_(flag)
 
 
 def lr_factor(epoch: int, opts: CycleGANOptions) -> float:
@@ -70,23 +69,17 @@ class OrganAttentionCycleGAN(nn.Module):
 
         adam = dict(lr=opts.lr, betas=(opts.beta1, opts.beta2), amsgrad=opts.amsgrad)
         self.optimizer_G = torch.optim.Adam(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), **adam)
-        d_params = [self.D_A.parameters(), self.D_B.parameters()]
-        if self.D_A_local is not None:
-            d_params.append(self.D_A_local.parameters())
+        d_params = (net.parameters() for net in (self.D_A, self.D_B, self.D_A_local) if net is not None)
         self.optimizer_D = torch.optim.Adam(itertools.chain(*d_params), **adam)
         self.optimizer_S = torch.optim.Adam(self.S.parameters(), **adam) if self.S is not None else None
-        self.epoch = 0
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        out = {"G": self.optimizer_G, "D": self.optimizer_D}
-        if self.optimizer_S is not None:
-            out["S"] = self.optimizer_S
-        return out
+        named = (("G", self.optimizer_G), ("D", self.optimizer_D), ("S", self.optimizer_S))
+        return {name: opt for name, opt in named if opt is not None}
 
     def set_epoch(self, epoch: int) -> float:
         """Learning rate of the (0-based) epoch, set on every optimizer; returns it."""
-        self.epoch = epoch
         lr = self.opts.lr * lr_factor(epoch, self.opts)
         for opt in self.optimizers.values():
             for group in opt.param_groups:
@@ -187,18 +180,6 @@ class OrganAttentionCycleGAN(nn.Module):
         return {k: float(v) for k, v in losses.items()}
 
     # ------------------------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def translate(self, ct: torch.Tensor) -> torch.Tensor:
-        """CT slices (N, 1, H, W) in [-1, 1] -> fake target slices."""
-        return self.G_A(ct.to(self.device))
-
-    @torch.no_grad()
-    def segment(self, images: torch.Tensor) -> torch.Tensor:
-        """Target-domain slices (N, 1, H, W) -> S's logits (N, C, H, W)."""
-        if self.S is None:
-            raise RuntimeError("this model has no segmenter (plain mode without probe)")
-        return self.S(images.to(self.device))
-
     def training_state(self) -> dict:
         """Everything besides the weights that a resumed run needs."""
         return {"optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inference.network import count_parameters as count_parameters  # the engine's, kept importable from here
+
 
 def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     """Normal(0, gain) for convolutions, Normal(1, gain) for norm scales, zero biases (pytorch-CycleGAN 'normal')."""
@@ -27,10 +29,6 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
     return net
-
-
-def count_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -77,8 +75,7 @@ class PatchDiscriminator(nn.Module):
         mult = 1
         for n in range(1, n_layers + 1):
             prev, mult = mult, min(2 ** n, 8)
-            stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1),
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2 if n < n_layers else 1, padding=1),
                        nn.InstanceNorm2d(ndf * mult), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
         self.model = nn.Sequential(*layers)
@@ -101,8 +98,7 @@ class UNet2D(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 14, filters: int = 32, depth: int = 4):
         super().__init__()
         chans = [filters * min(2 ** d, 16) for d in range(depth + 1)]
-        self.down = nn.ModuleList([_DoubleConv(in_channels, chans[0])] +
-                                  [_DoubleConv(chans[d - 1], chans[d]) for d in range(1, depth + 1)])
+        self.down = nn.ModuleList([_DoubleConv(chans[d - 1] if d else in_channels, chans[d]) for d in range(depth + 1)])
         self.up = nn.ModuleList([nn.ConvTranspose2d(chans[d], chans[d - 1], 2, stride=2) for d in range(depth, 0, -1)])
         self.dec = nn.ModuleList([_DoubleConv(2 * chans[d - 1], chans[d - 1]) for d in range(depth, 0, -1)])
         self.head = nn.Conv2d(chans[0], num_classes, 1)
@@ -130,8 +126,7 @@ class LSGANLoss(nn.Module):
     """Least-squares GAN loss: mean (D(x) - 1)^2 for 'real', mean D(x)^2 for 'fake'."""
 
     def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-        target = torch.ones_like(prediction) if target_is_real else torch.zeros_like(prediction)
-        return F.mse_loss(prediction, target)
+        return F.mse_loss(prediction, torch.full_like(prediction, 1.0 if target_is_real else 0.0))
 
 
 class DiceCELoss(nn.Module):

@@ -81,14 +81,12 @@ class CycleGANOptions:
             raise ValueError("num_classes must be >= 2 (background + at least one organ)")
         if self.spacing_mm <= 0:
             raise ValueError("spacing_mm must be > 0")
-        if self.slice_size % (2 ** max(self.seg_depth, 2)) != 0:
-            raise ValueError(f"slice_size {self.slice_size} must be a multiple of {2 ** max(self.seg_depth, 2)} "
+        if self.slice_size % self.divisor != 0:
+            raise ValueError(f"slice_size {self.slice_size} must be a multiple of {self.divisor} "
                              "(generator and U-Net downsampling)")
-        lo, hi = self.ct_window_hu
-        if not lo < hi:
+        if not self.ct_window_hu[0] < self.ct_window_hu[1]:
             raise ValueError("ct_window_hu must be (low, high) with low < high")
-        plo, phi = self.percentiles
-        if not 0 <= plo < phi <= 100:
+        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
             raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
         if self.decay_epochs < 0:
             raise ValueError("decay_epochs must be >= 0 (runs shorter than it decay over all their epochs)")
@@ -117,12 +115,7 @@ class CycleGANOptions:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown CycleGAN option(s): {', '.join(unknown)}")
-        values = {}
-        for key, value in data.items():
-            if isinstance(value, list):
-                value = tuple(value)
-            values[key] = value
-        return cls(**values)
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
 
     @classmethod
     def load(cls, path: Path) -> "CycleGANOptions":

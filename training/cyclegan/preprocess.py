@@ -1,8 +1,8 @@
 """Volume preprocessing for the 2D CycleGAN, each transform next to its inverse.
 
 Pipeline (forward), on a volume in SimpleITK array order (numpy; SimpleITK itself only for `prepare_image`):
-  reorient   array axes to canonical (z, y, x) with direction ~ identity (axial slices, same in-plane orientation
-             for every scan, whatever its direction matrix)                      <-> undo the permutation/flips
+  reorient   array axes to the engine's canonical (z, y, x), direction ~ identity (inference.orientation: axial
+             slices, the same in-plane orientation for every scan)               <-> undo the permutation/flips
   window     intensities to [-1, 1]: CT clipped to a fixed HU window, MRI/PET to per-volume percentiles
                                                                                  <-> scale back (clipped values stay clipped)
   resample   in-plane to a common spacing (bilinear, antialiased; labels nearest), z untouched
@@ -23,49 +23,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from inference.orientation import Orientation, orientation_from_direction
+
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
 BACKGROUND = -1.0          # value of empty space in normalised images
 BODY_THRESHOLD = -0.9      # normalised intensity above which a voxel counts as body (5 % of the window)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# orientation
-@dataclass(frozen=True)
-class Reorientation:
-    """Permutation + flips taking a SimpleITK array (z, y, x) to canonical (z, y, x) with direction ~ identity."""
-    perm: tuple[int, int, int]      # canonical axis c takes array axis perm[c]
-    flips: tuple[bool, bool, bool]  # canonical axes flipped after the permutation
-
-    @classmethod
-    def from_direction(cls, direction: tuple[float, ...], name: str = "volume") -> "Reorientation":
-        d = np.asarray(direction, dtype=float).reshape(3, 3)   # column a = physical direction of index axis a (i,j,k)
-        phys = np.argmax(np.abs(d), axis=0)                     # physical axis nearest to each index axis
-        if len(set(phys.tolist())) != 3:
-            raise ValueError(f"{name}: direction matrix {tuple(np.round(d.ravel(), 3))} is too oblique to tell "
-                             "its axial axis")
-        perm, flips = [], []
-        for c in range(3):                                      # canonical array axis c <-> physical axis 2 - c
-            a = int(np.where(phys == 2 - c)[0][0])              # index axis along that physical axis
-            perm.append(2 - a)                                  # array axis of index axis a
-            flips.append(bool(d[2 - c, a] < 0))
-        return cls(tuple(perm), tuple(flips))
-
-    def apply(self, array: np.ndarray) -> np.ndarray:
-        out = np.transpose(array, self.perm)
-        axes = tuple(c for c in range(3) if self.flips[c])
-        return np.ascontiguousarray(np.flip(out, axes) if axes else out)
-
-    def invert(self, array: np.ndarray) -> np.ndarray:
-        axes = tuple(c for c in range(3) if self.flips[c])
-        out = np.flip(array, axes) if axes else array
-        return np.ascontiguousarray(np.transpose(out, np.argsort(self.perm)))
-
-    def spacing_zyx(self, spacing_xyz: tuple[float, float, float]) -> tuple[float, float, float]:
-        """Spacing of the canonical array axes, from SimpleITK's (x, y, z) index spacing."""
-        spacing_zyx = tuple(reversed(spacing_xyz))              # spacing of the original array axes
-        return tuple(float(spacing_zyx[p]) for p in self.perm)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -89,23 +53,16 @@ class IntensityWindow:
         return ((a + 1.0) * (0.5 * (self.high - self.low)) + self.low).astype(np.float32)
 
 
-def ct_window(window_hu: tuple[float, float]) -> IntensityWindow:
-    return IntensityWindow(float(window_hu[0]), float(window_hu[1]))
-
-
 def percentile_window(array: np.ndarray, percentiles: tuple[float, float]) -> IntensityWindow:
     """Window from the volume's own percentiles (MRI, PET). A constant volume gets a unit-wide window."""
-    lo, hi = np.percentile(array.astype(np.float32), percentiles)
-    lo, hi = float(lo), float(hi)
-    if not hi > lo:
-        hi = lo + 1.0
-    return IntensityWindow(lo, hi)
+    lo, hi = (float(v) for v in np.percentile(array.astype(np.float32), percentiles))
+    return IntensityWindow(lo, hi if hi > lo else lo + 1.0)
 
 
 def window_for(array: np.ndarray, modality: str, ct_window_hu: tuple[float, float],
                percentiles: tuple[float, float]) -> IntensityWindow:
     if modality == "ct":
-        return ct_window(ct_window_hu)
+        return IntensityWindow(float(ct_window_hu[0]), float(ct_window_hu[1]))
     if modality in ("mri", "pet"):
         return percentile_window(array, percentiles)
     raise ValueError(f"unknown modality {modality!r} (ct, mri or pet)")
@@ -209,12 +166,9 @@ class InPlanePad:
 
     @classmethod
     def to_multiple(cls, shape_yx: tuple[int, int], divisor: int, min_size: int = 0) -> "InPlanePad":
-        before, after = [], []
-        for n in shape_yx:
-            target = max(int(np.ceil(n / divisor)) * divisor, int(np.ceil(min_size / divisor)) * divisor)
-            before.append((target - n) // 2)
-            after.append(target - n - (target - n) // 2)
-        return cls(tuple(int(n) for n in shape_yx), tuple(before), tuple(after))
+        shape = tuple(int(n) for n in shape_yx)
+        extra = [-(-max(n, min_size) // divisor) * divisor - n for n in shape]     # ceil to the divisor, minus n
+        return cls(shape, tuple(e // 2 for e in extra), tuple(e - e // 2 for e in extra))
 
     def apply(self, array: np.ndarray, fill: float = BACKGROUND) -> np.ndarray:
         if not any(self.before) and not any(self.after):
@@ -223,8 +177,9 @@ class InPlanePad:
                       constant_values=fill)
 
     def invert(self, array: np.ndarray) -> np.ndarray:
+        """Crop the padding off the last two axes (slices (z, y, x), or network outputs (z, C, y, x))."""
         y, x = self.shape_yx
-        return array[:, self.before[0]:self.before[0] + y, self.before[1]:self.before[1] + x]
+        return array[..., self.before[0]:self.before[0] + y, self.before[1]:self.before[1] + x]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,7 +188,7 @@ class InPlanePad:
 class VolumeTransform:
     """Everything needed to map a prepared array back onto the original voxel grid."""
     shape_zyx: tuple[int, int, int]     # original SimpleITK array shape
-    reorientation: Reorientation
+    reorientation: Orientation          # the engine's canonical orientation (inference.orientation)
     window: IntensityWindow
     resample: InPlaneResample
     crop: InPlaneCrop
@@ -252,22 +207,19 @@ def prepare_arrays(image: np.ndarray, spacing_xyz: tuple[float, float, float], d
                    percentiles: tuple[float, float], body_crop: bool = False, body_margin_mm: float = 10.0,
                    label: np.ndarray | None = None, name: str = "volume") -> PreparedVolume:
     """Forward pipeline on a SimpleITK-ordered array (z, y, x) with its spacing (x, y, z) and direction."""
-    reo = Reorientation.from_direction(direction, name)
-    canon = reo.apply(image)
-    sp_z, sp_y, sp_x = reo.spacing_zyx(spacing_xyz)
+    reo = orientation_from_direction(direction)
+    canon = np.ascontiguousarray(reo.apply(image))
+    sp_z, sp_y, sp_x = reo.spacing(tuple(reversed(spacing_xyz)))
     window = window_for(canon, modality, ct_window_hu, percentiles)
     normalised = window.apply(canon)
     resample = InPlaneResample.to_spacing(canon.shape[1:], (sp_y, sp_x), spacing_mm)
     normalised = resample.apply(normalised)
-    lab = None
-    if label is not None:
-        lab = resample.apply_labels(reo.apply(label))
+    lab = None if label is None else resample.apply_labels(reo.apply(label))
     crop = InPlaneCrop.full(resample.new_shape_yx)
     if body_crop:
         crop = InPlaneCrop.body(normalised, int(round(body_margin_mm / spacing_mm)))
         normalised = crop.apply(normalised)
-        if lab is not None:
-            lab = crop.apply(lab)
+        lab = None if lab is None else crop.apply(lab)
     transform = VolumeTransform(tuple(int(n) for n in image.shape), reo, window, resample, crop)
     return PreparedVolume(name, normalised.astype(np.float32), lab, transform)
 
@@ -281,7 +233,7 @@ def restore_volume(array: np.ndarray, transform: VolumeTransform,
     out = transform.crop.invert(array.astype(np.float32), fill=BACKGROUND)
     out = transform.resample.invert(out)
     out = (window or transform.window).invert(out)
-    out = transform.reorientation.invert(out)
+    out = np.ascontiguousarray(transform.reorientation.undo(out))
     if out.shape != transform.shape_zyx:
         raise AssertionError(f"restored shape {out.shape} != original {transform.shape_zyx}")
     return out
@@ -291,7 +243,7 @@ def restore_labels(labels: np.ndarray, transform: VolumeTransform) -> np.ndarray
     """Inverse pipeline for a label map on the prepared grid (nearest neighbour, background outside the crop)."""
     out = transform.crop.invert(labels, fill=0)
     out = transform.resample.invert_labels(out)
-    return transform.reorientation.invert(out)
+    return np.ascontiguousarray(transform.reorientation.undo(out))
 
 
 def preprocess_kwargs(opts) -> dict:

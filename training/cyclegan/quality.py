@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from eval.dice import dice_per_label
-from inference.atomic import atomic_path
 from inference.labels import FLARE_KEYS
 
 from .data import AnyCase, load_case, prepare_case
@@ -39,10 +38,7 @@ def dice_per_organ(prediction: np.ndarray, reference: np.ndarray, num_classes: i
 
 
 def _summarise(per_case: dict[str, dict[int, float]]) -> dict:
-    organs: dict[int, list[float]] = {}
-    for scores in per_case.values():
-        for c, d in scores.items():
-            organs.setdefault(c, []).append(d)
+    organs = {c: [s[c] for s in per_case.values() if c in s] for c in set().union(*per_case.values())}
     case_means = [float(np.mean(list(s.values()))) for s in per_case.values() if s]
     return {"mean": float(np.mean(case_means)) if case_means else None,
             "per_organ": {organ_name(c): {"dice": float(np.mean(v)), "cases": len(v)} for c, v in sorted(organs.items())},
@@ -82,12 +78,9 @@ def evaluate(model: OrganAttentionCycleGAN, ct_cases: list[AnyCase], *, held_out
             save_grid(vol, fake, rec, pred, Path(grid_dir) / f"{case.name}.png", opts.grid_slices)
     result = {"target_modality": opts.target_modality, "attention": opts.attention,
               "held_out": held_out, "ct_cases": [c.name for c in ct_cases],
-              "cycle_mae_hu": {"mean": float(np.mean(list(mae.values()))) if mae else None, "per_case": mae}}
-    if model.S is not None:
-        result["segmentation_dice"] = _summarise(seg)
-        result["structure_preservation"] = _summarise(struct)
-    else:
-        result["segmentation_dice"] = result["structure_preservation"] = None
+              "cycle_mae_hu": {"mean": float(np.mean(list(mae.values()))) if mae else None, "per_case": mae},
+              "segmentation_dice": _summarise(seg) if model.S is not None else None,
+              "structure_preservation": _summarise(struct) if model.S is not None else None}
     if target_cases and model.S is not None:
         tgt = {}
         for case in tqdm(target_cases, desc="target dice", disable=not progress, leave=False):
@@ -100,33 +93,27 @@ def evaluate(model: OrganAttentionCycleGAN, ct_cases: list[AnyCase], *, held_out
 def save_grid(vol: PreparedVolume, fake: np.ndarray, rec: np.ndarray, pred: np.ndarray | None, path: Path,
               n_slices: int) -> None:
     """Rows: the slices with the most organ voxels; columns: CT + labels, fake target, cycle CT, S on fake."""
-    import matplotlib
-    matplotlib.use("Agg")
+    from eval.plots import save_figure   # first: it selects the Agg backend; the atomic write
     import matplotlib.pyplot as plt
 
     counts = (vol.label > 0).sum(axis=(1, 2)) if vol.label is not None else np.zeros(vol.image.shape[0])
-    order = np.argsort(-counts, kind="stable")[:n_slices]
-    zs = sorted(order.tolist())
+    zs = sorted(np.argsort(-counts, kind="stable")[:n_slices].tolist())
     cols = ["CT + labels", "fake target", "cycle CT"] + (["S on fake"] if pred is not None else [])
     fig, axes = plt.subplots(len(zs), len(cols), figsize=(3 * len(cols), 3 * len(zs)), squeeze=False)
     cmap = plt.get_cmap("tab20", 20)
     for r, z in enumerate(zs):
         panels = [(vol.image[z], vol.label[z] if vol.label is not None else None), (fake[z], None), (rec[z], None)]
-        if pred is not None:
-            panels.append((fake[z], pred[z]))
+        panels += [(fake[z], pred[z])] if pred is not None else []
         for c, (img, lab) in enumerate(panels):
             ax = axes[r][c]
             ax.imshow(img, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
             if lab is not None:
                 ax.imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=19, alpha=0.4, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if r == 0:
                 ax.set_title(cols[c])
             if c == 0:
                 ax.set_ylabel(f"z={z}")
     fig.suptitle(vol.name if len(vol.name) < 60 else "..." + vol.name[-57:], fontsize=9)
     fig.tight_layout()
-    with atomic_path(path, mkdir=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)

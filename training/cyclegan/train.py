@@ -16,7 +16,6 @@ so (training.resume's rule; the preprocessing cache stays: it is keyed by its ow
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import shutil
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from inference.atomic import atomic_path, write_json, write_text
+from inference.atomic import atomic_path, write_csv, write_json, write_text
 from training.budget import epochs_within_budget
 from training.resume import say_restart
 
@@ -67,19 +66,14 @@ def append_curve(path: Path, epoch: int, step: int, trained_s: float, quality: d
     rows = []
     if path.exists():
         with open(path, newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < epoch]
+            rows = [[r[f] for f in CURVE_FIELDS] for r in csv.DictReader(fh) if int(r["epoch"]) < epoch]
 
     def mean(key: str):
         v = quality.get(key)
         return "" if not v or v.get("mean") is None else round(float(v["mean"]), 4)
 
-    rows.append({"epoch": epoch, "step": step, "trained_s": round(trained_s, 1),
-                 "segmentation_dice": mean("segmentation_dice"),
-                 "structure_preservation": mean("structure_preservation"), "cycle_mae_hu": mean("cycle_mae_hu")})
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CURVE_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    rows.append([epoch, step, round(trained_s, 1), *(mean(key) for key in CURVE_FIELDS[3:])])
+    write_csv(path, CURVE_FIELDS, rows)
 
 
 def _seed_everything(seed: int) -> None:
@@ -95,9 +89,7 @@ def _fit_to_budget(opts: CycleGANOptions, requested: int, started: float, epoch_
     if opts.time_budget_s <= 0 or not epoch_seconds:
         return opts
     fit = epochs_within_budget(opts.time_budget_s, time.perf_counter() - started, epoch_seconds, epoch, requested)
-    if fit == opts.epochs:
-        return opts
-    return dataclasses.replace(opts, epochs=fit, decay_epochs=min(opts.decay_epochs, fit))
+    return opts if fit == opts.epochs else opts.replace(epochs=fit, decay_epochs=min(opts.decay_epochs, fit))
 
 
 def train(ct_images: Path, ct_labels: Path, target_images: Path, out_dir: Path, opts: CycleGANOptions, *,

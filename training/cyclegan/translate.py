@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
-from inference.atomic import atomic_path, write_json
+from inference.atomic import write_json
 
 from .data import AnyCase, array_case, find_cases, prepare_case, read_case
 from .model import OrganAttentionCycleGAN
 from .options import CycleGANOptions
 from .preprocess import BACKGROUND, InPlanePad, IntensityWindow, PreparedVolume, restore_volume
-
-if TYPE_CHECKING:
-    import SimpleITK as sitk
 
 CHECKPOINT_FORMAT = "flare-uda-cyclegan/1"
 
@@ -58,9 +55,7 @@ def run_slices(fn: Callable[[torch.Tensor], torch.Tensor], volume: np.ndarray, d
         for z0 in range(0, padded.shape[0], batch_size):
             x = torch.from_numpy(np.ascontiguousarray(padded[z0:z0 + batch_size]))[:, None].to(device)
             outs.append(fn(x).float().cpu().numpy())
-    out = np.concatenate(outs, 0)
-    y, x = pad.shape_yx
-    return out[:, :, pad.before[0]:pad.before[0] + y, pad.before[1]:pad.before[1] + x]
+    return pad.invert(np.concatenate(outs, 0))
 
 
 def translate_prepared(model: OrganAttentionCycleGAN, volume: PreparedVolume, batch_size: int = 8) -> np.ndarray:
@@ -77,19 +72,14 @@ def translate_case(model: OrganAttentionCycleGAN, ckpt: dict, case: AnyCase, bat
     return restored.astype(np.float32, copy=False)
 
 
-def _write(image: sitk.Image, path: Path) -> None:
-    import SimpleITK as sitk
-
-    with atomic_path(path) as tmp:       # keeps the .nii.gz suffix SimpleITK picks the format from
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-
-
 def translate(checkpoint: Path, ct_images: Path, ct_labels: Path, out_dir: Path, *,
               device: torch.device | str = "cpu", batch_size: int = 8, overwrite: bool = False,
               progress: bool = True) -> list[str]:
     """Translate every labelled CT case of `ct_images`/`ct_labels`; returns the names of the cases written."""
     import SimpleITK as sitk
     from tqdm import tqdm
+
+    from inference.io import write_image_atomic
 
     model, ckpt = load_checkpoint(checkpoint, device)
     opts = model.opts
@@ -108,8 +98,8 @@ def translate(checkpoint: Path, ct_images: Path, ct_labels: Path, out_dir: Path,
         restored = translate_case(model, ckpt, array_case(str(case.image), image), batch_size)
         out = sitk.GetImageFromArray(restored)
         out.CopyInformation(image)
-        _write(out, img_out)
-        _write(label, lab_out)        # read_case returns it as uint8 on the image's grid
+        write_image_atomic(out, img_out, compression_level=-1)      # -1: SimpleITK's default level
+        write_image_atomic(label, lab_out, compression_level=-1)    # read_case: uint8 on the image's grid
         written.append(case.name)
     meta = {"checkpoint": str(Path(checkpoint).resolve()), "epoch": ckpt.get("epoch"),
             "target_modality": opts.target_modality, "attention": opts.attention,

@@ -1,5 +1,5 @@
-"""python -m training.inplane run|train|export|compose|score|publish|ship|pack|seed|prepare|run-packed|score-trained ...
-(see training/inplane/README.md)."""
+"""python -m training.inplane run|train|prepare|run-packed|score-trained|export|ship|compose|score|robust|
+robust-publish|publish|pack|seed ... (see training/inplane/README.md)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,11 @@ from .layout import machine, score_file
 from .report import score_model
 from .train import train_one
 from .packed import PARTS
+
+
+def _rows(text: str) -> list[str]:
+    """A comma-separated list of rows (empty entries skipped)."""
+    return [r for r in text.split(",") if r]
 
 
 def cmd_run(args) -> int:
@@ -51,8 +56,7 @@ def cmd_run_packed(args) -> int:
     from .steps import run_rows
 
     prof = as_profile(args.profile)
-    rows = [r for r in args.rows.split(",") if r] if args.rows else [
-        name for name, r in prof.rows.items() if r.trainer == "inplane"]
+    rows = _rows(args.rows) or [name for name, r in prof.rows.items() if r.trainer == "inplane"]
     return _report(run_rows(args.work, args.profile, rows, args.packed, device=args.device, jobs=args.jobs,
                             threads=args.threads, score=False), "trained from the pack")
 
@@ -64,7 +68,7 @@ def cmd_score_trained(args) -> int:
     from .steps import trained_steps
 
     prof = as_profile(args.profile)
-    rows = [r for r in args.rows.split(",") if r] if args.rows else list(prof.rows)
+    rows = _rows(args.rows) or list(prof.rows)
     steps = trained_steps(args.work, prof, rows, args.data, args.threads)
     if not steps:
         raise ValueError(f"{args.work}: no row of {rows} has both stages trained")
@@ -118,7 +122,7 @@ def cmd_robust(args) -> int:
     """The sequence-robustness columns of one MRI model: (a) T2 test scans, (b) the T1 crop, (c) the stress set."""
     from .robust import SETS, columns_table, score_sets
 
-    sets = tuple(x for x in args.sets.split(",") if x)
+    sets = tuple(_rows(args.sets))
     bad = [x for x in sets if x not in SETS]
     if bad or not sets:
         raise ValueError(f"--sets {args.sets!r}: choose from {', '.join(SETS)}")
@@ -132,7 +136,7 @@ def cmd_robust_publish(args) -> int:
     from .robust import publish
 
     prof = load_profile(args.profile)
-    rows = [r for r in args.rows.split(",") if r]
+    rows = _rows(args.rows)
     sources = {}
     for spec in args.source:
         row, sep, text = spec.partition("=")
@@ -145,8 +149,7 @@ def cmd_robust_publish(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    rows = tuple(r for r in args.weights_of.split(",") if r)
-    print((bench.publish(args.work, args.profile, args.out, rows)).read_text())
+    print(bench.publish(args.work, args.profile, args.out, tuple(_rows(args.weights_of))).read_text())
     return 0
 
 
@@ -177,114 +180,96 @@ def cmd_seed(args) -> int:
     return 0
 
 
-def _common(p, work=True, profile=True, data=False) -> None:
+def _sub(sub, name: str, func, help_: str, work=True, profile=True, data=False, row=False, device=False,
+         threads=False):
+    """A subcommand with the arguments most commands share."""
+    p = sub.add_parser(name, help=help_)
     if work:
         p.add_argument("--work", type=Path, required=True, help="work folder (resumable; not committed)")
     if profile:
         p.add_argument("--profile", default="cpu", help="profile name (training/inplane/profiles) or JSON path")
     if data:
         p.add_argument("--data", type=Path, default=protocol.REAL_DATA, help="the real-data folder")
+    if row:
+        p.add_argument("--row", required=True, help="a row of the profile (1, A, 4, ...)")
+    if device:
+        p.add_argument("--device", default="cpu", help="cpu or cuda")
+    if threads:
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the profile's)")
+    p.set_defaults(func=func)
+    return p
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.inplane", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name, func, help_ in (("run", cmd_run, "one benchmark row: train what is missing, export, score"),
+    for name, func, help_ in (("run", cmd_run, "one benchmark row: the pack, train what is missing, export, score"),
                               ("train", cmd_train, "train (or resume) one stage of a row")):
-        c = sub.add_parser(name, help=help_)
-        _common(c, data=True)
-        c.add_argument("--row", required=True, help="a row of the profile (1, A, 4, ...)")
+        c = _sub(sub, name, func, help_, data=True, row=True, device=True, threads=True)
         if name == "train":
             c.add_argument("--stage", choices=("coarse", "fine"), required=True)
             c.add_argument("--packed", type=Path, default=None,
                            help="read the volumes from this pack (default: WORK/pack.npz, which `run` makes)")
-        c.add_argument("--device", default="cpu", help="cpu or cuda")
-        c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the profile's)")
         c.add_argument("--no-curve-on-test", dest="curve_on_test", action="store_false",
                        help="learning curve without the test-scan Dice (loss only)")
-        c.set_defaults(func=func)
-    pr = sub.add_parser("prepare", help="a row's translator, pseudo-labels or PET renders from a pack (packed.py)")
-    _common(pr)
-    pr.add_argument("--row", required=True)
+    pr = _sub(sub, "prepare", cmd_prepare, "a row's translator, pseudo-labels or PET renders from a pack (packed.py)",
+              row=True, device=True, threads=True)
     pr.add_argument("--part", required=True, choices=PARTS)
     pr.add_argument("--packed", type=Path, required=True, help="the pack (python -m training.inplane pack)")
-    pr.add_argument("--device", default="cpu", help="cpu or cuda")
-    pr.add_argument("--threads", type=int, default=None)
-    pr.set_defaults(func=cmd_prepare)
-    rp = sub.add_parser("run-packed", help="train every in-plane row (or --rows) from a given pack, steps at once "
-                                           "(--jobs): a machine without the data; score afterwards with score-trained")
-    _common(rp)
+    rp = _sub(sub, "run-packed", cmd_run_packed, "train every in-plane row (or --rows) from a given pack, steps at "
+              "once (--jobs): a machine without the data; score afterwards with score-trained", device=True,
+              threads=True)
     rp.add_argument("--packed", type=Path, required=True)
     rp.add_argument("--rows", default="", help="comma-separated rows (default: all of the profile)")
-    rp.add_argument("--device", default="cpu", help="cpu or cuda")
     rp.add_argument("--jobs", type=int, default=1, help="steps at once (each its own process)")
-    rp.add_argument("--threads", type=int, default=None)
-    rp.set_defaults(func=cmd_run_packed)
-    st = sub.add_parser("score-trained", help="export and score every row whose stages are trained (no training)")
-    _common(st, data=True)
+    st = _sub(sub, "score-trained", cmd_score_trained, "export and score every row whose stages are trained (no "
+              "training)", data=True, threads=True)
     st.add_argument("--rows", default="", help="comma-separated rows (default: all of the profile)")
-    st.add_argument("--threads", type=int, default=None)
-    st.set_defaults(func=cmd_score_trained)
     for name, func, help_ in (("export", cmd_export, "a trained row -> a weights folder (card, torch, ONNX)"),
                               ("ship", cmd_ship, "a scored row -> weights/<name> (ONNX, card with its scores)")):
-        c = sub.add_parser(name, help=help_)
-        _common(c)
-        c.add_argument("--row", required=True)
+        c = _sub(sub, name, func, help_, row=True)
         c.add_argument("--out", type=Path, required=True)
         c.add_argument("--name", default=None)
         if name == "ship":
             c.add_argument("--note", default="")
-        c.set_defaults(func=func)
-    m = sub.add_parser("compose", help="a model folder from the coarse stage of one model and the fine stage of "
-                                       "another (training.export.compose_model)")
-    m.add_argument("--coarse-from", type=Path, required=True)
-    m.add_argument("--fine-from", type=Path, required=True)
-    m.add_argument("--out", type=Path, required=True)
+    m = _sub(sub, "compose", cmd_compose, "a model folder from the coarse stage of one model and the fine stage of "
+             "another (training.export.compose_model)", work=False, profile=False)
+    for flag in ("--coarse-from", "--fine-from", "--out"):
+        m.add_argument(flag, type=Path, required=True)
     m.add_argument("--name", required=True)
     m.add_argument("--note", default="")
-    m.set_defaults(func=cmd_compose)
-    s = sub.add_parser("score", help="MRI model: the engine on the CHAOS test scans + FLARE DSC/NSD (eval score); "
-                                     "PET model: organ volumes and placement on the real FDG PET scans")
-    _common(s, work=False, profile=False, data=True)
-    s.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(func=cmd_score)
-    rb = sub.add_parser("robust", help="MRI model: (a) CHAOS T2 test scans, (b) the real T1 crop ts_mr_sm, "
-                                       "(c) the contrast-stress set, (d) coronal / sagittal reslices, (e) the CT crop (robust.py)")
-    _common(rb, work=False, profile=False, data=True)
-    rb.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
-    rb.add_argument("--out", type=Path, required=True)
+    s = _sub(sub, "score", cmd_score, "MRI model: the engine on the CHAOS test scans + FLARE DSC/NSD (eval score); "
+             "PET model: organ volumes and placement on the real FDG PET scans", work=False, profile=False, data=True,
+             threads=True)
+    rb = _sub(sub, "robust", cmd_robust, "MRI model: (a) CHAOS T2 test scans, (b) the real T1 crop ts_mr_sm, (c) the "
+              "contrast-stress set, (d) coronal / sagittal reslices, (e) the CT crop (robust.py)", work=False,
+              profile=False, data=True, threads=True)
+    for c in (s, rb):
+        c.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
+        c.add_argument("--out", type=Path, required=True)
     rb.add_argument("--sets", default="t2,t1,stress,coronal,sagittal,ct",
                     help="comma-separated: t2, t1, stress, coronal, sagittal, ct")
     rb.add_argument("--cache", type=Path, default=None, help="where the sets are made (default: OUT/sets)")
-    rb.add_argument("--threads", type=int, default=None)
-    rb.set_defaults(func=cmd_robust)
-    rp2 = sub.add_parser("robust-publish", help="the robustness columns of several rows -> a results folder")
-    _common(rp2, work=False)
+    rp2 = _sub(sub, "robust-publish", cmd_robust_publish, "the robustness columns of several rows -> a results "
+               "folder", work=False)
     rp2.add_argument("--scored", type=Path, required=True, help="folder of r<row>/ outputs of `robust`")
     rp2.add_argument("--rows", required=True, help="comma-separated rows, in table order")
     rp2.add_argument("--out", type=Path, required=True)
     rp2.add_argument("--source", action="append", default=[], metavar="ROW=TEXT",
                      help="where the row's scored weights came from (printed under the table)")
-    rp2.set_defaults(func=cmd_robust_publish)
-    pb = sub.add_parser("publish", help="table, curves, stage weights and scores -> a results folder")
-    _common(pb)
+    pb = _sub(sub, "publish", cmd_publish, "table, curves, stage weights and scores -> a results folder")
     pb.add_argument("--out", type=Path, required=True)
     pb.add_argument("--weights-of", default="A", help="rows whose fine weights are published (comma-separated; "
                     "the coarse stage's always are): those that later rows start from")
-    pb.set_defaults(func=cmd_publish)
-    pk = sub.add_parser("pack", help="a compact preprocessed copy of the volumes (for a machine without the data)")
-    _common(pk, work=False, data=True)
+    pk = _sub(sub, "pack", cmd_pack, "the volumes every stage trains on, prepared once (for a machine without the "
+              "data: --out P.npz)", work=False, data=True)
     pk.add_argument("--out", type=Path, required=True)
-    pk.set_defaults(func=cmd_pack)
-    sd = sub.add_parser("seed", help="published stages -> a new work folder (continue on another machine)")
-    _common(sd, profile=False)
+    sd = _sub(sub, "seed", cmd_seed, "published stages -> a new work folder (continue on another machine)",
+              profile=False)
     sd.add_argument("--results", type=Path, help="a published results folder: its stages")
     sd.add_argument("--model", action="append", default=[], metavar="ROW=DIR",
                     help="a shipped model folder of row ROW: a teacher (WORK/models/rROW) and a start row (its fine "
                          "stage recovered from ONNX); repeatable")
-    sd.set_defaults(func=cmd_seed)
     args = p.parse_args(argv)
     try:
         return args.func(args)

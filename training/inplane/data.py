@@ -10,7 +10,6 @@ around them). A few hundred MB for the 30 BTCV scans at 2 mm.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -48,19 +47,6 @@ class Volume:
         return low + self.image.astype(np.float32) * (high - low)
 
 
-def _read_canonical(path: Path):
-    """(array in canonical order, its (z, y, x) spacing, the orientation, the SimpleITK image) of a scan read as the
-    engine reads it."""
-    from inference.io import read_image   # SimpleITK: only where NIfTI files are read (not with a pack)
-
-    loaded = read_image(path)
-    image = loaded.image
-    orient = orientation.orientation_from_direction(image.GetDirection())
-    spacing = orient.spacing(tuple(reversed(image.GetSpacing())))
-    # a copy: loaded.array may be a view into the SimpleITK image, freed with `loaded`
-    return np.array(orient.apply(loaded.array)), spacing, orient, image
-
-
 def body_mask(image01: np.ndarray) -> np.ndarray:
     """The body on each slice: brighter than the darkest 2 % of the window, holes filled, largest piece."""
     from scipy import ndimage
@@ -75,14 +61,18 @@ def body_mask(image01: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...], partial: bool = False) -> Volume:
-    """`case` on the grid of `spacing_mm` (z None: the scan's own slices), prepared as the engine prepares it
-    (`partial`: its background becomes PARTIAL, as in `prepare_volume`)."""
-    from inference.io import read_label_map
+def load_volume(case: Case, spacing_mm, label_ids: tuple[int, ...]) -> Volume:
+    """`case` read as the engine reads it (SimpleITK: only here, where the pack is made), on the grid of
+    `spacing_mm` (z None: the scan's own slices), prepared as the engine prepares it."""
+    from inference.io import read_image, read_label_map
 
-    arr, spacing, orient, image = _read_canonical(case.image)
-    lab = np.array(orient.apply(read_label_map(case.label, reference=image)[1]))
-    return prepare_volume(case.name, arr, spacing, lab, spacing_mm, label_ids, partial)
+    loaded = read_image(case.image)
+    orient = orientation.orientation_from_direction(loaded.image.GetDirection())
+    spacing = orient.spacing(tuple(reversed(loaded.image.GetSpacing())))
+    # copies: loaded.array may be a view into the SimpleITK image, freed with `loaded`
+    arr = np.array(orient.apply(loaded.array))
+    lab = np.array(orient.apply(read_label_map(case.label, reference=loaded.image)[1]))
+    return prepare_volume(case.name, arr, spacing, lab, spacing_mm, label_ids)
 
 
 def prepare_volume(name: str, arr: np.ndarray, spacing, lab: np.ndarray, spacing_mm,
@@ -208,11 +198,10 @@ class MixedBank:
         return (self.second if rng.random() < self.p_second else self.first).pick(rng, foreground)
 
 
-def load_volumes(cases: list[Case], spacing_mm, label_ids, progress: bool = True,
-                 partial: bool = False) -> list[Volume]:
+def load_volumes(cases: list[Case], spacing_mm, label_ids, progress: bool = True) -> list[Volume]:
     from tqdm import tqdm
 
     out = []
     for case in tqdm(cases, desc=f"load at {list(spacing_mm)} mm", disable=not progress, unit="case"):
-        out.append(load_volume(case, spacing_mm, label_ids, partial))
+        out.append(load_volume(case, spacing_mm, label_ids))
     return out

@@ -158,8 +158,10 @@ class Row:
         if self.trainer == "nnunet3d" and (self.start or self.label_maps or self.source == "btcv_pet"):
             raise ValueError(f"row {self.name}: a 3D nnU-Net row trains from scratch on CT, translated CT and "
                              "pseudo-labelled target scans (no start row, label maps or PET renders)")
-        if self.label_maps is not None and not (0 < self.p_label_maps < 1 and self.label_map_variants >= 1):
-            raise ValueError(f"row {self.name}: p_label_maps must be in (0, 1) and label_map_variants >= 1")
+        if self.label_maps is not None and not (self.label_maps == "flare22" and 0 < self.p_label_maps < 1
+                                                and self.label_map_variants >= 1):
+            raise ValueError(f"row {self.name}: label_maps must be 'flare22' (the one set of label maps here), "
+                             "p_label_maps in (0, 1) and label_map_variants >= 1")
 
 
 _ROW_DEFAULTS = {"start": None, "fine": {}, "label_maps": None, "p_label_maps": 0.25, "label_map_variants": 2,
@@ -220,8 +222,8 @@ def _build(cls, d: dict[str, Any], where: str):
 
 
 def as_profile(profile: "str | Profile") -> Profile:
-    """`profile` itself, or the profile of that name or path: a run loads its profile once and hands the object on,
-    so that an edit of the file during a run cannot reach its later steps."""
+    """`profile` itself, or the profile of that name or path (a run builds its step graph, and the settings each
+    step records, from the one object it loaded; the steps' processes read the file again)."""
     return profile if isinstance(profile, Profile) else load_profile(profile)
 
 

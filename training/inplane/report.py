@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.atomic import atomic_path, write_json
+from inference.atomic import write_json
 from inference.labels import FLARE_ORGANS as ORGAN_NAMES
 from training.runner import run_logged
 
@@ -116,9 +116,7 @@ def _read_curve(path: Path) -> dict[str, np.ndarray]:
 
 def plot_curves(work: Path, out: Path) -> list[Path]:
     """One PNG per trained stage of `work` (loss and, when recorded, test Dice per organ against minutes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from eval.plots import save_figure   # first: it selects the Agg backend; the atomic write
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
@@ -149,20 +147,14 @@ def plot_curves(work: Path, out: Path) -> list[Path]:
                 lambda i, s=c: np.interp(i, s["iteration"], s["seconds"] / 60)))
             top.set_xlabel("iterations")
         fig.tight_layout()
-        path = out / f"curve_{name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=80)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out / f"curve_{name}.png", dpi=80))
     return written
 
 
 def plot_translator(run: Path, out_png: Path) -> Path | None:
     """A CycleGAN run's curves against training minutes: its losses (loss_log.jsonl, mean per epoch) and its quality
     (quality_curve.csv: the segmenter's Dice on translated held-out CT, the cycle error)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from eval.plots import save_figure   # first: it selects the Agg backend; the atomic write
     import matplotlib.pyplot as plt
 
     log, curve = run / "loss_log.jsonl", run / "quality_curve.csv"
@@ -195,10 +187,7 @@ def plot_translator(run: Path, out_png: Path) -> Path | None:
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(out_png, mkdir=True) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=80)
 
 
 def score_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int | None = None) -> Path:

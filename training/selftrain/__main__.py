@@ -21,6 +21,7 @@ from pathlib import Path
 from inference.atomic import write_text
 
 from .filtering import FilterConfig, FilterError, format_table4, load_table4, run_filter
+from .labels import ORGAN_SETS
 from .predict import MODALITY_CHOICES, PredictConfig, PredictError, parse_shard, run_predict
 from .stats import StatsError, compute_stats, load_stats, save_stats
 
@@ -33,7 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ct-labels", type=Path, required=True, nargs="+",
                    help="folder(s) of label maps <case>.nii.gz (e.g. the labelled CT and the FLARE22 maps)")
     s.add_argument("--out", type=Path, required=True, help="statistics file to write (JSON)")
-    s.add_argument("--no-progress", action="store_true")
 
     q = sub.add_parser("predict", help="pseudo-labels of every model for the unlabelled scans (sharded, resumable)")
     q.add_argument("--images", type=Path, required=True, help="folder of <case>_0000.nii.gz scans")
@@ -51,8 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     q.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
     q.add_argument("--threads", type=int, default=None)
-    q.add_argument("--compression", type=int, default=1, choices=range(0, 10), metavar="0-9")
-    q.add_argument("--no-progress", action="store_true")
 
     f = sub.add_parser("filter", help="stage 1 + stage 2 filtering into a training-ready folder")
     f.add_argument("--predictions", type=Path, required=True, help="predictions folder of `predict`")
@@ -72,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-majority-label", type=int, default=0,
                    help="label of voxels without a strict majority (0: background; e.g. 14 = nnU-Net ignore)")
     f.add_argument("--overwrite", action="store_true", help="replace an earlier filter run in --out")
-    f.add_argument("--compression", type=int, default=1, choices=range(0, 10), metavar="0-9")
-    f.add_argument("--no-progress", action="store_true")
+    for cmd in (q, f):   # options the commands share, each the last of its command's list (as --help shows them)
+        cmd.add_argument("--compression", type=int, default=1, choices=range(0, 10), metavar="0-9")
+    for cmd in (s, q, f):
+        cmd.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("table", help="print Table 4 for several filter outputs (one row per target set)")
     t.add_argument("outputs", type=Path, nargs="+", help="filter output folders or their table4.json files")
@@ -93,13 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             save_stats(stats, args.out)
             _say(f"{stats.n_label_maps} CT label maps; median spacing (x, y, z) "
                  f"{tuple(round(v, 4) for v in stats.median_spacing_xyz_mm)} mm")
-            from .labels import ORGAN_SETS
-
             for name in ORGAN_SETS:
-                if name in stats.sets:
-                    _say(f"  {name}: statistics over {stats.sets[name].n_cases} complete maps")
-                else:
-                    _say(f"  {name}: no statistics (fewer than two maps carry all of its organs)")
+                _say(f"  {name}: statistics over {stats.sets[name].n_cases} complete maps" if name in stats.sets
+                     else f"  {name}: no statistics (fewer than two maps carry all of its organs)")
             _say(f"written {args.out}")
             return 0
         if args.command == "predict":
@@ -120,23 +116,21 @@ def main(argv: list[str] | None = None) -> int:
             cfg = FilterConfig(predictions=args.predictions, stats=args.stats, target_set=args.modality,
                                out=args.out, scan_modality=args.scan_modality, top_k=args.top_k,
                                dice_threshold=args.dice_threshold, n_sigma=args.n_sigma, min_voxels=args.min_voxels,
-                               images=args.images,
-                               no_majority_label=args.no_majority_label, overwrite=args.overwrite,
+                               images=args.images, no_majority_label=args.no_majority_label, overwrite=args.overwrite,
                                compression=args.compression, progress=not args.no_progress)
             row, _, manifest = run_filter(cfg)
             _say(format_table4([row]))
             _say(f"{manifest['numTraining']} pseudo-labelled cases written to {args.out}")
             return 0
-        if args.command == "table":
-            text = format_table4([load_table4(p) for p in args.outputs])
-            _say(text)
-            if args.out is not None:
-                write_text(args.out, text + "\n")
-            return 0
+        # args.command == "table": argparse accepts no other subcommand
+        text = format_table4([load_table4(p) for p in args.outputs])
+        _say(text)
+        if args.out is not None:
+            write_text(args.out, text + "\n")
+        return 0
     except (StatsError, PredictError, FilterError) as exc:
         _say(f"error: {exc}")
         return 2
-    return 2
 
 
 if __name__ == "__main__":

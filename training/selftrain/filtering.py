@@ -19,7 +19,6 @@ Output folder (OUT)::
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,13 +27,14 @@ import numpy as np
 from tqdm import tqdm
 
 from eval.dice import dice_per_label
-from inference.atomic import atomic_path, write_json, write_text
+from inference.atomic import copy_file, write_json, write_text
+from inference.model_folder import sha256_of
 
 if TYPE_CHECKING:   # annotations only: SimpleITK is imported where files are read
     import SimpleITK as sitk
 
 from . import labels as L
-from .stats import SetStats, file_sha256, load_stats
+from .stats import SetStats, load_stats
 from .table4 import Table4Row, format_table4, table4_row  # noqa: F401 (importers use this module, their old home)
 
 # SimpleITK is imported where files are read: the rules also serve arrays in memory (training/inplane/packed.py)
@@ -128,11 +128,9 @@ def sample_measures(best: np.ndarray, second: np.ndarray, stats: SetStats, n_sig
     best, second = L.restrict(best, organs), L.restrict(second, organs)
     missing = L.missing_organs(best, organs, min_voxels)
     rv = L.relative_volumes(best, organs)
-    out_of_range = {}
-    for organ, r in rv.items():
-        lo, hi = stats.bounds(organ, n_sigma)
-        if not lo <= r <= hi:
-            out_of_range[organ] = [r, lo, hi]
+    bounds = {organ: stats.bounds(organ, n_sigma) for organ in rv}
+    out_of_range = {organ: [r, *bounds[organ]] for organ, r in rv.items()
+                    if not bounds[organ][0] <= r <= bounds[organ][1]}
     dpo = dice_per_label(best, second, organs)
     values = [v for v in dpo.values() if not np.isnan(v)]
     return CaseResult(case=case, missing_organs=missing, relative_volume=rv, out_of_range=out_of_range,
@@ -171,8 +169,8 @@ def vote(preds: list[np.ndarray], organs, no_majority_label: int) -> np.ndarray:
 def write_report(out: Path, target_set: str, row: Table4Row, results: list[CaseResult], ignored: int = 0) -> None:
     """OUT/filter_report.json (every case's measurements and the first rule it failed), table4.json / .md."""
     report = {"target_set": target_set, "ignored_other_modality_records": ignored, "table4": asdict(row),
-              "cases": [{**{k: v for k, v in asdict(r).items()}, "failed_rule": r.failed_rule} for r in results]}
-    write_json(out / "filter_report.json", json.loads(json.dumps(report, default=str)), indent=1, mkdir=True)
+              "cases": [{**asdict(r), "failed_rule": r.failed_rule} for r in results]}
+    write_json(out / "filter_report.json", report, indent=1, mkdir=True, default=str)
     write_json(out / "table4.json", asdict(row), indent=1, mkdir=True)
     write_text(out / "table4.md", format_table4([row]) + "\n")
 
@@ -197,8 +195,6 @@ def load_records(pred: Path, modality: str, images: Path | None) -> tuple[list[C
         raise FilterError(f"{pred}: not a predictions folder of `python -m training.selftrain predict` "
                           "(no records/ sub-folder)")
     cases: list[CaseFiles] = []
-    models: list[dict] | None = None
-    first_case = ""
     ignored = 0
     for path in sorted(rec_dir.glob("*.json")):
         try:
@@ -211,15 +207,13 @@ def load_records(pred: Path, modality: str, images: Path | None) -> tuple[list[C
             ignored += 1
             continue
         key = [(m["name"], m["card_sha256"]) for m in rec["models"]]
-        if models is None:
-            models, first_case = rec["models"], rec["case"]
-        elif key != [(m["name"], m["card_sha256"]) for m in models]:
-            raise FilterError(f"{path}: predicted with models {[k[0] for k in key]} but {first_case} with "
-                              f"{[m['name'] for m in models]} (or different weights): rerun predict with one list")
-        image = Path(rec["image"])
-        if not image.is_absolute():
-            image = Path(pred) / image
-        elif images is not None:
+        first = cases[0].record if cases else rec
+        if key != [(m["name"], m["card_sha256"]) for m in first["models"]]:
+            raise FilterError(f"{path}: predicted with models {[k[0] for k in key]} but {first['case']} with "
+                              f"{[m['name'] for m in first['models']]} (or different weights): rerun predict with "
+                              "one list")
+        image = Path(pred) / rec["image"]  # an absolute path (the source scan, predicted natively) stays as it is
+        if images is not None and Path(rec["image"]).is_absolute():
             image = Path(images) / Path(rec["source_image"]).name
         labels = [Path(pred) / m["label"] for m in rec["models"]]
         for p in [image] + labels:
@@ -229,7 +223,7 @@ def load_records(pred: Path, modality: str, images: Path | None) -> tuple[list[C
     if not cases:
         raise FilterError(f"{pred}: no finished {modality} case in the predictions folder"
                           + (f" ({ignored} record(s) of another modality)" if ignored else ""))
-    assert models is not None
+    models = cases[0].record["models"]
     if len(models) < 2:
         raise FilterError(f"{pred}: the predictions come from {len(models)} model(s); the filter needs the best and "
                           "the second-best")
@@ -250,16 +244,6 @@ def read_prediction(path: Path, shape: tuple[int, ...] | None = None) -> tuple["
 
 # ---- stage 2 and the output folder ---------------------------------------------------------------------------
 
-def _copy_image(src: Path, dst: Path, compression: int) -> None:
-    import SimpleITK as sitk
-
-    with atomic_path(dst) as tmp:
-        if src.name.endswith(".nii.gz"):
-            shutil.copyfile(src, tmp)
-        else:
-            sitk.WriteImage(sitk.ReadImage(str(src)), str(tmp), True, int(compression))
-
-
 def _prepare_out(cfg: FilterConfig) -> set[str]:
     """Create OUT/images and OUT/labels; return the files an earlier run listed (to replace) with --overwrite."""
     out = Path(cfg.out)
@@ -269,15 +253,12 @@ def _prepare_out(cfg: FilterConfig) -> set[str]:
         if not cfg.overwrite:
             raise FilterError(f"{manifest}: the output folder holds an earlier filter run (use --overwrite)")
         try:
-            for c in json.loads(manifest.read_text())["cases"]:
-                old.update((c["image"], c["label"]))
+            old = {f for c in json.loads(manifest.read_text())["cases"] for f in (c["image"], c["label"])}
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise FilterError(f"{manifest}: unreadable earlier manifest ({exc}); remove the folder") from None
     for sub in ("images", "labels"):
-        folder = out / sub
-        folder.mkdir(parents=True, exist_ok=True)
-        foreign = sorted(f"{sub}/{p.name}" for p in folder.iterdir() if not p.name.startswith("."))
-        foreign = [f for f in foreign if f not in old]
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        foreign = sorted({f"{sub}/{p.name}" for p in (out / sub).iterdir() if not p.name.startswith(".")} - old)
         if foreign:
             raise FilterError(f"{out / foreign[0]}: the output folder holds files no earlier manifest lists "
                               f"({len(foreign)}); choose an empty folder")
@@ -295,23 +276,23 @@ def run_filter(cfg: FilterConfig) -> tuple[Table4Row, list[CaseResult], dict]:
 
     import SimpleITK as sitk
 
-    from inference.io import write_labels
+    from inference.io import write_image_atomic, write_labels
 
     by_case = {cf.case: cf for cf in cases}
 
-    def load_two(case: str) -> tuple[np.ndarray, np.ndarray]:
-        _, best = read_prediction(by_case[case].labels[0])
-        return best, read_prediction(by_case[case].labels[1], best.shape)[1]
+    def load(case: str, n: int | None = None) -> tuple[sitk.Image, list[np.ndarray]]:  # first n models' maps
+        ref, best = read_prediction(by_case[case].labels[0])
+        return ref, [best] + [read_prediction(p, best.shape)[1] for p in by_case[case].labels[1:n]]
 
-    results, selected = rank_cases([cf.case for cf in cases], load_two, set_stats, cfg.n_sigma, cfg.min_voxels,
-                                   cfg.threshold, cfg.top_k, cfg.progress, f"stage 1 ({cfg.target_set})")
+    results, selected = rank_cases([cf.case for cf in cases], lambda case: load(case, 2)[1], set_stats,
+                                   cfg.n_sigma, cfg.min_voxels, cfg.threshold, cfg.top_k, cfg.progress,
+                                   f"stage 1 ({cfg.target_set})")
     row = table4_row(cfg.target_set, results, cfg.threshold, cfg.top_k)
 
     entries = []
     for res in tqdm(selected, desc=f"stage 2 vote ({cfg.target_set})", unit="case", disable=not cfg.progress):
         cf = by_case[res.case]
-        ref, first = read_prediction(cf.labels[0])
-        preds = [first] + [read_prediction(p, first.shape)[1] for p in cf.labels[1:]]
+        ref, preds = load(res.case)
         consensus = vote(preds, organs, cfg.no_majority_label)
         image_rel, label_rel = f"images/{res.case}_0000.nii.gz", f"labels/{res.case}.nii.gz"
         img_info = sitk.ImageFileReader()
@@ -324,7 +305,10 @@ def run_filter(cfg: FilterConfig) -> tuple[Table4Row, list[CaseResult], dict]:
             raise FilterError(f"{cf.image}: image size {img_info.GetSize()} differs from its predictions "
                               f"{ref.GetSize()} ({cf.labels[0]})")
         write_labels(consensus, ref, out / label_rel, cfg.compression)
-        _copy_image(cf.image, out / image_rel, cfg.compression)
+        if cf.image.name.endswith(".nii.gz"):
+            copy_file(cf.image, out / image_rel)
+        else:
+            write_image_atomic(sitk.ReadImage(str(cf.image)), out / image_rel, cfg.compression)
         counts = L.voxel_counts(consensus)
         entries.append({
             "case": res.case, "image": image_rel, "label": label_rel, "source_image": cf.record["source_image"],
@@ -352,7 +336,7 @@ def run_filter(cfg: FilterConfig) -> tuple[Table4Row, list[CaseResult], dict]:
                     "path": m["path"], "card_sha256": m["card_sha256"]} for i, m in enumerate(models)],
         "filters": {"min_voxels": cfg.min_voxels, "n_sigma": cfg.n_sigma, "dice_threshold": cfg.threshold,
                     "top_k": cfg.top_k, "vote": f"> {len(models)}/2 of {len(models)} models per class"},
-        "stats": {"path": str(Path(cfg.stats).resolve()), "sha256": file_sha256(cfg.stats),
+        "stats": {"path": str(Path(cfg.stats).resolve()), "sha256": sha256_of(cfg.stats),
                   "median_spacing_xyz_mm": list(stats_all.median_spacing_xyz_mm)},
         "predictions": str(Path(cfg.predictions).resolve()),
         "table4": asdict(row),

@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.orientation import orientation_from_direction
+from inference.resample import shape_at_spacing
 
 
 def physical_spacing_xyz(image: sitk.Image) -> tuple[float, float, float]:
@@ -23,9 +24,8 @@ def index_spacing_for(image: sitk.Image, spacing_xyz_mm) -> tuple[float, float, 
     """ITK index-order spacing that puts physical spacing `spacing_xyz_mm` on `image`'s index axes."""
     orient = orientation_from_direction(image.GetDirection())
     target_zyx = tuple(reversed([float(v) for v in spacing_xyz_mm]))
-    array_spacing = [0.0, 0.0, 0.0]  # original array order (z, y, x of the index)
-    for canon_axis, orig_axis in enumerate(orient.axes_order):
-        array_spacing[orig_axis] = target_zyx[canon_axis]
+    # original array order (z, y, x of the index): canonical axis a is original axis axes_order[a]
+    array_spacing = [target_zyx[a] for a in np.argsort(orient.axes_order)]
     return tuple(reversed(array_spacing))  # type: ignore[return-value]
 
 
@@ -43,8 +43,7 @@ def resample_to_spacing(image: sitk.Image, spacing_xyz_mm) -> sitk.Image:
     """
     old_sp = np.asarray(image.GetSpacing(), dtype=np.float64)
     new_sp = np.asarray(index_spacing_for(image, spacing_xyz_mm), dtype=np.float64)
-    size = np.asarray(image.GetSize(), dtype=np.float64)
-    new_size = [max(1, int(round(n))) for n in size * old_sp / new_sp]
+    new_size = shape_at_spacing(image.GetSize(), old_sp, new_sp)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     new_origin = np.asarray(image.GetOrigin(), dtype=np.float64) + direction @ ((new_sp - old_sp) / 2.0)
     array = sitk.GetArrayViewFromImage(image)

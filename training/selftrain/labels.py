@@ -8,10 +8,13 @@ The PET scheme (1 liver, 2 right kidney, 3 spleen, 4 left kidney) is converted a
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from eval.dice import dice_per_label
 from inference.labels import DATASET_ORGANS, FLARE_KEYS, PET_FROM_MRI
+from inference.postprocess import relabel
+from inference.roi import foreground_box
 
 ORGAN_NAMES = FLARE_KEYS
 # Target set -> the organs its pseudo-labels carry (FLARE numbering). PET labels carry liver, kidneys, spleen.
@@ -36,18 +39,12 @@ def flare_from_pet(labels: np.ndarray) -> np.ndarray:
     """PET numbering {0..4} -> FLARE numbering {0, 1, 2, 3, 13} (uint8). Values above 4 are an error."""
     if labels.size and int(labels.max()) > 4:
         raise ValueError(f"PET label map holds label {int(labels.max())} (PET numbering is 0..4)")
-    lut = np.zeros(256, dtype=np.uint8)
-    for pet, flare in FLARE_FROM_PET.items():
-        lut[pet] = flare
-    return lut[labels]
+    return relabel(labels, FLARE_FROM_PET)
 
 
 def restrict(labels: np.ndarray, organs) -> np.ndarray:
     """Copy of `labels` (uint8) with every label not in `organs` set to background."""
-    keep = np.zeros(256, dtype=np.uint8)
-    for o in organs:
-        keep[int(o)] = int(o)
-    return keep[labels]
+    return relabel(labels, {int(o): int(o) for o in organs})
 
 
 def voxel_counts(labels: np.ndarray) -> np.ndarray:
@@ -63,14 +60,8 @@ def missing_organs(labels: np.ndarray, organs, min_voxels: int = 1) -> list[int]
 
 def box_voxels(mask: np.ndarray) -> int:
     """Voxels in the axis-aligned bounding box of `mask` (inclusive extents); 0 for an empty mask."""
-    if not mask.any():
-        return 0
-    n = 1
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(np.any(mask, axis=other))
-        n *= int(hit[-1] - hit[0] + 1)
-    return n
+    box = foreground_box(mask)
+    return 0 if box is None else math.prod(box.shape)
 
 
 def relative_volumes(labels: np.ndarray, organs) -> dict[int, float]:
@@ -80,18 +71,9 @@ def relative_volumes(labels: np.ndarray, organs) -> dict[int, float]:
     get 0.0; when none of `organs` is present every R_c is 0.0.
     """
     organs = [int(o) for o in organs]
-    lut = np.zeros(256, dtype=bool)
-    lut[organs] = True
-    box = box_voxels(lut[labels])
+    box = box_voxels(np.isin(labels, organs))
     counts = voxel_counts(labels)
     return {o: (float(counts[o]) / box if box else 0.0) for o in organs}
-
-
-def mean_foreground_dice(a: np.ndarray, b: np.ndarray, organs) -> float:
-    """Mean Dice (eval.dice) over the organs of `organs` present in `a` or `b`; 1.0 when none is in either (the
-    maps agree)."""
-    values = [v for v in dice_per_label(a, b, organs).values() if not np.isnan(v)]
-    return float(np.mean(values)) if values else 1.0
 
 
 def majority_vote(predictions: list[np.ndarray], organs, no_majority_label: int = 0) -> np.ndarray:
@@ -110,12 +92,10 @@ def majority_vote(predictions: list[np.ndarray], organs, no_majority_label: int 
             raise ValueError(f"predictions differ in shape: {shape} vs {p.shape}")
     n = len(predictions)
     out = np.full(shape, no_majority_label, dtype=np.uint8)
-    votes = np.zeros(shape, dtype=np.uint16)
-    background = np.ones(256, dtype=bool)  # labels outside `organs` vote for background
-    background[[int(o) for o in organs]] = False
-    for label in [0] + [int(o) for o in organs]:
-        votes[...] = 0
+    organs = [int(o) for o in organs]
+    for label in [0] + organs:  # labels outside `organs` vote for background
+        votes = np.zeros(shape, dtype=np.uint16)
         for p in predictions:
-            votes += background[p] if label == 0 else (p == label)
+            votes += np.isin(p, organs, invert=True) if label == 0 else p == label
         out[2 * votes.astype(np.int32) > n] = label
     return out

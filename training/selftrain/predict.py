@@ -27,14 +27,13 @@ from tqdm import tqdm
 from inference.atomic import read_json, write_json
 from inference.backends import BackendError
 from inference.config import CARD_NAME, ModelCardError
-from inference.model_folder import load_model_folder
+from inference.model_folder import load_model_folder, sha256_of
 from inference.io import InputError, LoadedImage, read_image, write_image_atomic, write_labels
 from inference.modality import case_name, modality_of
 from inference.pipeline import CaseRecord, EngineOptions, Segmenter
 
 from . import labels as L
 from .geometry import physical_spacing_xyz, resample_to_spacing, same_spacing
-from .stats import file_sha256
 
 RECORD_FORMAT = "flare-uda selftrain prediction v1"
 MODALITY_CHOICES = ("auto", "mri", "pet")
@@ -79,8 +78,7 @@ class PredictSummary:
 def parse_shard(text: str) -> tuple[int, int]:
     """'K/N' -> (K, N) with 1 <= K <= N."""
     try:
-        k_text, n_text = text.split("/")
-        k, n = int(k_text), int(n_text)
+        k, n = map(int, text.split("/"))
     except ValueError:
         raise PredictError(f"--shard {text!r}: expected K/N with integers, e.g. 3/10") from None
     if n < 1 or not 1 <= k <= n:
@@ -100,9 +98,7 @@ def find_images(folder: Path) -> dict[str, Path]:
         raise PredictError(f"{folder}: image folder does not exist")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name.startswith("."):
-            continue
-        case = case_name(p)
+        case = case_name(p) if p.is_file() and not p.name.startswith(".") else None
         if case is None:
             continue
         if case in found:
@@ -126,7 +122,7 @@ def resolve_models(weights_dir: Path, models: tuple[str, ...]) -> list[ModelRef]
             loaded = load_model_folder(folder, verify=True)
         except ModelCardError as exc:
             raise PredictError(f"model {spec!r}: {exc}") from None
-        refs.append(ModelRef(name=folder.name, path=folder.resolve(), card_sha256=file_sha256(folder / CARD_NAME),
+        refs.append(ModelRef(name=folder.name, path=folder.resolve(), card_sha256=sha256_of(folder / CARD_NAME),
                              modalities=loaded.card.modalities))
     names = [r.name for r in refs]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -157,8 +153,7 @@ def is_finished(out: Path, case: str, models: list[ModelRef], target_spacing) ->
     want = None if target_spacing is None else [float(v) for v in target_spacing]
     if rec.get("target_spacing_xyz_mm") != want:
         return False
-    image = Path(rec["image"])
-    image = image if image.is_absolute() else out / image
+    image = out / rec["image"]  # an absolute path (the source scan, predicted natively) stays as it is
     return image.is_file() and all((out / m["label"]).is_file() for m in rec["models"])
 
 

@@ -8,19 +8,14 @@ standard deviation (ddof 1), so a set needs at least two complete CT maps.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from inference.atomic import write_json
-
-if TYPE_CHECKING:   # annotations only: SimpleITK is imported where files are read
-    import SimpleITK as sitk
 
 from . import labels as L
 
@@ -73,13 +68,12 @@ class CTStats:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CTStats":
-        sets = {}
-        for name, s in d["sets"].items():
-            sets[name] = SetStats(
-                organs=tuple(int(o) for o in s["organs"]), n_cases=int(s["n_cases"]),
-                relative_volume={int(k): OrganStats(**{f: float(v[f]) for f in ("mean", "std", "min", "max")})
-                                 for k, v in s["relative_volume"].items()},
-                excluded={str(k): [int(o) for o in v] for k, v in s.get("excluded", {}).items()})
+        sets = {name: SetStats(
+            organs=tuple(int(o) for o in s["organs"]), n_cases=int(s["n_cases"]),
+            relative_volume={int(k): OrganStats(**{f: float(v[f]) for f in ("mean", "std", "min", "max")})
+                             for k, v in s["relative_volume"].items()},
+            excluded={str(k): [int(o) for o in v] for k, v in s.get("excluded", {}).items()})
+            for name, s in d["sets"].items()}
         return cls(median_spacing_xyz_mm=tuple(float(v) for v in d["median_spacing_xyz_mm"]),  # type: ignore
                    n_label_maps=int(d["n_label_maps"]), source=str(d.get("source", "")), sets=sets,
                    format=str(d.get("format", "")))
@@ -96,51 +90,41 @@ def label_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_label_map(path: Path) -> tuple["sitk.Image", np.ndarray]:
-    """A FLARE label map: 3D, integer, values 0..13. Raises StatsError naming the file otherwise."""
-    from inference.io import read_label_map as read   # here: the statistics' types serve a machine without SimpleITK
-
-    try:
-        return read(path, max_label=13, what="FLARE label map")
-    except ValueError as exc:
-        raise StatsError(str(exc)) from None
-
-
 def compute_stats(ct_labels, progress: bool = True) -> CTStats:
     """Statistics of the label maps of one folder or of several (e.g. BTCV's 12 organs and the FLARE22 maps, whose
     13 give the "mri" set the duodenum: a set's statistics come from the maps that hold every organ of it)."""
+    from inference.io import read_label_map   # here: the statistics' types serve a machine without SimpleITK
+
     from .geometry import physical_spacing_xyz
 
     folders = [Path(ct_labels)] if isinstance(ct_labels, (str, Path)) else [Path(f) for f in ct_labels]
     files = [f for folder in folders for f in label_files(folder)]
     spacings = []
-    ratios: dict[str, dict[int, list[float]]] = {name: {o: [] for o in organs} for name, organs in L.ORGAN_SETS.items()}
+    ratios: dict[str, list[dict[int, float]]] = {name: [] for name in L.ORGAN_SETS}  # R_c of each complete map
     excluded: dict[str, dict[str, list[int]]] = {name: {} for name in L.ORGAN_SETS}
     for path in tqdm(files, desc="CT label statistics", unit="map", disable=not progress):
-        image, arr = read_label_map(path)
+        try:   # a FLARE label map: 3D, integer, values 0..13
+            image, arr = read_label_map(path, max_label=13, what="FLARE label map")
+        except ValueError as exc:
+            raise StatsError(str(exc)) from None
         spacings.append(physical_spacing_xyz(image))
         for name, organs in L.ORGAN_SETS.items():
             missing = L.missing_organs(arr, organs)
             if missing:
                 excluded[name][path.name] = missing
-                continue
-            for organ, r in L.relative_volumes(arr, organs).items():
-                ratios[name][organ].append(r)
+            else:
+                ratios[name].append(L.relative_volumes(arr, organs))
     sets = {}
     for name, organs in L.ORGAN_SETS.items():
-        n = len(ratios[name][organs[0]])
-        if n < 2:
+        if len(ratios[name]) < 2:
             continue
-        rv = {}
-        for organ in organs:
-            v = np.asarray(ratios[name][organ], dtype=np.float64)
-            rv[organ] = OrganStats(mean=float(v.mean()), std=float(v.std(ddof=1)), min=float(v.min()),
-                                   max=float(v.max()))
-        sets[name] = SetStats(organs=organs, n_cases=n, relative_volume=rv, excluded=excluded[name])
+        v = np.array([[r[o] for r in ratios[name]] for o in organs], dtype=np.float64)  # organ x complete map
+        rv = {o: OrganStats(mean=float(x.mean()), std=float(x.std(ddof=1)), min=float(x.min()), max=float(x.max()))
+              for o, x in zip(organs, v, strict=True)}
+        sets[name] = SetStats(organs=organs, n_cases=len(ratios[name]), relative_volume=rv, excluded=excluded[name])
     median = tuple(round(float(v), 6) for v in np.median(np.asarray(spacings), axis=0))
     return CTStats(median_spacing_xyz_mm=median, n_label_maps=len(files),
-                   source=";".join(str(f.resolve()) for f in folders),
-                   sets=sets)  # type: ignore[arg-type]
+                   source=";".join(str(f.resolve()) for f in folders), sets=sets)  # type: ignore[arg-type]
 
 
 def save_stats(stats: CTStats, path: Path) -> None:
@@ -162,7 +146,3 @@ def load_stats(path: Path) -> CTStats:
         return CTStats.from_dict(raw)
     except (KeyError, TypeError, ValueError) as exc:
         raise StatsError(f"{path}: malformed statistics file ({type(exc).__name__}: {exc})") from None
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -28,12 +28,9 @@ TABLE4_HEADER = ("target set", "total", "+ class number", "+ relative volume", "
 def format_table4(rows: list[Table4Row]) -> str:
     """Markdown table with the paper's columns, one row per target set, and each row's k and threshold."""
     lines = ["| " + " | ".join(TABLE4_HEADER) + " |", "|" + "---|" * len(TABLE4_HEADER)]
-    for r in rows:
-        lines.append(f"| {r.target_set} | {r.total} | {r.class_number} | {r.relative_volume} | {r.top_k_dice} |")
-    for r in rows:
-        k = "all" if r.top_k is None else r.top_k
-        lines.append(f"{r.target_set}: Dice threshold {r.dice_threshold:g}, k = {k}, "
-                     f"{r.above_threshold} above the threshold before the top-k cut")
+    lines += [f"| {r.target_set} | {r.total} | {r.class_number} | {r.relative_volume} | {r.top_k_dice} |" for r in rows]
+    lines += [f"{r.target_set}: Dice threshold {r.dice_threshold:g}, k = {'all' if r.top_k is None else r.top_k}, "
+              f"{r.above_threshold} above the threshold before the top-k cut" for r in rows]
     return "\n".join(lines)
 
 
