@@ -211,3 +211,21 @@ def test_self_training_from_a_pack_pseudo_labels_the_target_scans_with_the_publi
             assert 2 * (p & t).sum() / (p.sum() + t.sum()) > 0.5, (name, organ)
     summary = json.loads((work / "rows/3/fine/summary.json").read_text())
     assert summary["volumes"] == ["btcv_0001", "btcv_0002"] * 2 + kept and summary["iterations"] == 2
+
+
+def test_pseudo_labels_need_each_teacher_trained_here_or_seeded_from_a_shipped_model(tmp_path):
+    """A teacher is exported from its stages when it was trained here; a teacher put in WORK/models by `seed --model`
+    (a shipped ONNX model, no trained stages) is used as it is and never removed; with neither, the error says how
+    to give it."""
+    from training.inplane.packed import prepare_pseudo
+
+    pack = write_pack(tmp_path / "p.npz", [_volume("t1")], {"chaos_target": ["t1"]}, {"stats": {"btcv": {}}})
+    prof = load_profile("cpu")
+    with pytest.raises(ValueError, match=r"teacher A: .*seed --model A=DIR"):
+        prepare_pseudo(tmp_path / "work", prof, "A3", pack)
+    seeded = tmp_path / "work" / "models" / "rA"
+    seeded.mkdir(parents=True)
+    (seeded / "model.json").write_text("{ a shipped card }")
+    with pytest.raises(ValueError):                # the engine refuses the broken card ...
+        prepare_pseudo(tmp_path / "work", prof, "A3", pack)
+    assert (seeded / "model.json").read_text() == "{ a shipped card }"   # ... and it is kept as given

@@ -27,6 +27,7 @@ from .pack import load_packed, packed_set, read_meta, stats_key, write_pack
 from .recipe import PROFILE_DIR, Profile, as_profile
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)   # packed volumes are on the engine's canonical grid
+PAD_MM = (100.0, 250.0)   # the PET renders' body extension below and above the labels (training.render.variants)
 FLARE_LABELS = (0,) + protocol.DATASET_ORGANS["flare_mri"]   # a pseudo pack keeps every organ
 PARTS = ("translator", "pseudo", "render")
 KINDS = ("attention", "plain")   # Organ Attention CycleGAN; the same without attention discriminator and seg loss
@@ -149,7 +150,7 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
     from training.selftrain.labels import organ_set
     from training.selftrain.stats import CTStats
 
-    from .layout import machine
+    from .layout import machine, stage_dirs
     from .export import export_row
 
     st = prof.rows[row].selftrain
@@ -165,11 +166,12 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
     targets = load_packed(pack, grid, packed_set(pack, "chaos_target"))
     for t in st.teachers:
         model = work / "models" / f"r{t}"
-        if model.exists():
-            shutil.rmtree(model)
-        export_row(work, prof, t, model, name=f"r{t}", machine=machine(), onnx=False)
-        seg = Segmenter(EngineOptions(weights_dir=model.parent, model=model.name, backend="torch", device=device,
-                                      threads=threads, tta=True))
+        if (stage_dirs(work, t)["fine"] / "summary.json").is_file():   # trained here: exported from its stages
+            shutil.rmtree(model, ignore_errors=True)
+            export_row(work, prof, t, model, name=f"r{t}", machine=machine(), onnx=False)
+        elif not (model / "model.json").is_file():   # else a shipped model put there by `seed --model` (ONNX)
+            raise ValueError(f"row {row}'s teacher {t}: no trained stages, no model in {model} (seed --model {t}=DIR)")
+        seg = Segmenter(EngineOptions(weights_dir=model.parent, model=model.name, device=device, threads=threads))
         for v in targets:
             preds.setdefault(v.name, []).append(seg.segment_array(v.raw(), v.spacing_mm, "MRI"))
     set_stats = CTStats.from_dict(stats).for_set(st.organ_set)
@@ -210,8 +212,6 @@ def _render(name: str, labels, body, spacing, seed: int):
     from training.render.pet import painter
     from training.render.variants import render_canonical
 
-    from .pet import PAD_MM
-
     image, lab, _, _ = render_canonical(labels, body, spacing, name, seed, PAD_MM,
                                         painter(PetRenderConfig(pad_mm=PAD_MM)))
     return prepare_volume(name, image, spacing, lab, spacing, protocol.BTCV_LABELS)
@@ -243,8 +243,6 @@ def prepare_render(work: Path, prof: Profile, row: str, pack: Path, workers: int
 
 
 def render_settings(prof: Profile, row: str) -> dict:
-    from .pet import PAD_MM
-
     return {"kind": "pet", "variants": prof.rows[row].render_variants, "seed": prof.seed, "pad_mm": list(PAD_MM)}
 
 

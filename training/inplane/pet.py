@@ -22,8 +22,6 @@ from training.pet_check import PET_CASES
 
 from . import protocol
 
-PAD_MM = (100.0, 250.0)
-
 
 def check_model(model: Path, out: Path, data: Path = protocol.REAL_DATA, threads: int | None = None) -> Path:
     """Segment the real FDG PET scans with `model` (a weights/<name> folder; the engine in a fresh process) and
