@@ -4,20 +4,16 @@ the slice picture is written where asked."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks import label_probe, label_slices
 from training.inplane.loop import build_net2d
 
 from helpers import write_image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import label_probe  # noqa: E402
-import label_slices  # noqa: E402
 
 
 def _case(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
