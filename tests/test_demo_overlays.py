@@ -33,5 +33,8 @@ def test_overlay_png_is_written_with_a_legend(tmp_path):
     write_image(img, tmp_path / "case_0000.nii.gz")
     write_image(mask, tmp_path / "case.nii.gz")
     png = tmp_path / "png" / "case.png"
-    overlays.overlay(tmp_path / "case_0000.nii.gz", tmp_path / "case.nii.gz", png)
+    assert overlays.overlay(tmp_path / "case_0000.nii.gz", tmp_path / "case.nii.gz", png) == (3, 14, 14)   # (9.5 x 100 + 21.5 x 64) / 164 voxels a slice
     assert png.is_file() and png.stat().st_size > 1000
+    # through one label (a by-eye check of it): its own centre; a label the mask lacks: the organs' centre
+    assert overlays.overlay(tmp_path / "case_0000.nii.gz", tmp_path / "case.nii.gz", png, label=13) == (3, 21, 21)
+    assert overlays.overlay(tmp_path / "case_0000.nii.gz", tmp_path / "case.nii.gz", png, label=12) == (3, 14, 14)

@@ -1,6 +1,6 @@
-"""The two by-eye / by-number diagnostics of one label (benchmarks/label_slices.py, benchmarks/label_probe.py) on
-tiny volumes: the probe's counts follow the reference, its shares of winners sum to one, a missing label is named;
-the slice picture is written where asked."""
+"""The by-number diagnosis of one label (benchmarks/label_probe.py) on a tiny volume: its counts follow the
+reference, its shares of winners sum to one, a label the stage lacks or the reference lacks is named. (The by-eye
+one, slices through one label, is scripts/overlays.py --label: tests/test_demo_overlays.py.)"""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import label_probe, label_slices
+from benchmarks import label_probe
 from training.inplane.loop import build_net2d
 
 from helpers import write_image
@@ -47,15 +47,3 @@ def test_the_probe_counts_the_reference_and_shares_its_voxels_among_winners(tmp_
         (stage / "summary.json").write_text(json.dumps({"label_ids": list(ids3), "recipe": {
             "features": [4, 8], "spacing_mm": [None, 2.0, 2.0]}}))
         label_probe.probe(stage, image, label, 3)
-
-
-def test_the_slices_go_through_the_label_and_land_where_asked(tmp_path):
-    image, label, _ = _case(tmp_path)
-    pred = tmp_path / "pred"
-    pred.mkdir()
-    (pred / "c.nii.gz").write_bytes(label.read_bytes())
-    out = tmp_path / "pics" / "d.png"
-    assert label_slices.main([str(pred), str(image.parent), str(out), "--label", "12"]) == 0
-    assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(SystemExit, match="no \\*.nii.gz"):
-        label_slices.main([str(tmp_path / "images" / "none"), str(image.parent), str(out)])
