@@ -14,7 +14,7 @@ import torch
 
 from training.inplane import protocol
 from training.inplane.data import load_volume
-from training.inplane.loop import build_net2d
+from training.inplane.loop import build_net2d, slice_logits
 
 
 def probe(stage: Path, image: Path, label: Path, lab: int) -> dict:
@@ -24,16 +24,8 @@ def probe(stage: Path, image: Path, label: Path, lab: int) -> dict:
         raise ValueError(f"{stage}: label {lab} is not among the stage's labels {list(ids)}")
     net = build_net2d(tuple(rec["features"]), len(ids))
     net.load_state_dict(torch.load(stage / "final.pt", map_location="cpu", weights_only=True))
-    net.eval()
     vol = load_volume(protocol.Case(image.name, image, label), tuple(rec["spacing_mm"]), ids)
-    img = vol.image.astype(np.float32)
-    img = (img - img.mean()) / max(float(img.std()), 1e-3)   # as the engine and loop.predict_volume
-    h, w = img.shape[1:]
-    stride = 2 ** (len(rec["features"]) - 1)
-    pad = ((0, 0), (0, (-h) % stride), (0, (-w) % stride))
-    with torch.no_grad():
-        p = torch.cat([net(torch.from_numpy(np.pad(img[z:z + 8], pad))[:, None]).softmax(1)[:, :, :h, :w]
-                       for z in range(0, img.shape[0], 8)]).numpy()
+    p = np.concatenate([logits.softmax(1).numpy() for _, logits in slice_logits(net, vol)])
     ch = ids.index(lab)
     ref = vol.labels == ch
     if not ref.any():

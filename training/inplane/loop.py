@@ -104,20 +104,29 @@ def remap_head(state: dict[str, torch.Tensor], from_ids, to_ids) -> dict[str, to
 
 
 @torch.no_grad()
-def predict_volume(net: nn.Module, vol: Volume, device: str = "cpu") -> np.ndarray:
-    """Channel labels of every slice of `vol` (whole slices, zero-padded to the network stride; the volume is
-    z-scored over its voxels as the engine does)."""
+def slice_logits(net: nn.Module, vol: Volume, device: str = "cpu"):
+    """The network's logits of every slice of `vol`, 8 slices at a time: (first slice, logits (n, C, h, w)) pairs
+    (whole slices, zero-padded to the network stride and cut back; the volume is z-scored over its voxels as the
+    engine does). The network is in eval mode meanwhile, in training mode again afterwards."""
     net.eval()
     img = vol.image.astype(np.float32)
     img = (img - img.mean()) / max(float(img.std()), 1e-3)
     h, w = img.shape[1:]
     stride = 2 ** (len(net.encoder.stages) - 1)   # the 2D U-Net's total stride (one halving per stage after the first)
     ph, pw = (-h) % stride, (-w) % stride
+    try:
+        for z0 in range(0, img.shape[0], 8):
+            x = torch.from_numpy(np.pad(img[z0:z0 + 8], ((0, 0), (0, ph), (0, pw))))[:, None].to(device)
+            yield z0, net(x)[:, :, :h, :w]
+    finally:
+        net.train()
+
+
+def predict_volume(net: nn.Module, vol: Volume, device: str = "cpu") -> np.ndarray:
+    """Channel labels of every slice of `vol` (slice_logits' argmax)."""
     out = np.zeros(vol.labels.shape, dtype=np.uint8)
-    for z0 in range(0, img.shape[0], 8):
-        x = torch.from_numpy(np.pad(img[z0:z0 + 8], ((0, 0), (0, ph), (0, pw))))[:, None].to(device)
-        out[z0:z0 + 8] = net(x).argmax(1)[:, :h, :w].cpu().numpy()
-    net.train()
+    for z0, logits in slice_logits(net, vol, device):
+        out[z0:z0 + len(logits)] = logits.argmax(1).cpu().numpy()
     return out
 
 
