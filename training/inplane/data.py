@@ -87,19 +87,26 @@ def prepare_volume(name: str, arr: np.ndarray, spacing, lab: np.ndarray, spacing
     shape = resample.shape_at_spacing(arr.shape, spacing, spacing_mm)
     img = resample.resample_linear(arr, shape)
     img = (np.clip(img, params.low, params.high) - low) / width
-    lut = np.zeros(256, dtype=np.uint8)
-    for ch, lid in enumerate(label_ids):
-        lut[lid] = ch
-    lut[IGNORE] = IGNORE
-    labels = lut[resample.labels_to_shape(lab.astype(np.uint8), shape)]
-    if partial:
-        labels[labels == 0] = PARTIAL
+    labels = to_channels(resample.labels_to_shape(lab.astype(np.uint8), shape), label_ids, partial)
     regions = labels.copy()
     regions[np.isin(regions, NO_ORGAN)] = 0
     regions[(regions == 0) & body_mask(img)] = len(label_ids)  # body outside the organs (and ignored); 0: air
     out_spacing = tuple(s if t is None else t * 1.0 for s, t in zip(spacing, spacing_mm, strict=True))
     return Volume(name, img.astype(np.float16), labels, regions, out_spacing, organ_box(labels),
                   tuple(label_ids), (low, low + width))
+
+
+def to_channels(lab: np.ndarray, label_ids: tuple[int, ...], partial: bool = False) -> np.ndarray:
+    """A label map (label ids) as channels of `label_ids`: an id not among them becomes background, IGNORE stays;
+    `partial`: the background becomes PARTIAL."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for ch, lid in enumerate(label_ids):
+        lut[lid] = ch
+    lut[IGNORE] = IGNORE
+    labels = lut[lab]
+    if partial:
+        labels[labels == 0] = PARTIAL
+    return labels
 
 
 def label_map(vol: Volume) -> np.ndarray:
@@ -116,13 +123,7 @@ def relabel(vol: Volume, label_ids: tuple[int, ...], partial: bool = False) -> V
     the background becomes PARTIAL), its regions and organ box to match: what `prepare_volume` gives for them."""
     if tuple(label_ids) == vol.label_ids and not partial:
         return vol
-    lut = np.zeros(256, dtype=np.uint8)
-    for ch, lid in enumerate(label_ids):
-        lut[lid] = ch
-    lut[IGNORE], lut[PARTIAL] = IGNORE, PARTIAL
-    labels = lut[label_map(vol)]
-    if partial:
-        labels[labels == 0] = PARTIAL
+    labels = to_channels(label_map(vol), label_ids, partial)
     regions = np.where(vol.regions == 0, 0, len(label_ids)).astype(np.uint8)   # air stays air, the rest body
     organs = ~np.isin(labels, NO_ORGAN)
     regions[organs] = labels[organs]
@@ -196,12 +197,3 @@ class MixedBank:
 
     def pick(self, rng: np.random.Generator, foreground: bool):
         return (self.second if rng.random() < self.p_second else self.first).pick(rng, foreground)
-
-
-def load_volumes(cases: list[Case], spacing_mm, label_ids, progress: bool = True) -> list[Volume]:
-    from tqdm import tqdm
-
-    out = []
-    for case in tqdm(cases, desc=f"load at {list(spacing_mm)} mm", disable=not progress, unit="case"):
-        out.append(load_volume(case, spacing_mm, label_ids))
-    return out

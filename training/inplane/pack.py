@@ -27,7 +27,7 @@ from inference.atomic import atomic_path
 from inference import resample
 
 from . import protocol
-from .data import Volume, load_volumes, organ_box
+from .data import Volume, load_volume, organ_box
 from .recipe import as_profile
 
 FORMAT = "flare-uda inplane pack v3"
@@ -96,7 +96,10 @@ def pack(out: Path, profile, data: Path = protocol.REAL_DATA, compress: bool = T
     todo = {s: protocol.source_cases(s, data) for s in what["sets"] if s != "test"}
     todo["test"] = (protocol.test_cases(data), protocol.CHAOS_LABELS)
     fine = tuple(what["spacing_mm"])
-    volumes = [vol for cases, label_ids in todo.values() for vol in load_volumes(cases, fine, label_ids)]
+    from tqdm import tqdm
+
+    volumes = [load_volume(case, fine, label_ids) for cases, label_ids in todo.values()
+               for case in tqdm(cases, desc=f"load at {list(fine)} mm", unit="case")]
     sets = {s: [c.name for c in cases] for s, (cases, _) in todo.items()}
     if what["flare22"]:
         from .labelmaps import label_map_files, map_volume

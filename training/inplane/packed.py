@@ -251,9 +251,7 @@ def prepare(work: Path, profile: str | Profile, row: str, part: str, pack: Path,
     """One preparing step of `row` from the pack: its translator ("translator"), its pseudo-labels ("pseudo") or
     its PET renders ("render")."""
     prof = as_profile(profile)
-    if row not in prof.rows:
-        raise ValueError(f"profile {prof.name} has no row {row!r} (rows: {sorted(prof.rows)})")
-    r = prof.rows[row]
+    r = prof.row(row)
     if part == "translator" and r.synthetic:
         return prepare_translator(work, prof, r.synthetic, pack, device, threads)
     if part == "pseudo" and r.selftrain:

@@ -183,6 +183,12 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def row(self, name: str) -> Row:
+        """The row `name`; a ValueError naming the profile's rows when it has none of that name."""
+        if name not in self.rows:
+            raise ValueError(f"profile {self.name} has no row {name!r} (rows: {sorted(self.rows)})")
+        return self.rows[name]
+
     def fine_recipe(self, row: str) -> StageRecipe:
         """The profile's fine recipe with the row's overrides (e.g. a shorter budget when it starts from weights)."""
         from dataclasses import replace

@@ -104,22 +104,21 @@ class _Graph:
     def add(self, rw: str) -> None:
         if f"r{rw}.export" in self.steps or f"r{rw}.fine" in self.steps:
             return
-        if rw not in self.prof.rows:
-            raise ValueError(f"profile {self.prof.name} has no row {rw!r} (rows: {sorted(self.prof.rows)})")
+        self.prof.row(rw)   # an unknown row is named here
         deps = tuple(self.inputs(rw))
-        if self.prof.rows[rw].trainer == "nnunet3d":
+        export, score = _export_and_score(self.work, self.prof, rw, (self.coarse_of(rw), f"r{rw}.fine"), self.data,
+                                          self.threads)
+        if self.prof.rows[rw].trainer == "nnunet3d":   # training.c2f's chain, which ends in its own export step
             from .nnunet3d import nnunet_steps
 
             chain = nnunet_steps(self.work, self.prof, rw, self.first + deps, self.pack, self.device, self.threads)
             self.steps.update({step.name: step for step in chain})
-            after: tuple[str, ...] | None = None     # the chain exports
         else:
             self.steps[f"r{rw}.fine"] = self.train(rw, "fine", deps)
-            after = (self.coarse_of(rw), f"r{rw}.fine")
+            if self.score:
+                self.steps[export.name] = export
         if self.score:
-            for step in _export_and_score(self.work, self.prof, rw, after or (), self.data, self.threads):
-                if after is not None or step.name.endswith(".score"):
-                    self.steps[step.name] = step
+            self.steps[score.name] = score
 
 
 def run_rows(work: Path, profile: str, rows: list[str], pack: Path | None = None, data: Path = protocol.REAL_DATA,

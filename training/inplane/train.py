@@ -20,9 +20,7 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
     from .loop import train_stage
 
     prof = as_profile(profile)
-    if row not in prof.rows:
-        raise ValueError(f"profile {prof.name} has no row {row!r} (rows: {sorted(prof.rows)})")
-    own = prof.rows[row].own_coarse
+    own = prof.row(row).own_coarse
     out = stage_dirs(work, row, own)[stage]
     if not _still_to_train(out, prof.stage_settings(row, stage)):
         return out
