@@ -14,7 +14,7 @@ import pytest
 
 from training.inplane import protocol
 from training.inplane.data import IGNORE, Volume, label_map
-from training.inplane.pack import load_packed, packed_set, read_meta, stats_key, write_pack
+from training.inplane.pack import load_packed, pack_grid, packed_set, read_meta, stats_key, write_pack
 from training.inplane.steps import row_steps
 from training.inplane.recipe import load_profile
 
@@ -201,7 +201,7 @@ def test_self_training_from_a_pack_pseudo_labels_the_target_scans_with_the_publi
         assert not any("onnx" in card[s]["files"] for s in ("coarse", "fine"))
     kept = packed_set(work / "rows/3/pseudo/pseudo.npz", "all")
     assert 1 <= len(kept) == table4["top_k_dice"]
-    grid = tuple(read_meta(pack)["spacing_mm"])
+    grid = pack_grid(pack)
     for name in kept:
         pseudo = label_map(load_packed(work / "rows/3/pseudo/pseudo.npz", grid, [name])[0])
         truth = label_map(load_packed(pack, grid, [name])[0])          # CHAOS: liver, kidneys, spleen

@@ -22,7 +22,7 @@ from pathlib import Path
 from training.runner import Step
 
 from .data import IGNORE, Volume, label_map
-from .pack import load_packed, packed_set, read_meta
+from .pack import load_packed, pack_grid, packed_set
 from .recipe import Profile
 
 NNUNET_IGNORE = 14   # nnU-Net's ignore label: the highest label, max class (13) + 1
@@ -47,19 +47,15 @@ def _write_source(volumes: list[Volume], folder: Path) -> str:
     """Packed volumes as an nnU-Net source under folder/{images,labels}: each scan's own intensities
     (`Volume.raw`) and its labels (FLARE ids; IGNORE as nnU-Net's ignore label), on the pack's canonical grid
     (identity direction); returns the convert source `NAME=IMAGES,LABELS`."""
-    import SimpleITK as sitk
+    from training.c2f.convert import write_volume
 
-    from inference.io import write_image_atomic
-
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
     for v in volumes:
         lab = label_map(v)
         lab[lab == IGNORE] = NNUNET_IGNORE
-        for arr, dst in ((v.raw(), folder / "images" / f"{v.name}_0000.nii.gz"),
-                         (lab, folder / "labels" / f"{v.name}.nii.gz")):
-            image = sitk.GetImageFromArray(arr)
-            image.SetSpacing(tuple(float(x) for x in reversed(v.spacing_mm)))
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write_image_atomic(image, dst)
+        write_volume(v.raw(), v.spacing_mm, folder / "images" / f"{v.name}_0000.nii.gz")
+        write_volume(lab, v.spacing_mm, folder / "labels" / f"{v.name}.nii.gz")
     return f"{folder.name}={folder / 'images'},{folder / 'labels'}"
 
 
@@ -72,7 +68,7 @@ def write_sources(work: Path, prof: Profile, row: str, pack: Path) -> list[str]:
 
     r, base = prof.rows[row], nnunet_folder(work, row) / "sources"
     shutil.rmtree(base, ignore_errors=True)
-    grid = tuple(read_meta(pack)["spacing_mm"])
+    grid = pack_grid(pack)
     parts = [(pack, r.source, "btcv")]
     if r.synthetic:
         parts.append((synthetic_pack(work, r.synthetic), "all", f"syn{r.synthetic}"))

@@ -130,6 +130,11 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
+def pack_grid(path: Path) -> tuple:
+    """The pack's grid: (None, y, x) mm, the slices each scan's own."""
+    return tuple(read_meta(path)["spacing_mm"])
+
+
 def packed_set(path: Path, name: str) -> list[str]:
     """The case names of set `name` in the pack."""
     sets = read_meta(path)["sets"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import protocol
 from .data import IGNORE, MixedBank, SliceBank, Volume, label_map, prepare_volume, relabel
-from .pack import load_packed, packed_set, read_meta, stats_key, write_pack
+from .pack import load_packed, pack_grid, packed_set, read_meta, stats_key, write_pack
 from .recipe import PROFILE_DIR, Profile, as_profile
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)   # packed volumes are on the engine's canonical grid
@@ -55,10 +55,6 @@ def pseudo_pack(work: Path, row: str) -> Path:
 
 def render_pack(work: Path, row: str) -> Path:
     return work / "rows" / row / "render" / "pet.npz"
-
-
-def _grid(pack: Path):
-    return tuple(read_meta(pack)["spacing_mm"])
 
 
 def _need(path: Path, what: str) -> Path:
@@ -118,7 +114,7 @@ def prepare_translator(work: Path, prof: Profile, kind: str, pack: Path, device:
         return dest
     if (run / "options.json").is_file() and CycleGANOptions.load(run / "options.json").differences(opts):
         shutil.rmtree(run)      # trained with other options: train again (the same options resume)
-    grid = _grid(pack)
+    grid = pack_grid(pack)
 
     def cases(set_name: str, labelled: bool) -> list[tuple[Volume, ArrayCase]]:
         return [(v, ArrayCase(v.name, v.raw(), tuple(reversed(v.spacing_mm)), IDENTITY,
@@ -162,7 +158,7 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
         raise ValueError(f"{pack}: no relative-volume statistics for organ set {st.organ_set!r} (a pack of a "
                          "profile without such a self-training row)")
     preds: dict[str, list] = {}
-    grid = _grid(pack)
+    grid = pack_grid(pack)
     targets = load_packed(pack, grid, packed_set(pack, "chaos_target"))
     for t in st.teachers:
         model = work / "models" / f"r{t}"
@@ -233,7 +229,7 @@ def prepare_render(work: Path, prof: Profile, row: str, pack: Path, workers: int
     workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2))
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = []
-        for v in load_packed(pack, _grid(pack), packed_set(pack, "btcv")):
+        for v in load_packed(pack, pack_grid(pack), packed_set(pack, "btcv")):
             labels = label_map(v)
             body = body_mask_from_image(v.raw(), v.spacing_mm, labels)
             futures += [pool.submit(_render, f"{v.name}_pet{k}", labels, body, v.spacing_mm, prof.seed)
