@@ -146,7 +146,27 @@ def test_label_map_rows_record_their_options_and_older_rows_keep_their_fingerpri
     prof = load_profile("cpu")
     assert "label_maps" not in prof.stage_settings("RA", "fine")["row"]
     row = prof.stage_settings("RAd", "fine")["row"]
-    assert row["label_maps"] == "flare22" and row["start"] == "RA"
+    assert row["label_maps"] == "flare22" and row["start"] == "RA" and "label_map_ties" not in row
+    assert prof.stage_settings("RAdt", "fine")["row"]["label_map_ties"] == 0.5
+
+
+def test_the_duodenum_tie_paints_it_as_bowel_pancreas_or_stomach_and_is_off_by_default(tmp_path, monkeypatch):
+    (duodenum, partners), = labelmaps.DUODENUM_TIES
+    assert duodenum == 112 and partners == (5, 104, 111)   # painter classes: 100 + FLARE label; 5 bowel
+    lab = _label_map()
+    _write(tmp_path / "m.nii.gz", lab)
+    vol = labelmaps.map_volume(tmp_path / "m.nii.gz", (None, 2.0, 2.0))
+    plain = labelmaps.synth_volume(vol, (None, 2.0, 2.0), FLARE, 0, seed=0)
+    assert np.array_equal(labelmaps.synth_volume(vol, (None, 2.0, 2.0), FLARE, 0, seed=0, tie_probability=0.0).image,
+                          plain.image)   # RAd's volumes as published
+    import training.render.synth as synth
+
+    configs = []
+    monkeypatch.setattr(synth, "render_synth", lambda lab, body, sp, rng, config: (configs.append(config) or
+                                                                                   (np.zeros(lab.shape), {})))
+    tied = labelmaps.synth_volume(vol, (None, 2.0, 2.0), FLARE, 0, seed=0, tie_probability=0.5)
+    assert configs[0].ties == labelmaps.DUODENUM_TIES and configs[0].tie_probability == 0.5
+    assert np.array_equal(tied.labels, plain.labels)
 
 
 @pytest.mark.skipif(not (REAL / labelmaps.FLARE22_MAPS).is_dir(), reason="real FLARE22 label maps not present")

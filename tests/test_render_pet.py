@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage
 
 from training.render import PetRenderConfig, SynthRenderConfig, render_pet, render_synth
+from training.render.synth import SOFT_TISSUE
 from training.render.pet import ORGAN_SUV, RELATIVE_TO_LIVER
 from training.render.synth import tissue_classes
 
@@ -172,3 +173,24 @@ def test_synth_render_is_seeded_and_checks_its_input():
         render_synth(labels[:3], body, SPACING, np.random.default_rng(0))
     with pytest.raises(ValueError, match="noise"):
         SynthRenderConfig(noise=(0.2, 0.1))
+
+
+def test_synth_render_ties_a_class_to_its_neighbours_mean_and_leaves_untied_renders_as_they_were():
+    labels, body = _phantom()
+    ties = ((113, (SOFT_TISSUE, 101)),)     # left kidney -> soft tissue / bowel or the liver
+    picked = set()
+    for seed in range(10):
+        untied, _ = render_synth(labels, body, SPACING, np.random.default_rng(seed))
+        off, _ = render_synth(labels, body, SPACING, np.random.default_rng(seed),
+                              SynthRenderConfig(ties=ties, tie_probability=0.0))
+        np.testing.assert_array_equal(off, untied)   # no tie drawn: the same random stream, the same image
+        _, means = render_synth(labels, body, SPACING, np.random.default_rng(seed),
+                                replace(SYNTH_EXACT, ties=ties, tie_probability=1.0))
+        partner = [n for n in (SOFT_TISSUE, 101) if means[n] == means[113]]
+        assert partner, (seed, means)
+        picked.update(partner)
+    assert picked == {SOFT_TISSUE, 101}         # either neighbour, at random
+    with pytest.raises(ValueError, match="neighbours drawn before it"):
+        SynthRenderConfig(ties=((101, (113,)),))
+    with pytest.raises(ValueError, match="tie_probability"):
+        SynthRenderConfig(tie_probability=1.5)

@@ -9,7 +9,11 @@ network learns the organs from their shapes and their neighbours, the part of th
 and in every MRI sequence. The training step adds the row's appearance randomisation on top (augment.py), as on
 every other patch.
 
-Each volume is fixed by (map, variant, seed): a retrained row sees the same volumes.
+A row may tie the duodenum's intensity to its neighbours' (`tie_probability`, DUODENUM_TIES): in that share of the
+images it has the mean of the bowel, the pancreas or the stomach, as on real scans (bowel-like on CT, pancreas-like
+on T1 MRI), so it has to be learnt by its shape and place rather than by a contrast of its own.
+
+Each volume is fixed by (map, variant, seed, tie_probability): a retrained row sees the same volumes.
 """
 from __future__ import annotations
 
@@ -19,11 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from inference import orientation, resample
+from inference.labels import ORGANS
+
+from training.render.synth import ORGAN as ORGAN_CLASS
+from training.render.synth import SOFT_TISSUE
 
 from .data import Volume, label_map, organ_box, prepare_volume
 from .protocol import FLARE22_MAPS
 
 MAX_LABEL = 13
+_LABEL = {o.short: o.label for o in ORGANS}
+# the painter's classes (training.render.synth) whose mean the duodenum may take: bowel / soft tissue, pancreas, stomach
+DUODENUM_TIES = ((ORGAN_CLASS + _LABEL["duodenum"], (SOFT_TISSUE, ORGAN_CLASS + _LABEL["pancreas"],
+                                                    ORGAN_CLASS + _LABEL["stomach"])),)
 
 
 def label_map_files(data: Path) -> list[Path]:
@@ -52,13 +64,15 @@ def body_ellipse(labels: np.ndarray, spacing_mm, rng: np.random.Generator) -> np
     return np.broadcast_to(disc, labels.shape) | organs
 
 
-def synth_image(labels: np.ndarray, spacing_mm, rng: np.random.Generator) -> np.ndarray:
+def synth_image(labels: np.ndarray, spacing_mm, rng: np.random.Generator, tie_probability: float = 0.0) -> np.ndarray:
     """A random-contrast image (float32, about [0, 1]) of a label map (z, y, x; axis 1 anterior -> posterior, the
     engine's canonical order) on a grid of `spacing_mm`: training.render.synth's painter (every tissue class, its
-    own random intensity) on the body `body_ellipse` draws around the organs."""
-    from training.render.synth import render_synth
+    own random intensity; the duodenum its neighbours' with `tie_probability`) on the body `body_ellipse` draws
+    around the organs."""
+    from training.render.synth import SynthRenderConfig, render_synth
 
-    return render_synth(labels, body_ellipse(labels, spacing_mm, rng), spacing_mm, rng)[0]
+    config = SynthRenderConfig(ties=DUODENUM_TIES, tie_probability=tie_probability)
+    return render_synth(labels, body_ellipse(labels, spacing_mm, rng), spacing_mm, rng, config)[0]
 
 
 def map_volume(path: Path, spacing_mm) -> Volume:
@@ -75,21 +89,22 @@ def map_volume(path: Path, spacing_mm) -> Volume:
                   grid_spacing, organ_box(grid), tuple(range(MAX_LABEL + 1)))
 
 
-def synth_volume(vol: Volume, spacing_mm, label_ids: tuple[int, ...], variant: int, seed: int) -> Volume:
+def synth_volume(vol: Volume, spacing_mm, label_ids: tuple[int, ...], variant: int, seed: int,
+                 tie_probability: float = 0.0) -> Volume:
     """Variant `variant` of the synthetic volume of the packed label map `vol` (map_volume), painted on its grid
-    and prepared as every training volume (data.prepare_volume) on the grid of `spacing_mm`."""
+    (synth_image) and prepared as every training volume (data.prepare_volume) on the grid of `spacing_mm`."""
     grid = label_map(vol)
     rng = np.random.default_rng([seed, variant, zlib.crc32(vol.name.encode())])
-    image = synth_image(grid, vol.spacing_mm, rng)
+    image = synth_image(grid, vol.spacing_mm, rng, tie_probability)
     return prepare_volume(f"{vol.name}_synth{variant}", image, vol.spacing_mm, grid, spacing_mm, label_ids)
 
 
 def synth_volumes(maps: list[Volume], spacing_mm, label_ids: tuple[int, ...], variants: int, seed: int,
-                  progress: bool = True) -> list[Volume]:
+                  tie_probability: float = 0.0, progress: bool = True) -> list[Volume]:
     """`variants` synthetic volumes of every packed label map of `maps` (map_volume) on the grid of
     `spacing_mm`."""
     from tqdm import tqdm
 
-    return [synth_volume(m, spacing_mm, label_ids, v, seed)
+    return [synth_volume(m, spacing_mm, label_ids, v, seed, tie_probability)
             for m in tqdm(maps, desc=f"synthesise flare22 at {list(spacing_mm)} mm", disable=not progress, unit="map")
             for v in range(variants)]

@@ -90,7 +90,8 @@ def packed_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, pac
         from .labelmaps import synth_volumes
 
         maps = load_packed(pack, spacing_mm, packed_set(pack, "flare22"))
-        out = MixedBank(out, SliceBank(synth_volumes(maps, spacing_mm, label_ids, r.label_map_variants, prof.seed)),
+        out = MixedBank(out, SliceBank(synth_volumes(maps, spacing_mm, label_ids, r.label_map_variants, prof.seed,
+                                                     r.label_map_ties)),
                         r.p_label_maps)
     evals = load_packed(pack, spacing_mm, packed_set(pack, "test")) if curve_on_test else []
     return out, evals

@@ -150,6 +150,7 @@ class Row:
                                        # (labelmaps.py); the network then outputs every organ they hold
     p_label_maps: float = 0.25         # share of training patches from the synthesised images
     label_map_variants: int = 2        # synthetic images per label map
+    label_map_ties: float = 0.0        # share of them whose duodenum has its neighbours' intensity (labelmaps.py)
     fine: dict[str, Any] = field(default_factory=dict)   # this row's overrides of the profile's fine recipe
 
     def __post_init__(self) -> None:
@@ -159,13 +160,14 @@ class Row:
             raise ValueError(f"row {self.name}: a 3D nnU-Net row trains from scratch on CT, translated CT and "
                              "pseudo-labelled target scans (no start row, label maps or PET renders)")
         if self.label_maps is not None and not (self.label_maps == "flare22" and 0 < self.p_label_maps < 1
-                                                and self.label_map_variants >= 1):
+                                                and self.label_map_variants >= 1
+                                                and 0 <= self.label_map_ties <= 1):
             raise ValueError(f"row {self.name}: label_maps must be 'flare22' (the one set of label maps here), "
-                             "p_label_maps in (0, 1) and label_map_variants >= 1")
+                             "p_label_maps in (0, 1), label_map_variants >= 1 and label_map_ties in [0, 1]")
 
 
 _ROW_DEFAULTS = {"start": None, "fine": {}, "label_maps": None, "p_label_maps": 0.25, "label_map_variants": 2,
-                 "trainer": "inplane"}
+                 "label_map_ties": 0.0, "trainer": "inplane"}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ A network trained on them cannot rely on contrast and has to use shape and posit
 (MRI sequences, PET, CT) shares with the labelled source. Then a smooth multiplicative bias field (MRI coil
 shading), a random gamma, blur (`blur_mm`) and Gaussian noise. Air stays the darkest class on average (all three
 modalities have dark air), but its level is random too.
+
+Optional ties (`ties`, `tie_probability`): a class may take, in a share of the renders, the mean of one of its
+neighbours instead of its own, so that it can only be told apart by its shape and place (the duodenum looks like
+the bowel on CT and like the pancreas on T1 MRI; with a mean of its own in every render, a network learns it by a
+contrast no real scan has).
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import numpy as np
 from scipy import ndimage
 
 from .body import KIDNEYS, _smooth_field, _vertebra, body_layers
+
+SOFT_TISSUE, ORGAN = 5, 100   # tissue_classes: the soft tissue / bowel class; organ label k is class ORGAN + k
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class SynthRenderConfig:
     gamma_sd: float = 0.3                         # log-gamma sd
     blur_mm: tuple[float, float] = (0.0, 2.5)     # Gaussian sigma range (isotropic, mm)
     noise: tuple[float, float] = (0.0, 0.05)      # Gaussian noise sd
+    ties: tuple[tuple[int, tuple[int, ...]], ...] = ()   # (class, its neighbour classes), each neighbour < class
+    tie_probability: float = 0.0                  # chance a present tied class takes a present neighbour's mean
 
     def __post_init__(self) -> None:
         for name in ("fat_mm", "air", "tissue", "spread", "blur_mm", "noise"):
@@ -45,6 +54,11 @@ class SynthRenderConfig:
                 raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}")
         if not 0 <= self.kidney_core_probability <= 1:
             raise ValueError("kidney_core_probability must be in [0, 1]")
+        if not 0 <= self.tie_probability <= 1:
+            raise ValueError(f"tie_probability must be in [0, 1], got {self.tie_probability}")
+        for c, partners in self.ties:   # classes are drawn in increasing order: a neighbour's mean comes first
+            if not partners or max(partners) >= c:
+                raise ValueError(f"ties: class {c} needs neighbours drawn before it (smaller classes), got {partners}")
 
 
 def tissue_classes(labels: np.ndarray, body: np.ndarray, spacing, rng: np.random.Generator,
@@ -56,11 +70,11 @@ def tissue_classes(labels: np.ndarray, body: np.ndarray, spacing, rng: np.random
     classes[skin], classes[fat], classes[muscle] = 1, 2, 3
     mix = _smooth_field(labels.shape, spacing, 12.0, rng)
     is_fat = mix < np.quantile(mix, config.visceral_fat_fraction)
-    classes[interior] = np.where(is_fat[interior], 4, 5)
+    classes[interior] = np.where(is_fat[interior], 4, SOFT_TISSUE)
     shell, core = _vertebra(interior, labels, spacing, 18.0)
     classes[shell], classes[core] = 6, 7
     organs = labels > 0
-    classes[organs] = 100 + labels[organs].astype(np.int16)
+    classes[organs] = ORGAN + labels[organs].astype(np.int16)
     if rng.uniform() < config.kidney_core_probability:
         for kidney in KIDNEYS:
             mask = labels == kidney
@@ -81,9 +95,12 @@ def render_synth(labels: np.ndarray, body: np.ndarray, spacing_zyx, rng: np.rand
     classes = tissue_classes(labels, body | (labels > 0), spacing, rng, config)
     texture = _smooth_field(labels.shape, spacing, config.texture_mm, rng)
     image = np.zeros(labels.shape, dtype=np.float32)
-    means = {}
+    means, ties = {}, dict(config.ties)
     for c in np.unique(classes).tolist():
         mean = rng.uniform(*(config.air if c == 0 else config.tissue))
+        present = [n for n in ties.get(c, ()) if n in means]
+        if present and config.tie_probability > 0 and rng.uniform() < config.tie_probability:
+            mean = means[present[int(rng.integers(len(present)))]]
         mask = classes == c
         image[mask] = mean + rng.uniform(*config.spread) * texture[mask]
         means[int(c)] = round(float(mean), 3)
