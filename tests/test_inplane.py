@@ -300,6 +300,19 @@ def test_a_stopped_training_resumes_from_its_checkpoint_without_repeating_curve_
     assert json.loads((out / "summary.json").read_text())["iterations"] == 6 and (out / "final.pt").is_file()
 
 
+def test_a_training_killed_before_its_curve_header_starts_afresh(tmp_path):
+    from training.inplane.loop import train_stage
+
+    out = tmp_path / "stage"
+    out.mkdir()
+    (out / "curve.csv").write_text("")   # killed after opening its curve, before the first row
+    recipe = StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(32, 32), features=(4, 8), batch=2, iterations=2,
+                         eval_every_s=0.0, checkpoint_every_s=0.0)
+    train_stage(out, SliceBank([_volume((4, 40, 50))]), recipe, Spatial(), Appearance(), (0, 1), progress=False)
+    rows = (out / "curve.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration") and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+
+
 @pytest.mark.slow
 def test_a_3d_nnunet_row_runs_the_c2f_chain_on_real_ct_in_the_same_graph(tmp_path, monkeypatch):
     """A row whose trainer is the 3D nnU-Net v2 C2F (training.c2f) on real BTCV CT (two scans, tiny networks, two

@@ -196,8 +196,10 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
     if curve.is_file():  # rows written after the checkpoint we resume from are done again: drop them
         with open(curve, newline="") as fh:
             rows = list(csv.reader(fh))
-        keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= it]
-        write_csv(curve, keep[0], keep[1:])
+        if rows:
+            write_csv(curve, rows[0], [r for r in rows[1:] if int(r[0]) <= it])
+        else:   # killed before its header was written
+            curve.unlink()
     new_curve = not curve.is_file()
     budget = recipe.time_budget_s or math.inf
 
