@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-PredictFn = Callable[[np.ndarray], np.ndarray]  # (1, 1, *patch) float32 -> (C, *patch) float32 logits
+PredictFn = Callable[[np.ndarray], np.ndarray]  # (1, channels, *patch) float32 -> (C, *patch) float32 logits
 
 
 def compute_steps(image_size, patch_size, step_size: float) -> list[list[int]]:
@@ -70,10 +70,13 @@ def unpad(arr: np.ndarray, slicer: tuple[slice, ...]) -> np.ndarray:
 
 def sliding_window_labels(image: np.ndarray, patch_size, step_size: float, num_classes: int,
                           predict: PredictFn) -> np.ndarray:
-    """Channel index (uint8) of the blended logits for every voxel of a normalised 3D `image`."""
+    """Channel index (uint8) of the blended logits for every voxel of a normalised 3D `image` (z, y, x), or of a
+    multi-channel one (C, z, y, x: every channel is fed to the network, windows cut over the last three axes)."""
     patch_size = tuple(int(p) for p in patch_size)
-    padded, slicer = pad_to_patch(np.asarray(image, dtype=np.float32), patch_size)
-    shape = padded.shape
+    image = np.asarray(image, dtype=np.float32)
+    image = image[None] if image.ndim == 3 else image
+    padded, slicer = pad_to_patch(image, (image.shape[0],) + patch_size)
+    slicer, shape = slicer[1:], padded.shape[1:]
     steps = compute_steps(shape, patch_size, step_size)
     out = np.empty(shape, dtype=np.uint8)
     pz = patch_size[0]
@@ -90,8 +93,8 @@ def sliding_window_labels(image: np.ndarray, patch_size, step_size: float, num_c
             acc[:, pz - n:] = 0
             acc_start = zs
         for ys, xs in windows_per_row:
-            window = padded[zs:zs + pz, ys:ys + patch_size[1], xs:xs + patch_size[2]]
-            logits = predict(window[None, None])
+            window = padded[:, zs:zs + pz, ys:ys + patch_size[1], xs:xs + patch_size[2]]
+            logits = predict(window[None])
             if logits.shape != (num_classes,) + patch_size:
                 raise RuntimeError(f"network returned {logits.shape}, expected {(num_classes,) + patch_size}")
             if acc is None:

@@ -1,5 +1,5 @@
 """python -m training.inplane run|train|prepare|run-packed|score-trained|export|ship|compose|score|robust|
-robust-publish|publish|pack|seed ... (see training/inplane/README.md)."""
+robust-publish|publish|pack|seed|context ... (see training/inplane/README.md)."""
 from __future__ import annotations
 
 import argparse
@@ -86,6 +86,13 @@ def cmd_export(args) -> int:
 
     export_row(args.work, args.profile, args.row, args.out, name=args.name or args.out.name, machine=machine())
     print(f"exported {args.out}")
+    return 0
+
+
+def cmd_context(args) -> int:
+    from .context import train_context
+
+    print(f"trained {train_context(args.out, args.data, threads=args.threads or 1)}")
     return 0
 
 
@@ -232,6 +239,9 @@ def main(argv=None) -> int:
         c.add_argument("--name", default=None)
         if name == "ship":
             c.add_argument("--note", default="")
+    cx = _sub(sub, "context", cmd_context, "the context stage (the duodenum from the other organs' masks) from the "
+              "FLARE22 label maps (context.py); resumable", work=False, profile=False, data=True, threads=True)
+    cx.add_argument("--out", type=Path, required=True)
     m = _sub(sub, "compose", cmd_compose, "a model folder from the coarse stage of one model and the fine stage of "
              "another (training.export.compose_model)", work=False, profile=False)
     for flag in ("--coarse-from", "--fine-from", "--out"):

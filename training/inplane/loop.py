@@ -28,12 +28,12 @@ from .data import IGNORE, PARTIAL, SliceBank, Volume
 from .recipe import Appearance, Spatial, StageRecipe
 
 
-def build_net2d(features, num_classes: int) -> PlainConvUNet:
+def build_net2d(features, num_classes: int, input_channels: int = 1) -> PlainConvUNet:
     """dynamic-network-architectures' PlainConvUNet in 2D (its module tree is the engine's network's, so the weights
     map one to one onto the card's (1, 3, 3)-kernel 3D net: export.to_card_state)."""
     n = len(features)
     return PlainConvUNet(
-        input_channels=1, n_stages=n, features_per_stage=list(features), conv_op=nn.Conv2d,
+        input_channels=input_channels, n_stages=n, features_per_stage=list(features), conv_op=nn.Conv2d,
         kernel_sizes=[[3, 3]] * n, strides=[[1, 1]] + [[2, 2]] * (n - 1), n_conv_per_stage=[2] * n,
         num_classes=num_classes, n_conv_per_stage_decoder=[2] * (n - 1), conv_bias=True,
         norm_op=nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True},
