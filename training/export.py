@@ -31,10 +31,10 @@ def git_commit(repo: Path | None = None) -> str:
         return "unknown"
 
 
-def export_onnx(net: torch.nn.Module, patch_size, path: Path, channels: int = 1) -> None:
-    """Export `net` for input (batch, channels, *patch_size) with a dynamic batch axis."""
+def export_onnx(net: torch.nn.Module, patch_size, path: Path) -> None:
+    """Export `net` for input (batch, 1, *patch_size) with a dynamic batch axis."""
     net = net.eval().cpu()
-    x = torch.zeros((1, channels) + tuple(patch_size), dtype=torch.float32)
+    x = torch.zeros((1, 1) + tuple(patch_size), dtype=torch.float32)
     with atomic_path(path) as tmp, warnings.catch_warnings():  # the tracer's notes on instance norm and shape checks are expected
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*instance_norm.*", category=UserWarning)

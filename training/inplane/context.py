@@ -24,12 +24,14 @@ from inference.labels import ORGANS
 
 from .data import label_map
 from .labelmaps import label_map_files, map_volume
-from .loop import build_net2d, dice_ce_loss
+from .loop import batch_logits, build_net2d, dice_ce_loss
 from .recipe import StageRecipe
 
-DUODENUM = 12
+_LABEL = {o.short: o.label for o in ORGANS}
+DUODENUM = _LABEL["duodenum"]
 INPUTS = tuple(o.label for o in ORGANS if o.label != DUODENUM)
-BLEEDERS = (4, 11, 6, 1)   # pancreas, stomach, vena cava, liver: the neighbours that take the duodenum's voxels
+# the neighbours that take the duodenum's voxels in a fine stage's labels
+BLEEDERS = tuple(_LABEL[k] for k in ("pancreas", "stomach", "ivc", "liver"))
 
 
 @dataclass(frozen=True)
@@ -84,16 +86,9 @@ def sample(maps: list[np.ndarray], recipe: ContextRecipe, rng: np.random.Generat
 
 
 def predict_maps(net, lab: np.ndarray, recipe: ContextRecipe) -> np.ndarray:
-    """Where `net` finds `adds` on every slice of `lab` (whole slices, padded to the network's stride)."""
-    stride = 2 ** (len(recipe.stage.features) - 1)
+    """Where `net` finds `adds` on every slice of `lab` (whole slices: loop.batch_logits)."""
     x = context_channels(lab, recipe.inputs).transpose(1, 0, 2, 3)
-    h, w = lab.shape[1:]
-    x = np.pad(x, ((0, 0), (0, 0), (0, (-h) % stride), (0, (-w) % stride)))
-    net.eval()
-    with torch.no_grad():
-        out = np.concatenate([net(torch.from_numpy(x[z:z + 8])).argmax(1).numpy() for z in range(0, len(x), 8)])
-    net.train()
-    return out[:, :h, :w] == 1
+    return np.concatenate([logits.argmax(1).numpy() for _, logits in batch_logits(net, x)]) == 1
 
 
 def holdout_dice(net, maps: list[np.ndarray], recipe: ContextRecipe) -> float:

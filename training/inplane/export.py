@@ -42,10 +42,10 @@ def to_card_state(state2d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.unsqueeze(2) if v.ndim == 4 else v).clone() for k, v in state2d.items()}
 
 
-def card_stage(recipe: StageRecipe, label_ids, min_slice_mm: float | None = None, channels: int = 1) -> StageConfig:
+def card_stage(recipe: StageRecipe, label_ids, min_slice_mm: float | None = None) -> StageConfig:
     n = len(recipe.features)
     arch = Architecture(
-        input_channels=channels, n_stages=n, features_per_stage=tuple(recipe.features),
+        input_channels=1, n_stages=n, features_per_stage=tuple(recipe.features),
         kernel_sizes=((1, 3, 3),) * n, strides=((1, 1, 1),) + ((1, 2, 2),) * (n - 1),
         n_conv_per_stage=(2,) * n, n_conv_per_stage_decoder=(2,) * (n - 1), conv_bias=True,
         norm="InstanceNorm3d", norm_eps=1e-5, norm_affine=True, nonlin="LeakyReLU", nonlin_negative_slope=1e-2)

@@ -103,21 +103,24 @@ def remap_head(state: dict[str, torch.Tensor], from_ids, to_ids) -> dict[str, to
     return out
 
 
-@torch.no_grad()
 def slice_logits(net: nn.Module, vol: Volume, device: str = "cpu"):
-    """The network's logits of every slice of `vol`, 8 slices at a time: (first slice, logits (n, C, h, w)) pairs
-    (whole slices, zero-padded to the network stride and cut back; the volume is z-scored over its voxels as the
-    engine does). The network is in eval mode meanwhile, in training mode again afterwards."""
-    net.eval()
+    """batch_logits of every slice of `vol`, the volume z-scored over its voxels as the engine does."""
     img = vol.image.astype(np.float32)
-    img = (img - img.mean()) / max(float(img.std()), 1e-3)
-    h, w = img.shape[1:]
+    yield from batch_logits(net, ((img - img.mean()) / max(float(img.std()), 1e-3))[:, None], device)
+
+
+@torch.no_grad()
+def batch_logits(net: nn.Module, x: np.ndarray, device: str = "cpu"):
+    """The network's logits of every slice of `x` (n, C, h, w; float32), 8 slices at a time: (first slice, logits
+    (n, classes, h, w)) pairs (zero-padded to the network stride and cut back). The network is in eval mode
+    meanwhile, in training mode again afterwards."""
+    net.eval()
+    h, w = x.shape[2:]
     stride = 2 ** (len(net.encoder.stages) - 1)   # the 2D U-Net's total stride (one halving per stage after the first)
-    ph, pw = (-h) % stride, (-w) % stride
+    pad = ((0, 0), (0, 0), (0, (-h) % stride), (0, (-w) % stride))
     try:
-        for z0 in range(0, img.shape[0], 8):
-            x = torch.from_numpy(np.pad(img[z0:z0 + 8], ((0, 0), (0, ph), (0, pw))))[:, None].to(device)
-            yield z0, net(x)[:, :, :h, :w]
+        for z0 in range(0, x.shape[0], 8):
+            yield z0, net(torch.from_numpy(np.pad(x[z0:z0 + 8], pad)).to(device))[:, :, :h, :w]
     finally:
         net.train()
 
