@@ -120,7 +120,7 @@ class OnnxBackend(Backend):
 
 def available_backend(folder: ModelFolder) -> str:
     """'onnx' when every stage ships ONNX weights and onnxruntime imports, else 'torch'."""
-    stages = (folder.card.coarse, folder.card.fine)
+    stages = [folder.card.stage(name) for name in folder.card.stage_names]
     if all("onnx" in s.files for s in stages):
         try:
             import onnxruntime  # noqa: F401

@@ -6,13 +6,68 @@ and the stomach, beside the right kidney. A context stage is a 2D network whose 
 as one-hot channels (background + `inputs`, the organs it reads) and whose output is its one organ (`adds`). It
 never sees the image, so it is the same network on every sequence and modality. It runs on the fine stage's grid
 and writes its organ only where the fine labels are one of `replaces` (background by default), so no other organ
-loses a voxel.
+loses a voxel. Its card entry is `ContextConfig`; its network input is not normalised (one-hot masks), so its
+stage's normalisation scheme is "none".
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .sliding_window import sliding_window_labels
+from .stage_config import ModelCardError, StageConfig
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """A card's context stage: `stage` (a 2-class network on the fine grid, label_ids (0, adds), input channels
+    1 + len(inputs)), the FLARE labels it reads (`inputs`), the one it writes (`adds`) and the labels it may
+    overwrite (`replaces`, background only by default)."""
+
+    stage: StageConfig
+    inputs: tuple[int, ...]
+    adds: int
+    replaces: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        inputs, replaces = tuple(int(v) for v in self.inputs), tuple(int(v) for v in self.replaces)
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "replaces", replaces)
+        object.__setattr__(self, "adds", int(self.adds))
+        if not inputs or len(set(inputs)) != len(inputs) or any(not 0 < v < 256 for v in inputs):
+            raise ModelCardError(f"context.inputs must be distinct labels in 1..255, got {inputs}")
+        if not 0 < self.adds < 256 or self.adds in inputs or self.adds in replaces:
+            raise ModelCardError(f"context.adds must be a label in 1..255 that it neither reads nor replaces, got "
+                                 f"{self.adds} (inputs {inputs}, replaces {replaces})")
+        if not replaces or any(not 0 <= v < 256 for v in replaces):
+            raise ModelCardError(f"context.replaces must be labels in 0..255, got {replaces}")
+        st = self.stage
+        if st.label_ids != (0, self.adds):
+            raise ModelCardError(f"context.stage.label_ids must be [0, {self.adds}], got {list(st.label_ids)}")
+        if st.architecture.input_channels != 1 + len(inputs):
+            raise ModelCardError(f"context.stage reads {st.architecture.input_channels} channels; background + "
+                                 f"{len(inputs)} inputs make {1 + len(inputs)}")
+        if st.normalization.scheme != "none" or st.min_slice_mm is not None:
+            raise ModelCardError("context.stage reads one-hot masks on the fine grid: normalisation scheme 'none' "
+                                 "and no min_slice_mm")
+
+    def check_fits(self, fine: StageConfig) -> None:
+        """The stage runs on the fine stage's labels: the same spacing, inputs the fine stage predicts, and an organ
+        it does not."""
+        if self.stage.spacing_mm != fine.spacing_mm:
+            raise ModelCardError(f"context.stage.spacing_mm {self.stage.spacing_mm} differs from the fine stage's "
+                                 f"{fine.spacing_mm} (it runs on the fine grid)")
+        missing = sorted(set(self.inputs) - set(fine.label_ids))
+        if missing or self.adds in fine.label_ids:
+            raise ModelCardError(f"context: the fine stage (labels {list(fine.label_ids)}) must predict every input "
+                                 f"(missing {missing}) and not the added organ {self.adds}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ContextConfig":
+        return cls(stage=StageConfig.from_dict(d["stage"]), inputs=tuple(d["inputs"]), adds=d["adds"],
+                   replaces=tuple(d.get("replaces", (0,))))
 
 
 def context_channels(labels: np.ndarray, inputs) -> np.ndarray:

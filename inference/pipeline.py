@@ -2,7 +2,8 @@
 
 read -> canonical orientation -> modality -> intensity statistics -> COARSE (fixed spacing, whole image)
 -> ROI (union of organ boxes, optionally capped to a plausible extent, + margin; whole image when nothing is
-found) -> FINE (ROI at the fine spacing, sliding window, mirror TTA) -> argmax -> per-organ largest component on
+found) -> FINE (ROI at the fine spacing, sliding window, mirror TTA) -> argmax -> [CONTEXT: one more organ from
+the fine organs' masks, where the card has a context stage] -> per-organ largest component on
 the ROI -> PET label scheme -> nearest-neighbour labels back to the ROI of the input grid (uncrop + undo
 orientation by writing through a view) -> write.
 `Segmenter.segment_array` runs the same path on an array already on the canonical grid (no file, no SimpleITK):
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import normalization, orientation, postprocess, resample, roi
+from . import context, normalization, orientation, postprocess, resample, roi
 from .backends import Backend, BackendError, available_backend, cuda_available, make_backend
 from .config import StageConfig
 from .model_folder import ModelFolder, select_model
@@ -113,7 +114,8 @@ class Segmenter:
             if device == "auto":
                 device = "cuda" if cuda_available(backend) else "cpu"
             def build(dev: str) -> dict[str, Backend]:
-                return {name: make_backend(folder, name, backend, dev, opts.threads) for name in ("coarse", "fine")}
+                return {name: make_backend(folder, name, backend, dev, opts.threads)
+                        for name in folder.card.stage_names}
 
             try:
                 stages = build(device)
@@ -241,6 +243,10 @@ class Segmenter:
         rec.seconds["fine"] = round(time.perf_counter() - t, 4)
         rec.normalization = ({} if coarse_params is None else {"coarse": coarse_params.as_dict()}) | {
             "fine": fine_params.as_dict()}
+        if card.context is not None:   # CONTEXT: one more organ from the fine organs, where the labels allow it
+            t = time.perf_counter()
+            fine_labels = context.add_organ(fine_labels, card.context, nets["context"].predict)
+            rec.seconds["context"] = round(time.perf_counter() - t, 4)
 
         # clean-up on the ROI at network resolution (see postprocess.keep_largest_component), output scheme, then
         # labels straight into an output array in the INPUT's voxel order: the canonical view of it is written

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from inference.config import Architecture, StageConfig
 from inference.context import add_organ, context_channels
@@ -45,3 +46,48 @@ def test_corrupt_removes_the_added_organ_and_never_invents_a_label():
         out = corrupt(lab, 12, (4, 11), np.random.default_rng(seed))
         assert not (out == 12).any() and set(np.unique(out)) <= {0, 4, 11}
         assert set(np.unique(out[lab == 12])) <= {0, 4, 11}
+
+
+def test_add_to_model_maps_the_trained_2d_net_onto_the_card_exactly(tmp_path):
+    """A context stage saved by train_context (2D net, 13 input channels) + an in-plane model folder -> a card
+    whose context backend gives the 2D net's logits."""
+    import json
+    from dataclasses import asdict
+
+    import torch
+
+    from inference.backends import make_backend
+    from inference.model_folder import load_model_folder
+    from training.inplane.context import ContextRecipe, add_to_model
+    from training.inplane.export import card_stage
+    from training.inplane.loop import build_net2d
+    from training.inplane.recipe import StageRecipe
+
+    from helpers import make_random_model
+
+    labels = tuple(v for v in range(14) if v != 12)
+    stages = {k: card_stage(StageRecipe(spacing_mm=(None, s, s), patch=(32, 32), features=(4, 8)), labels)
+              for k, s in (("coarse", 4.0), ("fine", 2.0))}
+    model = make_random_model(tmp_path / "m", modalities=("MRI",), **stages)
+    recipe = ContextRecipe()
+    torch.manual_seed(0)
+    net2d = build_net2d(recipe.stage.features, 2, 1 + len(recipe.inputs)).eval()
+    trained = tmp_path / "ctx"
+    trained.mkdir()
+    torch.save(net2d.state_dict(), trained / "final.pt")
+    summary = {"recipe": asdict(recipe), "iterations": 1, "trained_s": 0.1, "seconds_per_iteration": 0.1,
+               "holdout_dice": 0.0, "torch": torch.__version__, "threads": 1, "trained_on": ["a"], "held_out": ["b"]}
+    (trained / "summary.json").write_text(json.dumps(summary))
+    out = add_to_model(model, trained, tmp_path / "m_ctx", name="m_ctx")
+    folder = load_model_folder(out, verify=True)
+    assert folder.card.context.stage.patch_size == (1, 96, 96)
+    x = context_channels(np.random.default_rng(0).integers(0, 14, (1, 96, 96)).astype(np.uint8), recipe.inputs)
+    with torch.no_grad():
+        ref = net2d(torch.from_numpy(x.transpose(1, 0, 2, 3)))[0].numpy()
+    for backend in ("torch", "onnx"):
+        got = make_backend(folder, "context", backend, "cpu").predict(x[None])
+        assert got.shape == (2, 1, 96, 96) and np.abs(got[:, 0] - ref).max() < 1e-4
+    summary["recipe"]["holdout"] = 3
+    (trained / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match="another recipe"):
+        add_to_model(model, trained, tmp_path / "m_ctx2", name="m_ctx2")

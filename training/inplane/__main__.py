@@ -1,5 +1,5 @@
 """python -m training.inplane run|train|prepare|run-packed|score-trained|export|ship|compose|score|robust|
-robust-publish|publish|pack|seed|context ... (see training/inplane/README.md)."""
+robust-publish|publish|pack|seed|context|add-context ... (see training/inplane/README.md)."""
 from __future__ import annotations
 
 import argparse
@@ -93,6 +93,13 @@ def cmd_context(args) -> int:
     from .context import train_context
 
     print(f"trained {train_context(args.out, args.data, threads=args.threads or 1)}")
+    return 0
+
+
+def cmd_add_context(args) -> int:
+    from .context import add_to_model
+
+    print(add_to_model(args.model, args.context, args.out, name=args.name or args.out.name, machine=machine()))
     return 0
 
 
@@ -242,6 +249,12 @@ def main(argv=None) -> int:
     cx = _sub(sub, "context", cmd_context, "the context stage (the duodenum from the other organs' masks) from the "
               "FLARE22 label maps (context.py); resumable", work=False, profile=False, data=True, threads=True)
     cx.add_argument("--out", type=Path, required=True)
+    ac = _sub(sub, "add-context", cmd_add_context, "a model folder + a trained context stage -> a new model folder "
+              "(its fine labels gain the context stage's organ)", work=False, profile=False)
+    ac.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
+    ac.add_argument("--context", type=Path, required=True, help="the folder `context --out` trained")
+    ac.add_argument("--out", type=Path, required=True)
+    ac.add_argument("--name", default=None)
     m = _sub(sub, "compose", cmd_compose, "a model folder from the coarse stage of one model and the fine stage of "
              "another (training.export.compose_model)", work=False, profile=False)
     for flag in ("--coarse-from", "--fine-from", "--out"):

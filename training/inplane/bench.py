@@ -167,10 +167,9 @@ def ship(work: Path, profile: str | Profile, row: str, out: Path, name: str, not
     """Copy row `row`'s scored model into `out` (e.g. weights/<name>) with ONNX weights only (the container's
     runtime) and a card recording the benchmark row, per-organ test DSC / NSD, machine and training length.
     Weights first, card last."""
-    from dataclasses import replace
 
     from inference.model_folder import load_model_folder, write_card
-    from training.export import copy_weight_file
+    from training.export import copy_stage, with_stages
 
     from .report import ORGAN_NAMES, row_summary
 
@@ -180,12 +179,8 @@ def ship(work: Path, profile: str | Profile, row: str, out: Path, name: str, not
         raise FileNotFoundError(f"{csv_path}: row {row} is not scored; ship scored rows only")
     model = load_model_folder(src, verify=True)
     out.mkdir(parents=True, exist_ok=True)
-    stages, sha = {}, {}
-    for stage_name in ("coarse", "fine"):
-        cfg = getattr(model.card, stage_name)
-        files = {"onnx": cfg.files["onnx"]}
-        sha[files["onnx"]] = copy_weight_file(src / files["onnx"], out / files["onnx"])
-        stages[stage_name] = replace(cfg, files=files)
+    sha: dict[str, str] = {}
+    stages = {n: copy_stage(src, model.card.stage(n), out, n, sha, backends=("onnx",)) for n in model.card.stage_names}
     prov = dict(model.card.provenance)
     title = as_profile(profile).rows[row].title
     if csv_path.name == "pet_check.csv":
@@ -210,7 +205,7 @@ def ship(work: Path, profile: str | Profile, row: str, out: Path, name: str, not
         robust = work / "robust" / f"r{row}" / "robust.json"   # python -m training.inplane robust --out there
         if robust.is_file():
             prov["benchmark"]["robustness"] = json.loads(robust.read_text())
-    card = replace(model.card, name=name, coarse=stages["coarse"], fine=stages["fine"], sha256=sha, provenance=prov)
+    card = with_stages(model.card, stages, name=name, sha256=sha, provenance=prov)
     write_card(card, out)
     load_model_folder(out, verify=True)
     return out

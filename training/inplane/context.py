@@ -10,6 +10,7 @@ learning curve's Dice is theirs (input: the map without its duodenum). Resumable
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from scipy import ndimage
 
 from inference.atomic import atomic_path, write_csv, write_json
+from inference.config import ContextConfig, Normalization
 from inference.context import context_channels
 from inference.labels import ORGANS
 
@@ -156,3 +158,35 @@ def train_context(out: Path, data: Path, recipe: ContextRecipe | None = None, th
                                       "trained_on": names[:-recipe.holdout], "held_out": names[-recipe.holdout:],
                                       "torch": torch.__version__, "threads": threads})
     return out
+
+
+def context_config(recipe: ContextRecipe) -> ContextConfig:
+    """The card entry of a context stage trained with `recipe` (no normalisation: one-hot input)."""
+    from .export import card_stage
+
+    stage = card_stage(recipe.stage, (0, recipe.adds), channels=1 + len(recipe.inputs),
+                       normalization=Normalization(scheme="none"))
+    return ContextConfig(stage=stage, inputs=recipe.inputs, adds=recipe.adds)
+
+
+def add_to_model(model: Path, context_dir: Path, out: Path, name: str, machine: str = "") -> Path:
+    """weights folder `out`: the model folder `model` + the context stage trained in `context_dir` (final.pt,
+    summary.json of `train_context` with the default recipe)."""
+    from training.export import add_context
+
+    from .export import _engine_net
+
+    recipe = ContextRecipe()
+    summary_file = context_dir / "summary.json"
+    if not (context_dir / "final.pt").is_file() or not summary_file.is_file():
+        raise FileNotFoundError(f"{context_dir}: no final.pt and summary.json (train the context stage first)")
+    summary = json.loads(summary_file.read_text())
+    if summary["recipe"] != json.loads(json.dumps(asdict(recipe))):
+        raise ValueError(f"{summary_file}: trained with another recipe than ContextRecipe()")
+    cfg = context_config(recipe)
+    prov = {k: summary[k] for k in ("iterations", "trained_s", "seconds_per_iteration", "holdout_dice", "torch",
+                                    "threads")}
+    prov |= {"trained_on": f"{len(summary['trained_on'])} FLARE22 label maps (no image)",
+             "held_out": summary["held_out"], "machine": machine}
+    return add_context(model, out, net=_engine_net(context_dir, recipe.stage, cfg.stage), context=cfg, name=name,
+                       provenance=prov)

@@ -42,22 +42,23 @@ def to_card_state(state2d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.unsqueeze(2) if v.ndim == 4 else v).clone() for k, v in state2d.items()}
 
 
-def card_stage(recipe: StageRecipe, label_ids, min_slice_mm: float | None = None) -> StageConfig:
+def card_stage(recipe: StageRecipe, label_ids, min_slice_mm: float | None = None, channels: int = 1,
+               normalization=NORMALIZATION) -> StageConfig:
     n = len(recipe.features)
     arch = Architecture(
-        input_channels=1, n_stages=n, features_per_stage=tuple(recipe.features),
+        input_channels=channels, n_stages=n, features_per_stage=tuple(recipe.features),
         kernel_sizes=((1, 3, 3),) * n, strides=((1, 1, 1),) + ((1, 2, 2),) * (n - 1),
         n_conv_per_stage=(2,) * n, n_conv_per_stage_decoder=(2,) * (n - 1), conv_bias=True,
         norm="InstanceNorm3d", norm_eps=1e-5, norm_affine=True, nonlin="LeakyReLU", nonlin_negative_slope=1e-2)
     return StageConfig(spacing_mm=tuple(recipe.spacing_mm), patch_size=(1,) + tuple(recipe.patch),
-                       normalization=NORMALIZATION, architecture=arch, label_ids=tuple(label_ids), step_size=0.5,
+                       normalization=normalization, architecture=arch, label_ids=tuple(label_ids), step_size=0.5,
                        min_slice_mm=min_slice_mm)
 
 
 def _engine_net(stage_dir: Path, recipe: StageRecipe, cfg: StageConfig):
     from inference.network import build_network
 
-    net2d = build_net2d(recipe.features, cfg.num_classes)
+    net2d = build_net2d(recipe.features, cfg.num_classes, cfg.architecture.input_channels)
     net2d.load_state_dict(torch.load(stage_dir / "final.pt", map_location="cpu", weights_only=True))
     net = build_network(cfg.architecture, cfg.num_classes)
     net.load_state_dict(to_card_state(net2d.state_dict()), strict=True)
