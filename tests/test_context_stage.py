@@ -91,3 +91,18 @@ def test_add_to_model_maps_the_trained_2d_net_onto_the_card_exactly(tmp_path):
     (trained / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ValueError, match="another recipe"):
         add_to_model(model, trained, tmp_path / "m_ctx2", name="m_ctx2")
+
+
+def test_learning_curves_are_drawn_for_context_and_image_stages(tmp_path):
+    from inference.atomic import write_csv
+    from training.inplane.report import plot_curves
+
+    for d in ("context/duodenum", "rows/A/fine"):
+        (tmp_path / "w" / d).mkdir(parents=True)
+    write_csv(tmp_path / "w" / "context" / "duodenum" / "curve.csv", ["iteration", "seconds", "loss", "holdout_dice"],
+              [[250, 160.0, 0.67, 0.2], [500, 320.0, 0.53, 0.27]])
+    write_csv(tmp_path / "w" / "rows" / "A" / "fine" / "curve.csv", ["iteration", "seconds", "loss", "dice_1"],
+              [[10, 60.0, 1.2, 0.5], [20, 120.0, 0.9, 0.6]])
+    written = plot_curves(tmp_path / "w", tmp_path / "png")
+    assert sorted(p.name for p in written) == ["curve_context_duodenum.png", "curve_rows_A_fine.png"]
+    assert all(p.stat().st_size > 1000 for p in written)

@@ -115,7 +115,8 @@ def _read_curve(path: Path) -> dict[str, np.ndarray]:
 
 
 def plot_curves(work: Path, out: Path) -> list[Path]:
-    """One PNG per trained stage of `work` (loss and, when recorded, test Dice per organ against minutes)."""
+    """One PNG per trained stage of `work` (loss and, when recorded, test Dice per organ, or a context stage's
+    held-out Dice, against minutes)."""
     from eval.plots import save_figure   # first: it selects the Agg backend; the atomic write
     import matplotlib.pyplot as plt
 
@@ -137,8 +138,11 @@ def plot_curves(work: Path, out: Path) -> list[Path]:
         if dice:
             ax[1].plot(minutes, np.mean([c[k] for k in dice], axis=0), color="k", lw=2, label="mean")
             ax[1].legend(fontsize=7)
-        ax[1].set(xlabel="training minutes", ylabel="DSC on the stage grid", ylim=(0, 1),
-                  title="CHAOS test scans (reported, never used to choose)")
+        title = "CHAOS test scans (reported, never used to choose)"
+        if "holdout_dice" in c:   # a context stage (context.py): its organ on the held-out label maps
+            ax[1].plot(minutes, c["holdout_dice"], color="k", lw=2, label="held-out maps")
+            title = "held-out FLARE22 label maps (never trained on)"
+        ax[1].set(xlabel="training minutes", ylabel="DSC on the stage grid", ylim=(0, 1), title=title)
         for a in ax:
             a.grid(alpha=0.3)
         if len(minutes) >= 2:   # the iteration axis needs two points to map minutes to iterations
