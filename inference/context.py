@@ -11,11 +11,13 @@ stage's normalisation scheme is "none".
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import roi
 from .sliding_window import sliding_window_labels
 from .stage_config import ModelCardError, StageConfig
 
@@ -24,18 +26,28 @@ from .stage_config import ModelCardError, StageConfig
 class ContextConfig:
     """A card's context stage: `stage` (a 2-class network on the fine grid, label_ids (0, adds), input channels
     1 + len(inputs)), the FLARE labels it reads (`inputs`), the one it writes (`adds`) and the labels it may
-    overwrite (`replaces`, background only by default)."""
+    overwrite (`replaces`, background only by default). With `near`, the stage runs only on the box of those
+    labels grown by `margin_mm` (z, y, x) (where its organ can lie: the duodenum around the pancreas; the whole
+    grid when none of them is found); empty: on the whole fine grid."""
 
     stage: StageConfig
     inputs: tuple[int, ...]
     adds: int
     replaces: tuple[int, ...] = (0,)
+    near: tuple[int, ...] = ()
+    margin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         inputs, replaces = tuple(int(v) for v in self.inputs), tuple(int(v) for v in self.replaces)
         object.__setattr__(self, "inputs", inputs)
         object.__setattr__(self, "replaces", replaces)
         object.__setattr__(self, "adds", int(self.adds))
+        object.__setattr__(self, "near", tuple(int(v) for v in self.near))
+        object.__setattr__(self, "margin_mm", tuple(float(v) for v in self.margin_mm))
+        if not set(self.near) <= set(inputs) or len(self.margin_mm) != 3 or not all(
+                math.isfinite(v) and v >= 0 for v in self.margin_mm):
+            raise ModelCardError(f"context.near must be input labels and margin_mm three numbers >= 0 (z, y, x mm), "
+                                 f"got {self.near} and {self.margin_mm}")
         if not inputs or len(set(inputs)) != len(inputs) or any(not 0 < v < 256 for v in inputs):
             raise ModelCardError(f"context.inputs must be distinct labels in 1..255, got {inputs}")
         if not 0 < self.adds < 256 or self.adds in inputs or self.adds in replaces:
@@ -67,7 +79,8 @@ class ContextConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ContextConfig":
         return cls(stage=StageConfig.from_dict(d["stage"]), inputs=tuple(d["inputs"]), adds=d["adds"],
-                   replaces=tuple(d.get("replaces", (0,))))
+                   replaces=tuple(d.get("replaces", (0,))), near=tuple(d.get("near", ())),
+                   margin_mm=tuple(d.get("margin_mm", (0.0, 0.0, 0.0))))
 
 
 def context_channels(labels: np.ndarray, inputs) -> np.ndarray:
@@ -80,13 +93,25 @@ def context_channels(labels: np.ndarray, inputs) -> np.ndarray:
     return out
 
 
-def add_organ(labels: np.ndarray, context, predict) -> np.ndarray:
-    """`labels` (FLARE labels on the fine grid, z, y, x) with the context stage's organ written where the network
-    finds it and the labels are one of `context.replaces` (a new array). `predict`: the stage's Backend.predict."""
+def search_box(labels: np.ndarray, context, spacing_mm) -> roi.Box:
+    """Where the stage runs on `labels` (fine grid of voxel size `spacing_mm`, z, y, x): the box of `context.near`
+    grown by `context.margin_mm`, or the whole grid (no `near`, or none of them found)."""
+    box = roi.foreground_box(np.isin(labels, context.near)) if context.near else None
+    if box is None:
+        return roi.Box.whole(labels.shape)
+    return roi.expand_box(box, context.margin_mm, spacing_mm, labels.shape)
+
+
+def add_organ(labels: np.ndarray, context, predict, spacing_mm=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """`labels` (FLARE labels on the fine grid, z, y, x, voxels of `spacing_mm`) with the context stage's organ
+    written where the network finds it inside `search_box` and the labels are one of `context.replaces` (a new
+    array). `predict`: the stage's Backend.predict."""
     stage = context.stage
-    channels = sliding_window_labels(context_channels(labels, context.inputs), stage.patch_size, stage.step_size,
+    box = search_box(labels, context, spacing_mm)
+    part = labels[box.slices]
+    channels = sliding_window_labels(context_channels(part, context.inputs), stage.patch_size, stage.step_size,
                                      stage.num_classes, predict)
-    found = (np.asarray(stage.label_ids, dtype=np.uint8)[channels] == context.adds) & np.isin(labels, context.replaces)
+    found = (np.asarray(stage.label_ids, dtype=np.uint8)[channels] == context.adds) & np.isin(part, context.replaces)
     out = labels.copy()
-    out[found] = context.adds
+    out[box.slices][found] = context.adds
     return out

@@ -245,7 +245,8 @@ class Segmenter:
             "fine": fine_params.as_dict()}
         if card.context is not None:   # CONTEXT: one more organ from the fine organs, where the labels allow it
             t = time.perf_counter()
-            fine_labels = context.add_organ(fine_labels, card.context, nets["context"].predict)
+            grid_mm = tuple(n * s / m for n, s, m in zip(box.shape, spacing, fine_labels.shape, strict=True))
+            fine_labels = context.add_organ(fine_labels, card.context, nets["context"].predict, grid_mm)
             rec.seconds["context"] = round(time.perf_counter() - t, 4)
 
         # clean-up on the ROI at network resolution (see postprocess.keep_largest_component), output scheme, then

@@ -96,6 +96,8 @@ def test_a_tampered_context_file_is_refused(models):
     (dict(adds=4), "neither reads nor replaces"),
     (dict(replaces=(12,)), "neither reads nor replaces"),
     (dict(inputs=(1, 1)), "distinct"),
+    (dict(near=(12,)), "near"),
+    (dict(near=(4,), margin_mm=(1.0, -1.0, 0.0)), "margin_mm"),
 ])
 def test_context_config_refuses_an_inconsistent_entry(change, message):
     fields = dict(stage=context_stage(), inputs=INPUTS, adds=12) | change

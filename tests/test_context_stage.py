@@ -9,7 +9,7 @@ import pytest
 
 from inference.config import Architecture, StageConfig
 from inference.context import add_organ, context_channels
-from training.inplane.context import corrupt
+from training.inplane.context import corrupt, reach_mm
 
 
 def test_context_channels_are_one_hot_with_background_for_every_other_label():
@@ -33,9 +33,9 @@ def test_add_organ_writes_only_where_the_labels_may_be_replaced():
         logits[1, :, :, :2] = 1.0
         return logits
 
-    out = add_organ(labels, SimpleNamespace(stage=stage, inputs=(4, 11), adds=12, replaces=(0,)), predict)
+    out = add_organ(labels, SimpleNamespace(stage=stage, inputs=(4, 11), adds=12, replaces=(0,), near=()), predict)
     assert (out[:, 2:, :2] == 12).all() and (out[:, :2] == 4).all() and (out[:, 2:, 2:] == 0).all()
-    out = add_organ(labels, SimpleNamespace(stage=stage, inputs=(4, 11), adds=12, replaces=(0, 4)), predict)
+    out = add_organ(labels, SimpleNamespace(stage=stage, inputs=(4, 11), adds=12, replaces=(0, 4), near=()), predict)
     assert (out[:, :, :2] == 12).all()
 
 
@@ -58,12 +58,12 @@ def test_add_to_model_maps_the_trained_2d_net_onto_the_card_exactly(tmp_path):
 
     from inference.backends import make_backend
     from inference.model_folder import load_model_folder
-    from training.inplane.context import ContextRecipe, add_to_model
+    from training.inplane.context import SLACK_MM, ContextRecipe, add_to_model
     from training.inplane.export import card_stage
     from training.inplane.loop import build_net2d
     from training.inplane.recipe import StageRecipe
 
-    from helpers import make_random_model
+    from helpers import make_random_model, write_image
 
     labels = tuple(v for v in range(14) if v != 12)
     stages = {k: card_stage(StageRecipe(spacing_mm=(None, s, s), patch=(32, 32), features=(4, 8)), labels)
@@ -80,7 +80,20 @@ def test_add_to_model_maps_the_trained_2d_net_onto_the_card_exactly(tmp_path):
     (trained / "summary.json").write_text(json.dumps(summary))
     out = add_to_model(model, trained, tmp_path / "m_ctx", name="m_ctx")
     folder = load_model_folder(out, verify=True)
-    assert folder.card.context.stage.patch_size == (1, 96, 96)
+    assert folder.card.context.stage.patch_size == (1, 96, 96) and folder.card.context.near == ()
+    # with the label maps: around the pancreas, margin = how far the TRAINING maps' duodenum reaches + the slack
+    maps = tmp_path / "data" / "flare22_labels" / "labelsTr"
+    maps.mkdir(parents=True)
+    for name, z_stop in (("a", 14), ("b", 20)):               # b is held out: its farther duodenum must not count
+        lab = np.zeros((24, 40, 40), dtype=np.uint8)
+        lab[8:12, 10:20, 10:20] = 4
+        lab[6:z_stop, 20:23, 10:20] = 12
+        write_image(lab, maps / f"{name}.nii.gz", spacing=(2.0, 2.0, 3.0))
+    summary["trained_on"], summary["held_out"] = ["a.nii.gz"], ["b.nii.gz"]
+    (trained / "summary.json").write_text(json.dumps(summary))
+    ctx = load_model_folder(add_to_model(model, trained, tmp_path / "m_near", name="m_near", data=tmp_path / "data"),
+                            verify=True).card.context
+    assert ctx.near == (4,) and ctx.margin_mm == (2 * 3.0 + SLACK_MM, 3 * 2.0 + SLACK_MM, SLACK_MM)
     x = context_channels(np.random.default_rng(0).integers(0, 14, (1, 96, 96)).astype(np.uint8), recipe.inputs)
     with torch.no_grad():
         ref = net2d(torch.from_numpy(x.transpose(1, 0, 2, 3)))[0].numpy()
@@ -106,3 +119,33 @@ def test_learning_curves_are_drawn_for_context_and_image_stages(tmp_path):
     written = plot_curves(tmp_path / "w", tmp_path / "png")
     assert sorted(p.name for p in written) == ["curve_context_duodenum.png", "curve_rows_A_fine.png"]
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_reach_is_how_far_the_organ_leaves_the_box_of_its_neighbours():
+    lab = np.zeros((20, 30, 30), dtype=np.uint8)
+    lab[5:10, 10:20, 10:20] = 4
+    lab[3:12, 12:24, 15:18] = 12                       # 2 slices below, 2 above; 4 voxels beyond in y; inside in x
+    assert reach_mm([lab], [(2.0, 1.5, 1.0)], 12, (4,)) == (4.0, 6.0, 0.0)
+    assert reach_mm([lab, np.zeros_like(lab)], [(1.0, 1.0, 1.0)] * 2, 12, (4,)) == (2.0, 4.0, 0.0)
+
+
+def test_add_organ_runs_only_around_its_near_organs():
+    arch = Architecture(input_channels=2, n_stages=1, features_per_stage=(2,), kernel_sizes=((1, 3, 3),),
+                        strides=((1, 1, 1),), n_conv_per_stage=(1,), n_conv_per_stage_decoder=())
+    stage = StageConfig(spacing_mm=(None, 2.0, 2.0), patch_size=(1, 4, 4), normalization=None, architecture=arch,
+                        label_ids=(0, 12))
+    labels = np.zeros((6, 20, 20), dtype=np.uint8)
+    labels[2:4, 8:10, 8:10] = 4
+
+    def predict(x):                                     # the organ everywhere the stage runs
+        logits = np.zeros((2,) + x.shape[2:], dtype=np.float32)
+        logits[1] = 1.0
+        return logits
+
+    ctx = SimpleNamespace(stage=stage, inputs=(4,), adds=12, replaces=(0,), near=(4,), margin_mm=(3.0, 4.0, 2.0))
+    out = add_organ(labels, ctx, predict, spacing_mm=(3.0, 2.0, 2.0))
+    expect = np.zeros_like(labels)
+    expect[1:5, 6:12, 7:11] = 12                        # the pancreas box + 1 slice, 2 rows, 1 column
+    expect[labels == 4] = 4
+    assert (out == expect).all()
+    assert (add_organ(np.zeros_like(labels), ctx, predict) == 12).all()    # no pancreas: the whole grid

@@ -99,7 +99,8 @@ def cmd_context(args) -> int:
 def cmd_add_context(args) -> int:
     from .context import add_to_model
 
-    print(add_to_model(args.model, args.context, args.out, name=args.name or args.out.name, machine=machine()))
+    print(add_to_model(args.model, args.context, args.out, name=args.name or args.out.name, machine=machine(),
+                       data=None if args.whole_grid else args.data))
     return 0
 
 
@@ -250,11 +251,13 @@ def main(argv=None) -> int:
               "FLARE22 label maps (context.py); resumable", work=False, profile=False, data=True, threads=True)
     cx.add_argument("--out", type=Path, required=True)
     ac = _sub(sub, "add-context", cmd_add_context, "a model folder + a trained context stage -> a new model folder "
-              "(its fine labels gain the context stage's organ)", work=False, profile=False)
+              "(its fine labels gain the context stage's organ)", work=False, profile=False, data=True)
     ac.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
     ac.add_argument("--context", type=Path, required=True, help="the folder `context --out` trained")
     ac.add_argument("--out", type=Path, required=True)
     ac.add_argument("--name", default=None)
+    ac.add_argument("--whole-grid", action="store_true", help="run the stage on the whole fine grid instead of "
+                    "around the pancreas (the margin comes from the FLARE22 maps under --data)")
     m = _sub(sub, "compose", cmd_compose, "a model folder from the coarse stage of one model and the fine stage of "
              "another (training.export.compose_model)", work=False, profile=False)
     for flag in ("--coarse-from", "--fine-from", "--out"):

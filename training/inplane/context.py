@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from inference import roi
 from inference.atomic import atomic_path, write_csv, write_json
 from inference.config import ContextConfig, Normalization
 from inference.context import context_channels
@@ -34,6 +35,11 @@ DUODENUM = _LABEL["duodenum"]
 INPUTS = tuple(o.label for o in ORGANS if o.label != DUODENUM)
 # the neighbours that take the duodenum's voxels in a fine stage's labels
 BLEEDERS = tuple(_LABEL[k] for k in ("pancreas", "stomach", "ivc", "liver"))
+# the engine runs the stage around the pancreas only (ContextConfig.near): its box + how far the duodenum reaches
+# beyond it in the training maps (reach_mm: at most 40 / 24 / 32 mm in z / y / x on the 50 FLARE22 maps) + SLACK_MM
+# for a fine-stage pancreas that is smaller than the true one
+NEAR = (_LABEL["pancreas"],)
+SLACK_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,24 @@ def holdout_dice(net, maps: list[np.ndarray], recipe: ContextRecipe) -> float:
     return round(float(np.mean(scores)), 4)
 
 
-def load_maps(data: Path, spacing_mm) -> tuple[list[str], list[np.ndarray]]:
+def load_maps(data: Path, spacing_mm) -> tuple[list[str], list[np.ndarray], list[tuple[float, float, float]]]:
+    """The FLARE22 maps' file names, label maps on the grid of `spacing_mm` and their voxel sizes (z, y, x mm)."""
     files = label_map_files(data)
-    return [f.name for f in files], [label_map(map_volume(f, spacing_mm)) for f in files]
+    vols = [map_volume(f, spacing_mm) for f in files]
+    return [f.name for f in files], [label_map(v) for v in vols], [v.spacing_mm for v in vols]
+
+
+def reach_mm(maps: list[np.ndarray], spacings, adds: int, near) -> tuple[float, float, float]:
+    """How far (mm, per axis z, y, x, either side) `adds` reaches beyond the box of the `near` labels, at most over
+    `maps` (those holding both): the margin a context stage's search box needs."""
+    reach = np.zeros(3)
+    for lab, sp in zip(maps, spacings, strict=True):
+        a, b = roi.foreground_box(lab == adds), roi.foreground_box(np.isin(lab, near))
+        if a is None or b is None:
+            continue
+        out = np.maximum(np.subtract(b.start, a.start), np.subtract(a.stop, b.stop)).clip(0)
+        reach = np.maximum(reach, out * np.asarray(sp))
+    return tuple(float(v) for v in reach)
 
 
 def train_context(out: Path, data: Path, recipe: ContextRecipe | None = None, threads: int = 1) -> Path:
@@ -114,7 +135,7 @@ def train_context(out: Path, data: Path, recipe: ContextRecipe | None = None, th
     if (out / "final.pt").is_file():
         return out
     torch.set_num_threads(threads)
-    names, maps = load_maps(data, recipe.stage.spacing_mm)
+    names, maps, _ = load_maps(data, recipe.stage.spacing_mm)
     if len(maps) <= recipe.holdout:
         raise ValueError(f"{data}: {len(maps)} label maps, need more than the {recipe.holdout} held out")
     train, held = maps[:-recipe.holdout], maps[-recipe.holdout:]
@@ -160,18 +181,22 @@ def train_context(out: Path, data: Path, recipe: ContextRecipe | None = None, th
     return out
 
 
-def context_config(recipe: ContextRecipe) -> ContextConfig:
-    """The card entry of a context stage trained with `recipe` (no normalisation: one-hot input)."""
+def context_config(recipe: ContextRecipe, margin_mm=(0.0, 0.0, 0.0), near=()) -> ContextConfig:
+    """The card entry of a context stage trained with `recipe` (no normalisation: one-hot input), run on the box of
+    `near` grown by `margin_mm` (empty `near`: the whole fine grid)."""
     from .export import card_stage
 
     stage = card_stage(recipe.stage, (0, recipe.adds), channels=1 + len(recipe.inputs),
                        normalization=Normalization(scheme="none"))
-    return ContextConfig(stage=stage, inputs=recipe.inputs, adds=recipe.adds)
+    return ContextConfig(stage=stage, inputs=recipe.inputs, adds=recipe.adds, near=tuple(near),
+                         margin_mm=tuple(margin_mm))
 
 
-def add_to_model(model: Path, context_dir: Path, out: Path, name: str, machine: str = "") -> Path:
+def add_to_model(model: Path, context_dir: Path, out: Path, name: str, machine: str = "",
+                 data: Path | None = None) -> Path:
     """weights folder `out`: the model folder `model` + the context stage trained in `context_dir` (final.pt,
-    summary.json of `train_context` with the default recipe)."""
+    summary.json of `train_context` with the default recipe), run around `NEAR` with the margin its training maps
+    (under `data`, the real-data folder) need: `reach_mm` + SLACK_MM. `data` None: on the whole fine grid."""
     from training.export import add_context
 
     from .export import _engine_net
@@ -183,7 +208,13 @@ def add_to_model(model: Path, context_dir: Path, out: Path, name: str, machine: 
     summary = json.loads(summary_file.read_text())
     if summary["recipe"] != json.loads(json.dumps(asdict(recipe))):
         raise ValueError(f"{summary_file}: trained with another recipe than ContextRecipe()")
-    cfg = context_config(recipe)
+    margin, near = (0.0, 0.0, 0.0), ()
+    if data is not None:
+        names, maps, spacings = load_maps(data, recipe.stage.spacing_mm)
+        keep = [i for i, n in enumerate(names) if n in set(summary["trained_on"])]
+        reach = reach_mm([maps[i] for i in keep], [spacings[i] for i in keep], recipe.adds, NEAR)
+        margin, near = tuple(r + SLACK_MM for r in reach), NEAR
+    cfg = context_config(recipe, margin, near)
     prov = {k: summary[k] for k in ("iterations", "trained_s", "seconds_per_iteration", "holdout_dice", "torch",
                                     "threads")}
     prov |= {"trained_on": f"{len(summary['trained_on'])} FLARE22 label maps (no image)",
