@@ -2,6 +2,8 @@
 a shipped ONNX fine stage recovered as 2D start weights, and the columns' summary from score files."""
 from __future__ import annotations
 
+import json
+
 import csv
 from pathlib import Path
 
@@ -159,3 +161,19 @@ def test_seed_model_makes_a_shipped_model_a_teacher_and_a_start_row(tmp_path):
     assert not (work / "rows" / "T" / "fine" / "summary.json").exists()   # never published as a trained stage
     assert main(["seed", "--work", str(work), "--model", "T"]) == 2                     # ROW=DIR expected
     assert main(["seed", "--work", str(work)]) == 2                                     # nothing to seed
+
+
+def test_record_in_card_writes_the_columns_into_the_card_and_leaves_the_weights(tmp_path):
+    from inference.model_folder import load_model_folder
+    from training.inplane.robust import record_in_card
+
+    from helpers import make_random_model
+
+    model = make_random_model(tmp_path / "m", modalities=("MRI",), onnx=False)
+    before = load_model_folder(model).card
+    columns = {"t1": {"core_dice": 0.8, "all_dice": 0.6, "organs": {"12": 0.5}}}
+    (tmp_path / "robust.json").write_text(json.dumps(columns))
+    record_in_card(model, tmp_path / "robust.json")
+    after = load_model_folder(model, verify=True).card
+    assert after.provenance["benchmark"]["robustness"] == columns and after.sha256 == before.sha256
+    assert after.provenance["training"] == before.provenance["training"]

@@ -143,6 +143,10 @@ def cmd_robust(args) -> int:
         raise ValueError(f"--sets {args.sets!r}: choose from {', '.join(SETS)}")
     path = score_sets(args.model, args.out, args.data, sets, args.threads, args.cache)
     print(columns_table({args.model.name: (args.model.name, path)}), end="")
+    if args.record:
+        from .robust import record_in_card
+
+        print(f"recorded in {record_in_card(args.model, path)}")
     return 0
 
 
@@ -159,6 +163,11 @@ def cmd_robust_publish(args) -> int:
             raise ValueError(f"--source {spec!r}: expected ROW=TEXT")
         sources[row] = text
     titles = {k: r.title for k, r in prof.rows.items()}
+    for spec in args.title:
+        row, sep, text = spec.partition("=")
+        if not sep:
+            raise ValueError(f"--title {spec!r}: expected ROW=TEXT")
+        titles[row] = text
     print(publish(args.scored, rows, titles, args.out, sources).read_text(), end="")
     return 0
 
@@ -276,6 +285,8 @@ def main(argv=None) -> int:
     rb.add_argument("--sets", default="t2,t1,stress,coronal,sagittal,ct",
                     help="comma-separated: t2, t1, stress, coronal, sagittal, ct")
     rb.add_argument("--cache", type=Path, default=None, help="where the sets are made (default: OUT/sets)")
+    rb.add_argument("--record", action="store_true", help="write the columns into the model card's provenance "
+                    "(benchmark.robustness; the weight files are untouched)")
     rp2 = _sub(sub, "robust-publish", cmd_robust_publish, "the robustness columns of several rows -> a results "
                "folder", work=False)
     rp2.add_argument("--scored", type=Path, required=True, help="folder of r<row>/ outputs of `robust`")
@@ -283,6 +294,8 @@ def main(argv=None) -> int:
     rp2.add_argument("--out", type=Path, required=True)
     rp2.add_argument("--source", action="append", default=[], metavar="ROW=TEXT",
                      help="where the row's scored weights came from (printed under the table)")
+    rp2.add_argument("--title", action="append", default=[], metavar="ROW=TEXT",
+                     help="the title of a row that is not one of the profile's (e.g. a model made by add-context)")
     pb = _sub(sub, "publish", cmd_publish, "table, curves, stage weights and scores -> a results folder")
     pb.add_argument("--out", type=Path, required=True)
     pb.add_argument("--weights-of", default="A", help="rows whose fine weights are published (comma-separated; "

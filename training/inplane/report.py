@@ -130,7 +130,8 @@ def plot_curves(work: Path, out: Path) -> list[Path]:
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
         minutes = c["seconds"] / 60
         ax[0].plot(minutes, c["loss"], color="k")
-        ax[0].set(xlabel="training minutes", ylabel="Dice + CE loss (last 50 it.)", title=f"{name}: loss")
+        ax[0].set(xlabel="training minutes", title=f"{name}: loss", ylabel="Dice + CE loss (" + (
+            "the batch at that iteration)" if "holdout_dice" in c else "last 50 it.)"))
         dice = [k for k in c if k.startswith("dice_")]
         for k in dice:
             organ = int(k.split("_")[1])

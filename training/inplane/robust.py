@@ -167,3 +167,18 @@ def publish(scored: Path, rows: list[str], titles: dict[str, str], out: Path, so
     notes = "\n".join(f"- ({row}): {sources[row]}" for row in rows if row in sources)
     write_text(out / "table.md", columns_table(table_rows) + "\nWeights scored:\n" + notes + "\n")
     return out / "table.md"
+
+
+def record_in_card(model: Path, robust_json: Path) -> Path:
+    """The columns of `robust_json` (score_sets' output) as the model card's provenance.benchmark.robustness; the
+    card is rewritten atomically and re-verified, the weight files are untouched."""
+    from dataclasses import replace
+
+    from inference.model_folder import load_model_folder, write_card
+
+    folder = load_model_folder(model, verify=True)
+    prov = dict(folder.card.provenance)
+    prov["benchmark"] = dict(prov.get("benchmark", {})) | {"robustness": json.loads(Path(robust_json).read_text())}
+    path = write_card(replace(folder.card, provenance=prov), model)
+    load_model_folder(model, verify=True)
+    return path
