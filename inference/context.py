@@ -27,8 +27,8 @@ class ContextConfig:
     """A card's context stage: `stage` (a 2-class network on the fine grid, label_ids (0, adds), input channels
     1 + len(inputs)), the FLARE labels it reads (`inputs`), the one it writes (`adds`) and the labels it may
     overwrite (`replaces`, background only by default). With `near`, the stage runs only on the box of those
-    labels grown by `margin_mm` (z, y, x) (where its organ can lie: the duodenum around the pancreas; the whole
-    grid when none of them is found); empty: on the whole fine grid."""
+    labels grown by `margin_mm` (z, y, x) (where its organ can lie: the duodenum around the pancreas; the stage
+    does not run when none of them is found); empty: on the whole fine grid."""
 
     stage: StageConfig
     inputs: tuple[int, ...]
@@ -93,13 +93,14 @@ def context_channels(labels: np.ndarray, inputs) -> np.ndarray:
     return out
 
 
-def search_box(labels: np.ndarray, context, spacing_mm) -> roi.Box:
-    """Where the stage runs on `labels` (fine grid of voxel size `spacing_mm`, z, y, x): the box of `context.near`
-    grown by `context.margin_mm`, or the whole grid (no `near`, or none of them found)."""
-    box = roi.foreground_box(np.isin(labels, context.near)) if context.near else None
-    if box is None:
+def search_box(labels: np.ndarray, context, spacing_mm) -> roi.Box | None:
+    """Where the stage runs on `labels` (fine grid of voxel size `spacing_mm`, z, y, x): the whole grid without
+    `context.near`; else the box of those labels grown by `context.margin_mm`, None when none of them is found (the
+    organ is placed by them: no guess without them)."""
+    if not context.near:
         return roi.Box.whole(labels.shape)
-    return roi.expand_box(box, context.margin_mm, spacing_mm, labels.shape)
+    box = roi.foreground_box(np.isin(labels, context.near))
+    return None if box is None else roi.expand_box(box, context.margin_mm, spacing_mm, labels.shape)
 
 
 def add_organ(labels: np.ndarray, context, predict, spacing_mm=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -108,6 +109,8 @@ def add_organ(labels: np.ndarray, context, predict, spacing_mm=(1.0, 1.0, 1.0)) 
     array). `predict`: the stage's Backend.predict."""
     stage = context.stage
     box = search_box(labels, context, spacing_mm)
+    if box is None:
+        return labels.copy()
     part = labels[box.slices]
     channels = sliding_window_labels(context_channels(part, context.inputs), stage.patch_size, stage.step_size,
                                      stage.num_classes, predict)

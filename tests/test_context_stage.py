@@ -148,4 +148,5 @@ def test_add_organ_runs_only_around_its_near_organs():
     expect[1:5, 6:12, 7:11] = 12                        # the pancreas box + 1 slice, 2 rows, 1 column
     expect[labels == 4] = 4
     assert (out == expect).all()
-    assert (add_organ(np.zeros_like(labels), ctx, predict) == 12).all()    # no pancreas: the whole grid
+    no_pancreas = np.where(labels == 4, 11, 0).astype(np.uint8)
+    assert (add_organ(no_pancreas, ctx, predict) == no_pancreas).all()       # no pancreas: no guess
