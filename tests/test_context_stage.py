@@ -20,11 +20,16 @@ def test_context_channels_are_one_hot_with_background_for_every_other_label():
     assert (ch.sum(0) == 1).all()
 
 
-def test_add_organ_writes_only_where_the_labels_may_be_replaced():
-    arch = Architecture(input_channels=3, n_stages=1, features_per_stage=(2,), kernel_sizes=((1, 3, 3),),
+def _stage(channels: int) -> StageConfig:
+    """A context stage config for a stand-in `predict` (its network is never built)."""
+    arch = Architecture(input_channels=channels, n_stages=1, features_per_stage=(2,), kernel_sizes=((1, 3, 3),),
                         strides=((1, 1, 1),), n_conv_per_stage=(1,), n_conv_per_stage_decoder=())
-    stage = StageConfig(spacing_mm=(None, 2.0, 2.0), patch_size=(1, 4, 4), normalization=None, architecture=arch,
-                        label_ids=(0, 12))
+    return StageConfig(spacing_mm=(None, 2.0, 2.0), patch_size=(1, 4, 4), normalization=None, architecture=arch,
+                       label_ids=(0, 12))
+
+
+def test_add_organ_writes_only_where_the_labels_may_be_replaced():
+    stage = _stage(3)
     labels = np.zeros((2, 4, 4), dtype=np.uint8)
     labels[:, :2] = 4                                   # pancreas on the top half
 
@@ -130,10 +135,7 @@ def test_reach_is_how_far_the_organ_leaves_the_box_of_its_neighbours():
 
 
 def test_add_organ_runs_only_around_its_near_organs():
-    arch = Architecture(input_channels=2, n_stages=1, features_per_stage=(2,), kernel_sizes=((1, 3, 3),),
-                        strides=((1, 1, 1),), n_conv_per_stage=(1,), n_conv_per_stage_decoder=())
-    stage = StageConfig(spacing_mm=(None, 2.0, 2.0), patch_size=(1, 4, 4), normalization=None, architecture=arch,
-                        label_ids=(0, 12))
+    stage = _stage(2)
     labels = np.zeros((6, 20, 20), dtype=np.uint8)
     labels[2:4, 8:10, 8:10] = 4
 
