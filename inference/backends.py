@@ -25,7 +25,7 @@ class BackendError(RuntimeError):
 
 
 class Backend:
-    """Runs one stage's network on patches of shape (1, 1, *patch_size)."""
+    """Runs one stage's network on patches of shape (1, channels, *patch_size)."""
 
     name = "base"
 

@@ -198,8 +198,7 @@ class Segmenter:
         box = roi.foreground_box(coarse_labels)
         cap_mm = card.roi.max_extent_mm
         if box is not None and cap_mm is not None:
-            # the coarse grid's true voxel size: shape_at_spacing rounds, so it is not exactly the card's spacing
-            coarse_spacing = tuple(n * s / m for n, s, m in zip(canon.shape, spacing, coarse_labels.shape, strict=True))
+            coarse_spacing = resample.spacing_of_shape(canon.shape, spacing, coarse_labels.shape)
             capped, dropped = roi.plausible_organ_box(coarse_labels, coarse_spacing, cap_mm)
             if capped != box or dropped:
                 extent = [round(n * s, 1) for n, s in zip(box.shape, coarse_spacing, strict=True)]
@@ -245,8 +244,8 @@ class Segmenter:
             "fine": fine_params.as_dict()}
         if card.context is not None:   # CONTEXT: one more organ from the fine organs, where the labels allow it
             t = time.perf_counter()
-            grid_mm = tuple(n * s / m for n, s, m in zip(box.shape, spacing, fine_labels.shape, strict=True))
-            fine_labels = context.add_organ(fine_labels, card.context, nets["context"].predict, grid_mm)
+            fine_labels = context.add_organ(fine_labels, card.context, nets["context"].predict,
+                                            resample.spacing_of_shape(box.shape, spacing, fine_labels.shape))
             rec.seconds["context"] = round(time.perf_counter() - t, 4)
 
         # clean-up on the ROI at network resolution (see postprocess.keep_largest_component), output scheme, then

@@ -17,6 +17,13 @@ def shape_at_spacing(shape, spacing_mm, target_spacing_mm) -> tuple[int, int, in
                  for n, s, t in zip(shape, spacing_mm, target_spacing_mm, strict=True))
 
 
+
+def spacing_of_shape(shape, spacing_mm, grid_shape) -> tuple[float, float, float]:
+    """The true voxel size (mm) of a grid of `grid_shape` spanning a region of `shape` voxels of `spacing_mm`: the
+    inverse of `shape_at_spacing`, which rounds, so not exactly the spacing asked for there."""
+    return tuple(n * s / m for n, s, m in zip(shape, spacing_mm, grid_shape, strict=True))  # type: ignore[return-value]
+
+
 def _linear_axis(arr: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     n_in = arr.shape[axis]
     if n_in == n_out:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-
 class ModelCardError(ValueError):
     """The weights folder is unusable: missing file, bad hash, malformed card."""
 

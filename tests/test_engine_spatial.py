@@ -137,3 +137,12 @@ def test_label_counts_slabwise():
     rng = np.random.default_rng(4)
     lab = rng.integers(0, 14, size=(9, 7, 5)).astype(np.uint8)
     np.testing.assert_array_equal(label_counts(lab, slab_voxels=40), np.bincount(lab.ravel(), minlength=256))
+
+
+def test_spacing_of_shape_is_the_true_voxel_size_of_a_rounded_grid():
+    from inference.resample import shape_at_spacing, spacing_of_shape
+
+    shape, spacing = (10, 20, 30), (2.0, 1.0, 1.0)
+    grid = shape_at_spacing(shape, spacing, (4.0, 2.0, 4.0))          # 30 mm / 4 mm rounds to 8 voxels
+    assert grid == (5, 10, 8)
+    assert spacing_of_shape(shape, spacing, grid) == (4.0, 2.0, 3.75)

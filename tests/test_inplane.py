@@ -215,6 +215,15 @@ def test_tiny_row_on_real_ct_trains_exports_scores_publishes_and_resumes_elsewhe
     card = json.loads((shipped / "model.json").read_text())
     assert card["provenance"]["benchmark"]["mean_dsc"] == round(summary["mean"][0], 4)
     assert sorted(p.name for p in shipped.iterdir()) == ["coarse.onnx", "fine.onnx", "model.json"]
+    # a stage without ONNX weights is refused (the container ships ONNX only), not shipped without its network
+    card_file = work / "models" / "rA" / "model.json"
+    original = card_file.read_text()
+    torch_only = json.loads(original)
+    torch_only["fine"]["files"] = {"torch": torch_only["fine"]["files"]["torch"]}
+    card_file.write_text(json.dumps(torch_only))
+    with pytest.raises(FileNotFoundError, match="no ONNX weights"):
+        bench.ship(work, str(prof_file), "A", tmp_path / "weights_ship" / "no_onnx", "no_onnx")
+    card_file.write_text(original)
 
     # the steps' "done" markers record what each step was made from: a changed fine recipe retrains the fine
     # stage and redoes export and score, and leaves the coarse stage as it was

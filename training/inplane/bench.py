@@ -178,6 +178,9 @@ def ship(work: Path, profile: str | Profile, row: str, out: Path, name: str, not
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: row {row} is not scored; ship scored rows only")
     model = load_model_folder(src, verify=True)
+    no_onnx = [n for n in model.card.stage_names if "onnx" not in model.card.stage(n).files]
+    if no_onnx:
+        raise FileNotFoundError(f"{src}: stage(s) {no_onnx} have no ONNX weights; the container ships ONNX only")
     out.mkdir(parents=True, exist_ok=True)
     sha: dict[str, str] = {}
     stages = {n: copy_stage(src, model.card.stage(n), out, n, sha, backends=("onnx",)) for n in model.card.stage_names}
