@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from inference.config import ContextConfig, ModelCardError, Normalization, StageConfig
-from inference.model_folder import load_model_folder, sha256_of
+from inference.model_folder import load_model_folder, sha256_of, write_card
 from inference.network import build_network
 from inference.pipeline import CaseRecord, EngineOptions, Segmenter
 from training.export import add_context, compose_model
@@ -118,3 +118,13 @@ def test_a_card_refuses_a_context_stage_off_the_fine_grid_or_adding_a_fine_organ
     with pytest.raises(ModelCardError, match="fine grid"):
         load_model_folder(ctx, verify=False)
     assert asdict(ctx_cfg)["inputs"] == INPUTS
+
+
+def test_add_context_refuses_a_model_whose_stages_share_no_backend(models):
+    root, plain, _ = models
+    card = load_model_folder(plain).card
+    write_card(replace(card, coarse=replace(card.coarse, files={"onnx": "coarse.onnx"}),
+                       fine=replace(card.fine, files={"torch": "fine.pt"})), plain)
+    ctx = ContextConfig(stage=context_stage(), inputs=INPUTS, adds=12)
+    with pytest.raises(ValueError, match="no backend in common"):
+        add_context(plain, root / "none", net=context_net(ctx.stage), context=ctx, name="none", provenance={})

@@ -132,6 +132,8 @@ def add_context(model: Path, out: Path, *, net: torch.nn.Module, context: Contex
         raise ValueError(f"{out}: write the model with a context stage to a new folder")
     context.check_fits(src.card.fine)
     backends = tuple(b for b in ("torch", "onnx") if b in src.card.coarse.files and b in src.card.fine.files)
+    if not backends:
+        raise ValueError(f"{model}: its coarse and fine stages ship no backend in common (torch, onnx)")
     out.mkdir(parents=True, exist_ok=True)
     sha: dict[str, str] = {}
     stages = {n: copy_stage(Path(model), src.card.stage(n), out, n, sha) for n in ("coarse", "fine")}
