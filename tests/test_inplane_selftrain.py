@@ -14,7 +14,7 @@ from training.inplane import bench
 from training.inplane.train import train_one
 from training.inplane.data import IGNORE, MixedBank, SliceBank, Volume
 from training.inplane.loop import dice_ce_loss
-from training.inplane.packed import training_label
+from training.inplane.packed import kept_label, training_label
 from training.inplane.recipe import SelfTraining, load_profile
 
 
@@ -69,6 +69,33 @@ def test_training_labels_ignore_organs_the_filter_did_not_check():
     want[:, 4:6, 4:6] = IGNORE
     np.testing.assert_array_equal(training_label(consensus, best, "mri_large"), want)
     np.testing.assert_array_equal(training_label(consensus, best, "mri"), consensus)   # 7 is checked there
+
+
+def test_kept_scans_are_labelled_by_the_teachers_majority_or_by_the_best_teacher_alone():
+    """Three teachers (best first): "vote" keeps what two of three say and IGNOREs the rest; "best" is the first
+    map as it is, except where it gives an organ outside the filter's set (7: IGNORE under both rules)."""
+    best = np.zeros((1, 4, 4), np.uint8)
+    best[0, 0, :] = 1                   # liver on the first row
+    best[0, 3, 3] = 7                   # an adrenal gland: not checked by mri_large
+    second, third = best.copy(), best.copy()
+    second[0, 0, 0] = 2                 # teachers 2 and 3 disagree with the best at (0, 0) and with each other
+    third[0, 0, 0] = 3
+    second[0, 1, 1] = third[0, 1, 1] = 3   # two of three see a spleen where the best sees background
+    voted = kept_label([best, second, third], "mri_large", "vote")
+    want = best.copy()
+    want[0, 0, 0] = IGNORE              # 1 / 2 / 3: no majority
+    want[0, 1, 1] = 3
+    want[0, 3, 3] = IGNORE
+    np.testing.assert_array_equal(voted, want)
+    alone = kept_label([best, second, third], "mri_large", "best")
+    want = best.copy()
+    want[0, 3, 3] = IGNORE
+    np.testing.assert_array_equal(alone, want)
+    with pytest.raises(ValueError, match="label rule"):
+        kept_label([best, second], "mri_large", "union")
+    with pytest.raises(ValueError, match="labels must be one of"):
+        SelfTraining(teachers=("3", "A3"), labels="union")
+    assert load_profile("cpu").rows["RAb"].selftrain.labels == "best"
 
 
 def test_self_training_rows_need_two_teachers_and_their_trained_rows(tmp_path):

@@ -143,8 +143,7 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
     """The teachers' predictions of the pack's target scans (their rows exported to WORK/models/r<t>, the engine
     on arrays), the dual-stage filter, the kept scans with their training labels; returns the pseudo pack."""
     from inference.pipeline import EngineOptions, Segmenter
-    from training.selftrain.filtering import DEFAULT_DICE_THRESHOLD, rank_cases, table4_row, vote, write_report
-    from training.selftrain.labels import organ_set
+    from training.selftrain.filtering import DEFAULT_DICE_THRESHOLD, rank_cases, table4_row, write_report
     from training.selftrain.stats import CTStats
 
     from .layout import machine, stage_dirs
@@ -183,11 +182,23 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
     volumes = []
     for res in selected:
         v = by_name[res.case]
-        consensus = vote(preds[res.case], organ_set(st.organ_set), IGNORE)
-        label = training_label(consensus, preds[res.case][0], st.organ_set)
+        label = kept_label(preds[res.case], st.organ_set, st.labels)
         volumes.append(prepare_volume(v.name, v.raw(), v.spacing_mm, label, v.spacing_mm, FLARE_LABELS))
     return write_pack(dest, volumes, {"all": [v.name for v in volumes]},
                       {"teachers": list(st.teachers), "kept": [r.case for r in selected]}, compress=False)
+
+
+def kept_label(preds: list[np.ndarray], set_name: str, rule: str = "vote") -> np.ndarray:
+    """The training label of a kept scan from its teachers' maps (best first) under `rule`
+    (recipe.SelfTraining.labels): "vote", their majority (IGNORE where it has none); "best", the first map alone.
+    Organs outside the filter's set `set_name` become IGNORE either way (`training_label`)."""
+    from training.selftrain.filtering import vote
+    from training.selftrain.labels import organ_set
+
+    if rule not in ("vote", "best"):
+        raise ValueError(f"unknown label rule {rule!r}")
+    voters = preds[:1] if rule == "best" else preds
+    return training_label(vote(voters, organ_set(set_name), IGNORE), preds[0], set_name)
 
 
 def training_label(consensus: np.ndarray, best: np.ndarray, set_name: str) -> np.ndarray:

@@ -84,12 +84,17 @@ class StageRecipe:
             raise ValueError("batch, iterations and lr must be positive")
 
 
+LABEL_RULES = ("vote", "best")        # SelfTraining.labels: the teachers' majority, or the best teacher's map
+
+
 @dataclass(frozen=True)
 class SelfTraining:
     """A self-training row: the teacher rows' models pseudo-label the unlabelled target scans, the dual-stage filter
     (training.selftrain) keeps the plausible ones, and the fine stage trains again on the source + the kept
-    target scans (usually from the row's `start` weights). Voxels the teachers disagree on are left out of
-    the loss, and so are the voxels the best teacher gives an organ outside `organ_set`."""
+    target scans (usually from the row's `start` weights). The training label of a kept scan (`labels`):
+    "vote", the teachers' majority, the voxels they disagree on left out of the loss; "best", the best teacher's
+    map alone (the others only rank the scans). Either way the voxels the best teacher gives an organ outside
+    `organ_set` are left out."""
 
     teachers: tuple[str, ...]          # rows, best first, then second-best (the Dice rule), then more voters
     organ_set: str = "mri_large"       # training.selftrain.labels.ORGAN_SETS: the organs the filter checks
@@ -97,10 +102,13 @@ class SelfTraining:
     n_sigma: float = 3.0
     top_k: int | None = None
     p_target: float = 0.5              # share of training patches from the pseudo-labelled target scans
+    labels: str = "vote"               # LABEL_RULES: the kept scans' training labels
 
     def __post_init__(self) -> None:
         if len(self.teachers) < 2:
             raise ValueError(f"self-training needs at least two teacher rows (best, second), got {self.teachers}")
+        if self.labels not in LABEL_RULES:
+            raise ValueError(f"labels must be one of {LABEL_RULES}, got {self.labels!r}")
         if not 0 < self.p_target <= 1:
             raise ValueError(f"p_target must be in (0, 1], got {self.p_target}")
 
