@@ -17,7 +17,6 @@ def shape_at_spacing(shape, spacing_mm, target_spacing_mm) -> tuple[int, int, in
                  for n, s, t in zip(shape, spacing_mm, target_spacing_mm, strict=True))
 
 
-
 def spacing_of_shape(shape, spacing_mm, grid_shape) -> tuple[float, float, float]:
     """The true voxel size (mm) of a grid of `grid_shape` spanning a region of `shape` voxels of `spacing_mm`: the
     inverse of `shape_at_spacing`, which rounds, so not exactly the spacing asked for there."""

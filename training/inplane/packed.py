@@ -24,7 +24,7 @@ import numpy as np
 from . import protocol
 from .data import IGNORE, MixedBank, SliceBank, Volume, label_map, prepare_volume, relabel
 from .pack import load_packed, pack_grid, packed_set, read_meta, stats_key, write_pack
-from .recipe import PROFILE_DIR, Profile, as_profile
+from .recipe import LABEL_RULES, PROFILE_DIR, Profile, as_profile
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)   # packed volumes are on the engine's canonical grid
 PAD_MM = (100.0, 250.0)   # the PET renders' body extension below and above the labels (training.render.variants)
@@ -195,8 +195,8 @@ def kept_label(preds: list[np.ndarray], set_name: str, rule: str = "vote") -> np
     from training.selftrain.filtering import vote
     from training.selftrain.labels import organ_set
 
-    if rule not in ("vote", "best"):
-        raise ValueError(f"unknown label rule {rule!r}")
+    if rule not in LABEL_RULES:
+        raise ValueError(f"unknown label rule {rule!r} (known: {', '.join(LABEL_RULES)})")
     voters = preds[:1] if rule == "best" else preds
     return training_label(vote(voters, organ_set(set_name), IGNORE), preds[0], set_name)
 
