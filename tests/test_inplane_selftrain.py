@@ -47,6 +47,42 @@ def test_mixed_bank_draws_each_bank_in_its_proportion():
         MixedBank(SliceBank([_volume("a")]), SliceBank([_volume("b")]), 1.5)
 
 
+def test_a_bank_of_its_own_appearance_policy_overrides_the_stages():
+    """Target patches with `target_p_strong` 0 keep their own appearance (here: every change off, so the patch is
+    the standardised slice) while the stage's policy (a random curve on every patch) changes the source's."""
+    from dataclasses import replace
+
+    from training.inplane.augment import make_batch
+    from training.inplane.recipe import Appearance, Spatial
+
+    def vol(name):
+        v = _volume(name)
+        v.image[:] = np.linspace(0, 1, 64, dtype=np.float16).reshape(8, 8)
+        return v
+
+    off = Appearance(strong=False, p_contrast=0.0, p_gamma=0.0, p_blur=0.0, p_noise=0.0)
+    stage = Appearance(strong=True, p_curve=1.0, p_region=0.0, p_bias=0.0, p_contrast=0.0, p_gamma=0.0, p_blur=0.0,
+                       p_noise=0.0)
+    still = Spatial(rotation_deg=0.0, zoom=(1.0, 1.0), stretch=0.0, p_roi_mask=0.0)
+
+    def batch(bank, a):
+        return make_batch(bank, still, a, (8, 8), 4, np.random.default_rng(0), torch.Generator().manual_seed(0),
+                          roi_mask=False)[0]
+
+    def bent(x):   # largest second difference along x among inside pixels: 0 for the ramp, kept linear
+        d = x[..., 2:] - 2 * x[..., 1:-1] + x[..., :-2]
+        inside = (x[..., 2:] != 0) & (x[..., 1:-1] != 0) & (x[..., :-2] != 0)
+        return float((d.abs() * inside).max())
+
+    plain = batch(SliceBank([vol("t")]), off)
+    assert bent(plain) < 1e-2 and bent(batch(SliceBank([vol("t")]), stage)) > 0.1
+    own = MixedBank(SliceBank([vol("s")]), SliceBank([vol("t")], off), 1.0)    # every patch from the target bank
+    assert bent(batch(own, stage)) < 1e-2
+    assert replace(stage, p_strong=0.0).p_strong == 0.0
+    with pytest.raises(ValueError, match="target_p_strong"):
+        SelfTraining(teachers=("3", "A"), target_p_strong=1.5)
+
+
 def test_ignore_pixels_are_no_organ_for_sampling_and_the_roi():
     vol = _volume("x")
     vol.labels[0, 0, 0] = IGNORE
@@ -106,6 +142,9 @@ def test_self_training_rows_need_two_teachers_and_their_trained_rows(tmp_path):
     assert st.teachers[0] == "A" and prof.rows["A3"].start == "A" and len(st.teachers) >= 2
     assert prof.fine_recipe("A3").time_budget_s <= 90 * 60 and prof.fine_recipe("A3").lr == 5e-4
     assert prof.rows["Ac"].start == "A" and prof.fine_recipe("Ac") == prof.fine_recipe("A3")   # A+3's control
+    # options left at their defaults stay out of a stage's fingerprint (stages trained before them stay done)
+    assert set(prof.stage_settings("A3", "fine")["row"]["selftrain"]).isdisjoint({"labels", "target_p_strong"})
+    assert prof.stage_settings("RA4h", "fine")["row"]["selftrain"]["target_p_strong"] == 0.5
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"extends": "cpu", "rows": {"A3": {"fine": {"learning_rate": 1}}}}))
     with pytest.raises(ValueError, match="learning_rate"):

@@ -33,8 +33,9 @@ def patch_grid(center_yx, patch, angle_rad: float, zoom_yx, shape_yx) -> torch.T
 
 
 def sample_patch(bank: SliceBank, spatial: Spatial, patch, rng: np.random.Generator, roi_mask: bool):
-    """(image (1, P, Q) in [0, 1], labels (P, Q) long, regions (P, Q) long, inside (P, Q) bool)."""
-    vol, z, centre = bank.pick(rng, rng.random() < spatial.p_foreground)
+    """(image (1, P, Q) in [0, 1], labels (P, Q) long, regions (P, Q) long, inside (P, Q) bool, the appearance
+    policy of the patch's bank or None)."""
+    vol, z, centre, policy = bank.pick(rng, rng.random() < spatial.p_foreground)
     angle = math.radians(rng.uniform(-spatial.rotation_deg, spatial.rotation_deg))
     zoom = rng.uniform(*spatial.zoom)
     zoom_yx = tuple(zoom * rng.uniform(1 - spatial.stretch, 1 + spatial.stretch) for _ in range(2))
@@ -52,7 +53,7 @@ def sample_patch(bank: SliceBank, spatial: Spatial, patch, rng: np.random.Genera
         (y0, y1), (x0, x1) = vol.organ_box
         my, mx = (rng.uniform(*spatial.roi_margin_mm) / s for s in vol.spacing_mm[1:])
         inside &= (sy > y0 - my) & (sy < y1 + my) & (sx > x0 - mx) & (sx < x1 + mx)
-    return image, lab[0], lab[1], inside
+    return image, lab[0], lab[1], inside, policy
 
 
 def _curve(x: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
@@ -116,13 +117,14 @@ def finish(x: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
 
 def make_batch(bank: SliceBank, spatial: Spatial, a: Appearance, patch, batch: int, rng: np.random.Generator,
                gen: torch.Generator, roi_mask: bool, device: str = "cpu"):
-    """(images (B, 1, P, Q) float32, labels (B, P, Q) long) on `device`."""
+    """(images (B, 1, P, Q) float32, labels (B, P, Q) long) on `device`; `a`: the appearance policy of the patches
+    whose bank has none of its own."""
     n_regions = bank.num_classes
     xs, ys = [], []
     for _ in range(batch):
-        img, lab, reg, inside = sample_patch(bank, spatial, patch, rng, roi_mask)
+        img, lab, reg, inside, policy = sample_patch(bank, spatial, patch, rng, roi_mask)
         img, reg, inside = img.to(device), reg.to(device), inside.to(device)
-        x = finish(appearance(img, reg, n_regions, a, gen), inside)
+        x = finish(appearance(img, reg, n_regions, policy or a, gen), inside)
         xs.append(x)
         ys.append(lab.to(device) * inside.long())
     return torch.stack(xs), torch.stack(ys)

@@ -17,6 +17,7 @@ from inference import normalization, orientation, resample
 from inference.config import Normalization
 
 from .protocol import Case
+from .recipe import Appearance
 
 NORMALIZATION = Normalization(scheme="zscore", percentiles=(0.5, 99.5))
 IGNORE = 255   # label value left out of the loss (pseudo-labels: voxels the teachers do not agree on)
@@ -142,12 +143,14 @@ def organ_box(labels: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | N
 
 class SliceBank:
     """Every slice of every volume, for sampling training patches: slices that hold an organ are indexed per
-    organ channel, so a patch can be centred on a rare organ as often as on the liver."""
+    organ channel, so a patch can be centred on a rare organ as often as on the liver. `appearance`: the appearance
+    policy of this bank's patches (None: the stage's)."""
 
-    def __init__(self, volumes: list[Volume]):
+    def __init__(self, volumes: list[Volume], appearance: Appearance | None = None):
         if not volumes:
             raise ValueError("no training volumes")
         self.volumes = volumes
+        self.appearance = appearance
         self.num_classes = len(volumes[0].label_ids)
         self.slices = [(v, z) for v, vol in enumerate(volumes) for z in range(vol.image.shape[0])]
         self.by_class: dict[int, list[int]] = {}
@@ -163,9 +166,10 @@ class SliceBank:
     def names(self) -> list[str]:
         return [v.name for v in self.volumes]
 
-    def pick(self, rng: np.random.Generator, foreground: bool) -> tuple[Volume, int, tuple[float, float]]:
-        """A slice and a patch centre (y, x in pixels): on a random voxel of a random organ, or anywhere in the
-        body (the image centre when a slice has no body)."""
+    def pick(self, rng: np.random.Generator, foreground: bool) -> tuple[Volume, int, tuple[float, float],
+                                                                        Appearance | None]:
+        """A slice, a patch centre (y, x in pixels): on a random voxel of a random organ, or anywhere in the body
+        (the image centre when a slice has no body), and the bank's appearance policy (None: the stage's)."""
         if foreground and self.by_class:
             ch = list(self.by_class)[rng.integers(len(self.by_class))]
             v, z = self.slices[self.by_class[ch][rng.integers(len(self.by_class[ch]))]]
@@ -176,9 +180,9 @@ class SliceBank:
             vol = self.volumes[v]
             ys, xs = np.nonzero(vol.regions[z])
         if len(ys) == 0:
-            return vol, z, ((vol.image.shape[1] - 1) / 2, (vol.image.shape[2] - 1) / 2)
+            return vol, z, ((vol.image.shape[1] - 1) / 2, (vol.image.shape[2] - 1) / 2), self.appearance
         k = rng.integers(len(ys))
-        return vol, z, (float(ys[k]), float(xs[k]))
+        return vol, z, (float(ys[k]), float(xs[k])), self.appearance
 
 
 class MixedBank:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +73,9 @@ def packed_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, pac
     fine = stage == "fine"
     partial = fine and r.label_maps is not None
 
-    def bank(path: Path, set_name: str) -> SliceBank:
+    def bank(path: Path, set_name: str, appearance=None) -> SliceBank:
         return SliceBank([relabel(v, label_ids, partial)
-                          for v in load_packed(path, spacing_mm, packed_set(path, set_name))])
+                          for v in load_packed(path, spacing_mm, packed_set(path, set_name))], appearance)
 
     if r.source == "btcv_pet":
         out = bank(_need(render_pack(work, row), f"row {row}'s PET renders"), "all")
@@ -84,8 +85,10 @@ def packed_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, pac
         out = MixedBank(out, bank(_need(synthetic_pack(work, r.synthetic), f"the {r.synthetic} CycleGAN's "
                                         "translated CT"), "all"), r.p_synthetic)
     if fine and r.selftrain:
-        out = MixedBank(out, bank(_need(pseudo_pack(work, row), f"row {row}'s pseudo-labelled target scans"), "all"),
-                        r.selftrain.p_target)
+        own = None if r.selftrain.target_p_strong is None else replace(r.appearance,
+                                                                        p_strong=r.selftrain.target_p_strong)
+        out = MixedBank(out, bank(_need(pseudo_pack(work, row), f"row {row}'s pseudo-labelled target scans"), "all",
+                                  own), r.selftrain.p_target)
     if partial:
         from .labelmaps import synth_volumes
 

@@ -103,6 +103,7 @@ class SelfTraining:
     top_k: int | None = None
     p_target: float = 0.5              # share of training patches from the pseudo-labelled target scans
     labels: str = "vote"               # LABEL_RULES: the kept scans' training labels
+    target_p_strong: float | None = None   # Appearance.p_strong of the target patches (None: the row's)
 
     def __post_init__(self) -> None:
         if len(self.teachers) < 2:
@@ -111,6 +112,8 @@ class SelfTraining:
             raise ValueError(f"labels must be one of {LABEL_RULES}, got {self.labels!r}")
         if not 0 < self.p_target <= 1:
             raise ValueError(f"p_target must be in (0, 1], got {self.p_target}")
+        if self.target_p_strong is not None and not 0 <= self.target_p_strong <= 1:
+            raise ValueError(f"target_p_strong must be in [0, 1], got {self.target_p_strong}")
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class Row:
 
 _ROW_DEFAULTS = {"start": None, "fine": {}, "label_maps": None, "p_label_maps": 0.25, "label_map_variants": 2,
                  "label_map_ties": 0.0, "trainer": "inplane"}
+_SELFTRAIN_DEFAULTS = {"labels": "vote", "target_p_strong": None}
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,9 @@ class Profile:
                 r.pop(key)
         if r["appearance"]["p_strong"] == 1.0:   # likewise
             r["appearance"].pop("p_strong")
+        for key, default in _SELFTRAIN_DEFAULTS.items():   # likewise
+            if r.get("selftrain") and r["selftrain"][key] == default:
+                r["selftrain"].pop(key)
         recipe = asdict(self.coarse if stage == "coarse" else self.fine_recipe(row))
         for k in ("threads", "eval_every_s", "checkpoint_every_s"):
             recipe.pop(k)
