@@ -174,7 +174,7 @@ def test_self_training_from_a_pack_pseudo_labels_the_target_scans_with_the_publi
                                                                                               monkeypatch):
     """Row 3 from a pack with its teachers (rows 2 and A) and the shared coarse stage seeded from the published
     CPU run: the tiny translator trains and translates, the teachers (exported without ONNX) segment two target
-    scans with the engine on arrays, the filter writes Table 4 and keeps what passes, and the kept scans'
+    scans with the engine on arrays (exported to WORK/teachers), the filter writes Table 4 and keeps what passes, and the kept scans'
     training labels agree with their true labels (the geometry of the pack's grid is kept throughout)."""
     from training.inplane.bench import seed_work
 
@@ -196,9 +196,10 @@ def test_self_training_from_a_pack_pseudo_labels_the_target_scans_with_the_publi
         (PUBLISHED / "stages/rows/2/fine/summary.json").read_text())       # not retrained
     table4 = json.loads((work / "rows/3/pseudo/filtered/table4.json").read_text())
     assert table4["total"] == 2 and table4["class_number"] == 2 and table4["top_k_dice"] >= 1
-    for t in ("r2", "rA"):
-        card = json.loads((work / "models" / t / "model.json").read_text())
+    for t in ("r2", "rA"):   # exported for their predictions beside, never over, WORK/models (export, ship)
+        card = json.loads((work / "teachers" / t / "model.json").read_text())
         assert not any("onnx" in card[s]["files"] for s in ("coarse", "fine"))
+        assert not (work / "models" / t).exists()
     kept = packed_set(work / "rows/3/pseudo/pseudo.npz", "all")
     assert 1 <= len(kept) == table4["top_k_dice"]
     grid = pack_grid(pack)

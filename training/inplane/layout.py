@@ -5,6 +5,8 @@ the benchmark's own: it imports no other step module).
     WORK/rows/<row>/{coarse,fine}/  a row's stages (its own coarse stage when the row has one)
     WORK/pack.npz                the volumes every stage trains on (pack.py)
     WORK/scores/r<row>/          the row's scores (scores.csv or pet_check.csv)
+    WORK/models/r<row>/          the row's exported model (export, score, ship; a shipped teacher by seed --model)
+    WORK/teachers/r<row>/        a self-training teacher trained here, exported for its predictions (torch only)
 """
 from __future__ import annotations
 
@@ -23,6 +25,13 @@ def stage_dirs(work: Path, row: str, own_coarse: bool = False) -> dict[str, Path
     """The stage folders of a row: the shared coarse stage (or the row's own) and the row's fine stage."""
     return {"coarse": work / "rows" / row / "coarse" if own_coarse else work / "coarse",
             "fine": work / "rows" / row / "fine"}
+
+
+def teacher_dir(work: Path, row: str, trained_here: bool) -> Path:
+    """Where a self-training row finds its teacher `row`: WORK/teachers/r<row> when the teacher was trained here
+    (exported from its stages, torch only, by every pseudo-label step), else WORK/models/r<row> (a shipped model
+    put there by `seed --model`). Kept apart so that a pseudo-label step never overwrites an exported model."""
+    return work / ("teachers" if trained_here else "models") / f"r{row}"
 
 
 def machine() -> str:

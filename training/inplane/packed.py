@@ -4,7 +4,7 @@ prepared once on the profile's finest grid) or from a pack made from it by a pre
     WORK/cyclegan/<kind>/synthetic.npz       every BTCV CT translated by the row's CycleGAN (training.cyclegan,
                                              fed the scans' own intensities, `Volume.raw`), with its labels
     WORK/rows/<row>/pseudo/pseudo.npz        the kept target scans with their training labels (teachers exported
-                                             to WORK/models/r<t>, segmented by the engine's own pipeline,
+                                             to WORK/teachers/r<t>, segmented by the engine's own pipeline,
                                              `Segmenter.segment_array`; the dual-stage filter of training.selftrain;
                                              Table 4 and the per-scan record in pseudo/filtered/)
     WORK/rows/<row>/render/pet.npz           the PET row's renders of the BTCV label maps (training.render)
@@ -143,13 +143,14 @@ def prepare_translator(work: Path, prof: Profile, kind: str, pack: Path, device:
 
 def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str = "cpu",
                    threads: int | None = None) -> Path:
-    """The teachers' predictions of the pack's target scans (their rows exported to WORK/models/r<t>, the engine
-    on arrays), the dual-stage filter, the kept scans with their training labels; returns the pseudo pack."""
+    """The teachers' predictions of the pack's target scans (the engine on arrays; a teacher trained here is
+    exported, torch only, to WORK/teachers/r<t>, leaving WORK/models/r<t> (export and ship: ONNX) as it is), the
+    dual-stage filter, the kept scans with their training labels; returns the pseudo pack."""
     from inference.pipeline import EngineOptions, Segmenter
     from training.selftrain.filtering import DEFAULT_DICE_THRESHOLD, rank_cases, table4_row, write_report
     from training.selftrain.stats import CTStats
 
-    from .layout import machine, stage_dirs
+    from .layout import machine, stage_dirs, teacher_dir
     from .export import export_row
 
     st = prof.rows[row].selftrain
@@ -164,8 +165,9 @@ def prepare_pseudo(work: Path, prof: Profile, row: str, pack: Path, device: str 
     grid = pack_grid(pack)
     targets = load_packed(pack, grid, packed_set(pack, "chaos_target"))
     for t in st.teachers:
-        model = work / "models" / f"r{t}"
-        if (stage_dirs(work, t)["fine"] / "summary.json").is_file():   # trained here: exported from its stages
+        trained = (stage_dirs(work, t)["fine"] / "summary.json").is_file()
+        model = teacher_dir(work, t, trained)
+        if trained:                              # trained here: exported from its stages
             shutil.rmtree(model, ignore_errors=True)
             export_row(work, prof, t, model, name=f"r{t}", machine=machine(), onnx=False)
         elif not (model / "model.json").is_file():   # else a shipped model put there by `seed --model` (ONNX)
