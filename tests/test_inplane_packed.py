@@ -87,6 +87,7 @@ def test_the_graph_of_the_cpu_profile_orders_every_row_after_what_it_learns_from
     assert set(steps["rA3.fine"].deps) == {"rA3.pseudo", "rA.fine"} and steps["rAc.fine"].deps == ("rA.fine",)
     assert steps["rP.coarse"].deps == ("rP.render",) and steps["rP.fine"].deps == ("rP.render",)
     assert steps["r1.fine"].deps == () and steps["coarse"].deps == ()
+    assert steps["rRAs6.fine"].deps == ("rRA6q.fine", "rRA6z.fine")   # a weight soup waits for the rows it averages
     # every step is a process of the package on the pack, with the device asked for
     assert all(s.argv[1:3] == ["-m", "training.inplane"] and "--packed" in s.argv and "cuda" in s.argv
                for s in steps.values())

@@ -163,6 +163,8 @@ class Row:
     label_map_variants: int = 2        # synthetic images per label map
     label_map_ties: float = 0.0        # share of them whose duodenum has its neighbours' intensity (labelmaps.py)
     fine: dict[str, Any] = field(default_factory=dict)   # this row's overrides of the profile's fine recipe
+    average: tuple[str, ...] = ()      # rows whose fine weights this row averages uniformly (average.py: a weight
+                                       # soup, no training of its own); empty: the row trains
 
     def __post_init__(self) -> None:
         if self.trainer not in TRAINERS:
@@ -170,6 +172,11 @@ class Row:
         if self.trainer == "nnunet3d" and (self.start or self.label_maps or self.source == "btcv_pet"):
             raise ValueError(f"row {self.name}: a 3D nnU-Net row trains from scratch on CT, translated CT and "
                              "pseudo-labelled target scans (no start row, label maps or PET renders)")
+        if self.average and (len(set(self.average)) < 2 or self.name in self.average or self.trainer != "inplane"
+                             or self.selftrain or self.start or self.synthetic or self.label_maps
+                             or self.own_coarse):
+            raise ValueError(f"row {self.name}: an average row names two or more other in-plane rows and nothing "
+                             "to train from (no selftrain, start, synthetic, label_maps or own coarse stage)")
         if self.label_maps is not None and not (self.label_maps == "flare22" and 0 < self.p_label_maps < 1
                                                 and self.label_map_variants >= 1
                                                 and 0 <= self.label_map_ties <= 1):
@@ -178,7 +185,7 @@ class Row:
 
 
 _ROW_DEFAULTS = {"start": None, "fine": {}, "label_maps": None, "p_label_maps": 0.25, "label_map_variants": 2,
-                 "label_map_ties": 0.0, "trainer": "inplane"}
+                 "label_map_ties": 0.0, "trainer": "inplane", "average": ()}
 _SELFTRAIN_DEFAULTS = {"labels": "vote", "target_p_strong": None}
 
 

@@ -9,7 +9,7 @@ Steps (names as in WORK/state/):
     cyclegan.<kind>              the row's translator and the translated source (CycleGAN rows)
     r<row>.render                the PET row's renders of the BTCV label maps
     r<row>.pseudo                pseudo-labels of the target scans through the dual-stage filter (self-training)
-    r<row>.fine                  the row's fine stage
+    r<row>.fine                  the row's fine stage (an average row's: the mean of its rows', average.py)
     r<row>.sources, .convert, .plan, .coarse, .fine, .export
                                  a 3D nnU-Net row (trainer "nnunet3d"): training.c2f's chain (nnunet3d.py)
     r<row>.export, r<row>.score  WORK/models/r<row>; the CHAOS test scores or the PET check (`run`)
@@ -96,9 +96,9 @@ class _Graph:
                 self.add(t)
             teach = tuple(dict.fromkeys(d for t in r.selftrain.teachers for d in (f"r{t}.fine", self.coarse_of(t))))
             deps.append(self.prepare(rw, f"r{rw}.pseudo", "pseudo", teach, {"selftrain": asdict(r.selftrain)}))
-        if r.start:
-            self.add(r.start)
-            deps.append(f"r{r.start}.fine")
+        for m in ((r.start,) if r.start else ()) + r.average:   # the rows whose fine weights it starts from or
+            self.add(m)                                          # averages
+            deps.append(f"r{m}.fine")
         return deps
 
     def add(self, rw: str) -> None:

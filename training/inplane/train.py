@@ -14,7 +14,8 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
               packed: Path | None = None) -> Path:
     """Train (or resume, or find trained) `stage` of `row`: the coarse stage is shared by the rows and trained
     with the appearance policy of the profile's `coarse_row`. Volumes come from the pack `packed` (default
-    WORK/pack.npz, which `run` makes) and the packs its preparing steps made. Returns the stage folder."""
+    WORK/pack.npz, which `run` makes) and the packs its preparing steps made; an average row's fine stage is the
+    mean of its rows' (average.py). Returns the stage folder."""
     from dataclasses import replace
 
     from .loop import train_stage
@@ -24,6 +25,10 @@ def train_one(work: Path, profile: str | Profile, row: str, stage: str, data: Pa
     out = stage_dirs(work, row, own)[stage]
     if not _still_to_train(out, prof.stage_settings(row, stage)):
         return out
+    if stage == "fine" and prof.rows[row].average:     # a weight soup: the mean of its rows' trained fine stages
+        from .average import average_fine
+
+        return average_fine(work, prof.rows[row].average, out)
     recipe = prof.coarse if stage == "coarse" else prof.fine_recipe(row)
     if threads:
         recipe = replace(recipe, threads=threads)
