@@ -174,9 +174,9 @@ def test_translator_pet_and_continued_rows_train_from_a_pack_without_simpleitk_a
 def test_self_training_from_a_pack_pseudo_labels_the_target_scans_with_the_published_teachers(tmp_path,
                                                                                               monkeypatch):
     """Row 3 from a pack with its teachers (rows 2 and A) and the shared coarse stage seeded from the published
-    CPU run: the tiny translator trains and translates, the teachers (exported without ONNX) segment two target
-    scans with the engine on arrays (exported to WORK/teachers), the filter writes Table 4 and keeps what passes, and the kept scans'
-    training labels agree with their true labels (the geometry of the pack's grid is kept throughout)."""
+    CPU run: the tiny translator trains and translates, the teachers (exported without ONNX, to WORK/teachers)
+    segment two target scans with the engine on arrays, the filter writes Table 4 and keeps what passes, and the
+    kept scans' training labels agree with their true labels (the geometry of the pack's grid is kept throughout)."""
     from training.inplane.bench import seed_work
 
     if not (PUBLISHED / "stages" / "rows" / "2" / "fine" / "final.pt").is_file():

@@ -38,8 +38,9 @@ ORGANS = (1, 2, 3, 13)
 T1_CASE = "ts_mr_sm"
 T1_FLOOR = {1: 0.81, 2: 0.80, 3: 0.77, 13: 0.83}
 # the 13th organ (the context stage) on both real TotalSegmentator crops against their model-made references:
-# measured 0.621 (T1 MRI) and 0.590 (CT) behind row RA5q's fine stage (0.600 / 0.565 behind RA4h's, 0.545 / 0.570
-# behind RA2's, 0.544 / 0.509 behind RA's) (training.inplane robust, sets t1 and ct); floors below them
+# measured 0.624 (T1 MRI) and 0.592 (CT) behind row RAs6's fine stage (0.621 / 0.590 behind RA5q's, 0.600 / 0.565
+# behind RA4h's, 0.545 / 0.570 behind RA2's, 0.544 / 0.509 behind RA's) (training.inplane robust, sets t1 and ct);
+# floors below them
 CT_CASE = "ts_ct_sm"
 DUODENUM_FLOOR = {T1_CASE: 0.45, CT_CASE: 0.40}
 
