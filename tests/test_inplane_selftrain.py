@@ -239,3 +239,29 @@ def test_3d_rows_train_pseudo_labels_with_nnunets_ignore_label(tmp_path):
     assert made.GetSpacing() == (2.0, 2.0, 5.0) and made.GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1)
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(images / "t_0000.nii.gz")))
     assert np.abs(image - vol.raw()).max() < 1e-3 and abs(image.mean() - arr.mean()) < 2.0
+
+
+def test_translated_ct_keeps_its_own_appearance_when_the_row_says_so(tmp_path):
+    """`synthetic_p_strong` gives the CycleGAN's translated CT a bank of its own appearance policy (the row's
+    with that p_strong) while the source CT keeps the stage's (None); rows without it record nothing new."""
+    from training.inplane.pack import write_pack
+    from training.inplane.packed import packed_bank, synthetic_pack
+    from training.inplane.recipe import Row
+
+    work, pack = tmp_path / "w", tmp_path / "pack.npz"
+    write_pack(pack, [_volume("ct")], {"btcv": ["ct"]})
+    write_pack(synthetic_pack(work, "attention"), [_volume("ct")], {"all": ["ct"]})
+    prof_file = tmp_path / "p.json"
+    rows = {"S": {"title": "s", "appearance": {"strong": True}, "synthetic": "attention", "synthetic_p_strong": 0.0},
+            "U": {"title": "u", "appearance": {"strong": True}, "synthetic": "attention"}}
+    prof_file.write_text(json.dumps({"extends": "cpu", "rows": rows}))
+    prof = load_profile(str(prof_file))
+    bank, _ = packed_bank(work, prof, "S", "fine", (None, 2.0, 2.0), pack, (0, 1), False)
+    assert isinstance(bank, MixedBank) and bank.first.appearance is None
+    assert bank.second.appearance.strong and bank.second.appearance.p_strong == 0.0
+    assert packed_bank(work, prof, "U", "fine", (None, 2.0, 2.0), pack, (0, 1), False)[0].second.appearance is None
+    assert prof.stage_settings("S", "fine")["row"]["synthetic_p_strong"] == 0.0
+    assert "synthetic_p_strong" not in prof.stage_settings("U", "fine")["row"]
+    for bad in ({"synthetic_p_strong": 0.5}, {"synthetic": "attention", "synthetic_p_strong": 1.5}):
+        with pytest.raises(ValueError, match="synthetic_p_strong"):
+            Row(name="X", title="x", **bad)

@@ -82,8 +82,9 @@ def packed_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, pac
     else:
         out = bank(pack, r.source)
     if fine and r.synthetic:
+        own = None if r.synthetic_p_strong is None else replace(r.appearance, p_strong=r.synthetic_p_strong)
         out = MixedBank(out, bank(_need(synthetic_pack(work, r.synthetic), f"the {r.synthetic} CycleGAN's "
-                                        "translated CT"), "all"), r.p_synthetic)
+                                        "translated CT"), "all", own), r.p_synthetic)
     if fine and r.selftrain:
         own = None if r.selftrain.target_p_strong is None else replace(r.appearance,
                                                                         p_strong=r.selftrain.target_p_strong)

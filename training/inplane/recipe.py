@@ -155,6 +155,7 @@ class Row:
     render_variants: int = 2           # source "btcv_pet": renders per BTCV label map
     synthetic: str | None = None       # "attention" | "plain": also train on the source translated by that CycleGAN
     p_synthetic: float = 0.5           # share of training patches from the synthetic images
+    synthetic_p_strong: float | None = None   # Appearance.p_strong of the synthetic patches (None: the row's)
     selftrain: SelfTraining | None = None
     start: str | None = None           # a row whose fine weights start this row's fine stage (None: random init)
     label_maps: str | None = None      # "flare22": also train on images synthesised from those manual label maps
@@ -177,6 +178,9 @@ class Row:
                              or self.own_coarse):
             raise ValueError(f"row {self.name}: an average row names two or more other in-plane rows and nothing "
                              "to train from (no selftrain, start, synthetic, label_maps or own coarse stage)")
+        if self.synthetic_p_strong is not None and not (self.synthetic and 0 <= self.synthetic_p_strong <= 1):
+            raise ValueError(f"row {self.name}: synthetic_p_strong needs a synthetic source and must be in [0, 1], "
+                             f"got {self.synthetic_p_strong}")
         if self.label_maps is not None and not (self.label_maps == "flare22" and 0 < self.p_label_maps < 1
                                                 and self.label_map_variants >= 1
                                                 and 0 <= self.label_map_ties <= 1):
@@ -185,7 +189,8 @@ class Row:
 
 
 _ROW_DEFAULTS = {"start": None, "fine": {}, "label_maps": None, "p_label_maps": 0.25, "label_map_variants": 2,
-                 "label_map_ties": 0.0, "trainer": "inplane", "average": ()}
+                 "label_map_ties": 0.0, "trainer": "inplane", "average": (),
+                 "synthetic_p_strong": None}
 _SELFTRAIN_DEFAULTS = {"labels": "vote", "target_p_strong": None}
 
 
