@@ -168,6 +168,20 @@ def test_translator_pet_and_continued_rows_train_from_a_pack_without_simpleitk_a
 
     publish(work, str(prof), tmp_path / "results")
     assert (tmp_path / "results" / "cyclegan" / "plain" / "quality_curve.csv").is_file()
+    # the published translator seeds a new work folder: the same translated CT, with no training
+    from training.inplane.bench import seed_work
+    from training.inplane.packed import prepare_translator
+
+    work3 = tmp_path / "work3"
+    assert work3 / "cyclegan" / "plain" in seed_work(tmp_path / "results", work3)
+    assert not (work3 / "cyclegan" / "plain" / "loss_log.jsonl").exists()
+    again = prepare_translator(work3, load_profile(str(prof)), "plain", pack)
+    assert not (work3 / "cyclegan" / "plain" / "loss_log.jsonl").exists()          # translated, not trained
+    first = work / "cyclegan" / "plain" / "synthetic.npz"
+    for a, b in zip(load_packed(first, (None, 4.0, 4.0), packed_set(first, "all")),
+                    load_packed(again, (None, 4.0, 4.0), packed_set(again, "all"))):
+        assert a.name == b.name
+        np.testing.assert_array_equal(a.image, b.image)
 
 
 @pytest.mark.slow

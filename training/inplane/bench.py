@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from inference.atomic import copy_file, write_json, write_text
+from inference.atomic import atomic_path, copy_file, write_json, write_text
 
 from . import protocol
 from .layout import STAGE_FILES, machine, score_file, stage_dirs
@@ -104,23 +104,34 @@ def _publish_nnunet(work: Path, out: Path) -> None:
             copy_file(f, out / "stages" / "rows" / row / "nnunet" / dataset / f.name, mkdir=True)
 
 
+TRANSLATOR_FILES = ("options.json", "quality_curve.csv", "quality.json")   # quality.json last: it marks the run done
+TRANSLATOR_WEIGHTS = "translator.pt"   # a finished translator's weights, without its optimiser and image pool
+
+
 def _publish_translators(work: Path, out: Path) -> None:
-    """Each translator: options, quality, curves, final grids."""
+    """Each finished translator: options, quality, curves, final grids and its weights (so that `seed_work` gives
+    a later work folder the same translated CT without the translator's 85 minutes of training again)."""
+    import torch
+
     from .report import plot_translator
 
     for run in sorted((work / "cyclegan").glob("*")):
         if (run / "quality.json").is_file():
             dst = out / "cyclegan" / run.name
-            for f in ("options.json", "quality.json", "quality_curve.csv"):
+            for f in TRANSLATOR_FILES:
                 copy_file(run / f, dst / f, mkdir=True)
+            ckpt = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+            ckpt.pop("training", None)
+            with atomic_path(dst / TRANSLATOR_WEIGHTS) as tmp:
+                torch.save(ckpt, tmp)
             for png in sorted((run / "grids").glob("*.png")):
                 copy_file(png, dst / "grids" / png.name, mkdir=True)
             plot_translator(run, out / "curves" / f"cyclegan_{run.name}.png")
 
 
 def seed_work(results: Path, work: Path) -> list[Path]:
-    """Copy published stages (final weights, summary, curve) into `work` where it has none; returns the stages
-    copied."""
+    """Copy published stages (final weights, summary, curve) and finished translators (weights, options, quality)
+    into `work` where it has none; returns the folders copied."""
     copied = []
     for final in sorted((results / "stages").glob("**/final.pt")):
         rel = final.parent.relative_to(results / "stages")
@@ -131,6 +142,14 @@ def seed_work(results: Path, work: Path) -> list[Path]:
         for f in STAGE_FILES:
             if (final.parent / f).is_file():
                 copy_file(final.parent / f, dst / f)
+        copied.append(dst)
+    for weights in sorted((results / "cyclegan").glob(f"*/{TRANSLATOR_WEIGHTS}")):
+        dst = work / "cyclegan" / weights.parent.name     # prepare_translator then only translates
+        if (dst / "quality.json").is_file():
+            continue
+        copy_file(weights, dst / "checkpoints" / "latest.pt", mkdir=True)
+        for f in TRANSLATOR_FILES:
+            copy_file(weights.parent / f, dst / f)
         copied.append(dst)
     return copied
 
