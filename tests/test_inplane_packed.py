@@ -179,7 +179,7 @@ def test_translator_pet_and_continued_rows_train_from_a_pack_without_simpleitk_a
     assert not (work3 / "cyclegan" / "plain" / "loss_log.jsonl").exists()          # translated, not trained
     first = work / "cyclegan" / "plain" / "synthetic.npz"
     for a, b in zip(load_packed(first, (None, 4.0, 4.0), packed_set(first, "all")),
-                    load_packed(again, (None, 4.0, 4.0), packed_set(again, "all"))):
+                    load_packed(again, (None, 4.0, 4.0), packed_set(again, "all")), strict=True):
         assert a.name == b.name
         np.testing.assert_array_equal(a.image, b.image)
 
