@@ -170,3 +170,21 @@ def test_training_and_translation_run_without_simpleitk(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["steps"] == 2 and 0.0 <= result["dice"] <= 1.0 and result["sitk"] is None
     assert (tmp_path / "run" / "quality.json").exists() and list((tmp_path / "run" / "grids").glob("*.png"))
+
+
+def test_a_translator_only_checkpoint_translates_the_same_and_holds_the_generator_alone(checkpoint, tmp_path):  # noqa: F811
+    """translator_only keeps G_A's weights and nothing to resume from; loaded, it gives the full checkpoint's
+    translation to the bit."""
+    from training.cyclegan.translate import translator_only
+
+    model, ckpt = load_checkpoint(checkpoint)
+    small = translator_only(ckpt)
+    assert small["weights"] and all(k.startswith("G_A.") for k in small["weights"]) and "training" not in small
+    assert set(small["weights"]) == {k for k in ckpt["weights"] if k.startswith("G_A.")}
+    torch.save(small, tmp_path / "translator.pt")
+    model2, ckpt2 = load_checkpoint(tmp_path / "translator.pt")
+    image = np.random.default_rng(1).uniform(-1000, 1000, (3, 21, 26)).astype(np.float32)
+    case = ArrayCase("v", image, (3.0, 3.0, 5.0), IDENTITY)
+    np.testing.assert_array_equal(translate_case(model2, ckpt2, case), translate_case(model, ckpt, case))
+    with pytest.raises(ValueError, match="not a CycleGAN checkpoint"):
+        translator_only({"weights": {}})

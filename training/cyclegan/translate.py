@@ -25,6 +25,7 @@ from .options import CycleGANOptions
 from .preprocess import BACKGROUND, InPlanePad, IntensityWindow, PreparedVolume, restore_volume
 
 CHECKPOINT_FORMAT = "flare-uda-cyclegan/1"
+TRANSLATOR = "G_A"     # the source -> target generator: the only network translate_case runs
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[OrganAttentionCycleGAN, dict]:
@@ -38,9 +39,21 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[Org
         raise ValueError(f"{path} is not a CycleGAN checkpoint (format {CHECKPOINT_FORMAT})")
     opts = CycleGANOptions.from_dict(ckpt["options"])
     model = OrganAttentionCycleGAN(opts, device)
-    model.load_state_dict(ckpt["weights"])
+    if ckpt.get("parts") == [TRANSLATOR]:     # translator_only: the translating generator alone
+        model.G_A.load_state_dict({k[len(TRANSLATOR) + 1:]: v for k, v in ckpt["weights"].items()})
+    else:
+        model.load_state_dict(ckpt["weights"])
     model.eval()
     return model, ckpt
+
+
+def translator_only(ckpt: dict) -> dict:
+    """A checkpoint that translates and does nothing else: G_A's weights alone (a tenth of the five networks'),
+    without the optimiser and image pool; `load_checkpoint` reads it (the other networks stay untrained)."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"not a CycleGAN checkpoint (format {CHECKPOINT_FORMAT})")
+    weights = {k: v for k, v in ckpt["weights"].items() if k.startswith(TRANSLATOR + ".")}
+    return {**{k: v for k, v in ckpt.items() if k != "training"}, "weights": weights, "parts": [TRANSLATOR]}
 
 
 def run_slices(fn: Callable[[torch.Tensor], torch.Tensor], volume: np.ndarray, divisor: int, batch_size: int,

@@ -105,13 +105,15 @@ def _publish_nnunet(work: Path, out: Path) -> None:
 
 
 TRANSLATOR_FILES = ("options.json", "quality_curve.csv", "quality.json")   # quality.json last: it marks the run done
-TRANSLATOR_WEIGHTS = "translator.pt"   # a finished translator's weights, without its optimiser and image pool
+TRANSLATOR_WEIGHTS = "translator.pt"   # a finished translator's generator (translate.translator_only: ~2 MB)
 
 
 def _publish_translators(work: Path, out: Path) -> None:
     """Each finished translator: options, quality, curves, final grids and its weights (so that `seed_work` gives
     a later work folder the same translated CT without the translator's 85 minutes of training again)."""
     import torch
+
+    from training.cyclegan.translate import translator_only
 
     from .report import plot_translator
 
@@ -121,9 +123,8 @@ def _publish_translators(work: Path, out: Path) -> None:
             for f in TRANSLATOR_FILES:
                 copy_file(run / f, dst / f, mkdir=True)
             ckpt = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
-            ckpt.pop("training", None)
             with atomic_path(dst / TRANSLATOR_WEIGHTS) as tmp:
-                torch.save(ckpt, tmp)
+                torch.save(translator_only(ckpt), tmp)
             for png in sorted((run / "grids").glob("*.png")):
                 copy_file(png, dst / "grids" / png.name, mkdir=True)
             plot_translator(run, out / "curves" / f"cyclegan_{run.name}.png")
