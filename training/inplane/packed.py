@@ -73,23 +73,23 @@ def packed_bank(work: Path, prof: Profile, row: str, stage: str, spacing_mm, pac
     fine = stage == "fine"
     partial = fine and r.label_maps is not None
 
-    def bank(path: Path, set_name: str, appearance=None) -> SliceBank:
+    def bank(path: Path, set_name: str, p_strong: float | None = None) -> SliceBank:
+        """`p_strong` given: the bank's own appearance policy (the row's with that share randomised); None: the
+        stage's."""
+        own = None if p_strong is None else replace(r.appearance, p_strong=p_strong)
         return SliceBank([relabel(v, label_ids, partial)
-                          for v in load_packed(path, spacing_mm, packed_set(path, set_name))], appearance)
+                          for v in load_packed(path, spacing_mm, packed_set(path, set_name))], own)
 
     if r.source == "btcv_pet":
         out = bank(_need(render_pack(work, row), f"row {row}'s PET renders"), "all")
     else:
         out = bank(pack, r.source)
     if fine and r.synthetic:
-        own = None if r.synthetic_p_strong is None else replace(r.appearance, p_strong=r.synthetic_p_strong)
         out = MixedBank(out, bank(_need(synthetic_pack(work, r.synthetic), f"the {r.synthetic} CycleGAN's "
-                                        "translated CT"), "all", own), r.p_synthetic)
+                                        "translated CT"), "all", r.synthetic_p_strong), r.p_synthetic)
     if fine and r.selftrain:
-        own = None if r.selftrain.target_p_strong is None else replace(r.appearance,
-                                                                        p_strong=r.selftrain.target_p_strong)
         out = MixedBank(out, bank(_need(pseudo_pack(work, row), f"row {row}'s pseudo-labelled target scans"), "all",
-                                  own), r.selftrain.p_target)
+                                  r.selftrain.target_p_strong), r.selftrain.p_target)
     if partial:
         from .labelmaps import synth_volumes
 
