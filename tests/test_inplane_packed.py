@@ -168,6 +168,9 @@ def test_translator_pet_and_continued_rows_train_from_a_pack_without_simpleitk_a
 
     publish(work, str(prof), tmp_path / "results")
     assert (tmp_path / "results" / "cyclegan" / "plain" / "quality_curve.csv").is_file()
+    # the picture grids are renders of the (real) training scans: they stay in the work folder, never published
+    assert list((work / "cyclegan" / "plain" / "grids").glob("*.png"))
+    assert not (tmp_path / "results" / "cyclegan" / "plain" / "grids").exists()
     # the published translator seeds a new work folder: the same translated CT, with no training
     from training.inplane.bench import seed_work
     from training.inplane.packed import prepare_translator

@@ -109,8 +109,9 @@ TRANSLATOR_WEIGHTS = "translator.pt"   # a finished translator's generator (tran
 
 
 def _publish_translators(work: Path, out: Path) -> None:
-    """Each finished translator: options, quality, curves, final grids and its weights (so that `seed_work` gives
-    a later work folder the same translated CT without the translator's 85 minutes of training again)."""
+    """Each finished translator: options, quality, curves and its weights (so that `seed_work` gives a later work
+    folder the same translated CT without the translator's 85 minutes of training again). Its picture grids stay
+    in the work folder: they are renders of the shared real scans, made there, not committed."""
     import torch
 
     from training.cyclegan.translate import translator_only
@@ -125,8 +126,6 @@ def _publish_translators(work: Path, out: Path) -> None:
             ckpt = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
             with atomic_path(dst / TRANSLATOR_WEIGHTS) as tmp:
                 torch.save(translator_only(ckpt), tmp)
-            for png in sorted((run / "grids").glob("*.png")):
-                copy_file(png, dst / "grids" / png.name, mkdir=True)
             plot_translator(run, out / "curves" / f"cyclegan_{run.name}.png")
 
 
