@@ -368,3 +368,53 @@ def test_a_3d_nnunet_row_runs_the_c2f_chain_on_real_ct_in_the_same_graph(tmp_pat
     bench.publish(tmp_path / "work", prof, tmp_path / "results")
     curves = sorted(p.name for p in (tmp_path / "results" / "stages" / "rows" / "C1" / "nnunet").rglob("*.png"))
     assert curves == ["progress.png", "progress.png"]   # nnU-Net's curve of each stage
+
+
+def test_weight_mean_is_the_uniform_mean_and_survives_a_checkpoint():
+    from training.inplane.loop import WeightMean
+
+    states = [{"w": torch.full((2,), float(v), dtype=torch.float32), "n": torch.tensor(v)} for v in (1, 2, 6)]
+    m = WeightMean()
+    m.add(states[0])
+    m = WeightMean(m.saved())          # as a resumed run
+    for s in states[1:]:
+        m.add(s)
+    out = m.state(states[0])
+    assert m.n == 3 and out["w"].dtype == torch.float32 and torch.equal(out["w"], torch.full((2,), 3.0))
+    assert int(out["n"]) == 6           # a non-floating entry is the latest one's
+
+
+def test_weight_averaging_holds_the_rate_and_averages_the_later_iterations(tmp_path, monkeypatch):
+    from training.inplane import loop
+
+    added = []
+    original = loop.WeightMean.add
+    monkeypatch.setattr(loop.WeightMean, "add", lambda self, state: (
+        added.append({k: v.detach().clone() for k, v in state.items()}), original(self, state)))
+    bank = SliceBank([_volume((4, 40, 50))])
+    recipe = StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(32, 32), features=(4, 8), batch=2, iterations=4,
+                         eval_every_s=0.0, checkpoint_every_s=0.0, swa_from=0.5)
+    out = tmp_path / "stage"
+    loop.train_stage(out, bank, recipe, Spatial(), Appearance(), (0, 1), progress=False)
+    lrs = [float(r.split(",")[2]) for r in (out / "curve.csv").read_text().splitlines()[1:]]
+    assert lrs[:2] == [1e-3, pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 0.25)), rel=1e-2)]
+    assert lrs[2:] == [5e-4, 5e-4]       # progress 0.5 and 0.75: held at the cosine's value at 0.5
+    assert len(added) == 2               # the weights after iterations 3 and 4
+    final = torch.load(out / "final.pt", weights_only=True)
+    for k, v in final.items():
+        assert torch.allclose(v, (added[0][k] + added[1][k]) / 2, atol=1e-6)
+    assert not torch.equal(final["decoder.seg_layers.0.weight"], added[1]["decoder.seg_layers.0.weight"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["swa"]["iterations_averaged"] == 2 and summary["swa"]["from_progress"] == 0.5
+    # resumed with a longer run: the checkpoint's mean goes on (iterations 5 and 6 join it)
+    (out / "final.pt").unlink()
+    (out / "summary.json").unlink()
+    loop.train_stage(out, bank, replace(recipe, iterations=6), Spatial(), Appearance(), (0, 1), progress=False)
+    assert json.loads((out / "summary.json").read_text())["swa"]["iterations_averaged"] == 4
+
+
+def test_weight_averaging_is_validated_and_absent_from_older_fingerprints():
+    with pytest.raises(ValueError, match="swa_from"):
+        StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(32, 32), features=(4, 8), swa_from=1.0)
+    prof = load_profile("cpu")
+    assert "swa_from" not in prof.stage_settings("RA10z", "fine")["recipe"]

@@ -1,7 +1,9 @@
 """Training of one 2D stage: AdamW, cosine learning rate over the run's progress, Dice + cross-entropy.
 
 Progress is max(iterations done / iterations, seconds trained / time budget): a run that a budget cuts short still
-ends with a decayed learning rate. Resumable: a checkpoint (network, optimiser, progress, random states) is written
+ends with a decayed learning rate. With `swa_from` (stochastic weight averaging) the rate stays at its value there
+and the weights after every later iteration are averaged: final.pt is that mean, the curve follows the running
+weights, and summary.json holds the mean's Dice beside the last curve row's. Resumable: a checkpoint (network, optimiser, progress, random states) is written
 every `checkpoint_every_s` under a temporary name and renamed; `train_stage` picks it up and goes on. Every
 `eval_every_s` the current network is scored on the evaluation volumes (Dice per organ on the stage grid) and a row
 goes to curve.csv, the learning curve committed with the results.
@@ -147,6 +149,32 @@ def evaluate(net, net_label_ids, volumes: list[Volume], scored_labels, device: s
     return {lab: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for lab, v in per.items()}
 
 
+class WeightMean:
+    """The running uniform mean of a network's weights (floating tensors in float64; any other entry is the latest
+    one's): `add` after an optimiser step, `state` for load_state_dict."""
+
+    def __init__(self, saved: dict | None = None):
+        self.n = int(saved["n"]) if saved else 0
+        self.mean = saved["mean"] if saved else {}
+
+    def add(self, state: dict[str, torch.Tensor]) -> None:
+        self.n += 1
+        for k, v in state.items():
+            v = v.detach()
+            if not v.is_floating_point():
+                self.mean[k] = v.clone()
+            elif self.n == 1 or k not in self.mean:
+                self.mean[k] = v.to(torch.float64).clone()
+            else:
+                self.mean[k] += (v.to(torch.float64) - self.mean[k]) / self.n
+
+    def state(self, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: self.mean[k].to(v.dtype) for k, v in like.items()}
+
+    def saved(self) -> dict:
+        return {"n": self.n, "mean": self.mean}
+
+
 def _save(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -170,6 +198,24 @@ def train_stage(out: Path, bank: SliceBank, recipe: StageRecipe, spatial: Spatia
         torch.set_num_threads(threads)
 
 
+def _restore(ckpt: Path, net, opt, rng, gen, start, label_ids, device, averaging: bool):
+    """Load the checkpoint (network, optimiser, random states, weight mean) or else the start weights into the
+    objects given: (iteration, seconds trained, WeightMean or None)."""
+    if not ckpt.is_file():
+        if start[0] is not None:
+            state = torch.load(start[0], map_location=device, weights_only=True)
+            if start[1] is not None and tuple(start[1]) != tuple(label_ids):
+                state = remap_head(state, start[1], label_ids)
+            net.load_state_dict(state)
+        return 0, 0.0, WeightMean() if averaging else None
+    state = torch.load(ckpt, map_location=device, weights_only=False)
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    rng.bit_generator.state = state["rng"]
+    gen.set_state(state["gen"])
+    return state["iteration"], state["trained_s"], WeightMean(state.get("swa")) if averaging else None
+
+
 def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scored_labels, seed, device, progress,
            start, partial_channels):
     from tqdm import tqdm
@@ -178,23 +224,12 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
     net = build_net2d(recipe.features, len(label_ids)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    it, trained_s, losses = 0, 0.0, []
+    losses = []
     ckpt = out / "checkpoint.pt"
     if (out / "final.pt").is_file():
         net.load_state_dict(torch.load(out / "final.pt", map_location=device, weights_only=True))
         return net
-    if ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        it, trained_s = state["iteration"], state["trained_s"]
-        rng.bit_generator.state = state["rng"]
-        gen.set_state(state["gen"])
-    elif start[0] is not None:
-        state = torch.load(start[0], map_location=device, weights_only=True)
-        if start[1] is not None and tuple(start[1]) != tuple(label_ids):
-            state = remap_head(state, start[1], label_ids)
-        net.load_state_dict(state)
+    it, trained_s, swa = _restore(ckpt, net, opt, rng, gen, start, label_ids, device, recipe.swa_from is not None)
     curve = out / "curve.csv"
     if curve.is_file():  # rows written after the checkpoint we resume from are done again: drop them
         with open(curve, newline="") as fh:
@@ -211,7 +246,12 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
 
     def checkpoint() -> None:
         _save(ckpt, {"net": net.state_dict(), "opt": opt.state_dict(), "iteration": it, "trained_s": trained_s,
-                     "rng": rng.bit_generator.state, "gen": gen.get_state()})
+                     "rng": rng.bit_generator.state, "gen": gen.get_state(),
+                     **({"swa": swa.saved()} if swa is not None else {})})
+
+    def lr_at(p: float) -> float:   # cosine over the run; held from swa_from on
+        p = min(p, recipe.swa_from) if swa is not None else p
+        return recipe.lr * 0.5 * (1 + math.cos(math.pi * p))
 
     with open(curve, "a", newline="") as fh:
         writer = csv.writer(fh)
@@ -223,7 +263,8 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
         net.train()
         while progress_of(it, trained_s) < 1:
             t0 = time.perf_counter()
-            lr = recipe.lr * 0.5 * (1 + math.cos(math.pi * progress_of(it, trained_s)))
+            p = progress_of(it, trained_s)
+            lr = lr_at(p)
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y = make_batch(bank, spatial, appearance, recipe.patch, recipe.batch, rng, gen, recipe.roi_mask,
@@ -233,6 +274,8 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
             opt.step()
+            if swa is not None and p >= recipe.swa_from:
+                swa.add(net.state_dict())
             losses.append(float(loss.detach()))
             it += 1
             trained_s += time.perf_counter() - t0
@@ -257,6 +300,11 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
                "label_ids": list(label_ids), "slices": len(bank), "volumes": bank.names,
                "init": str(start[0]) if start[0] else None, "partial_channels": list(partial_channels),
                "torch": torch.__version__, "device": device, "threads": recipe.threads}
+    if swa is not None and swa.n:   # final.pt: the mean of the weights, scored like a curve row
+        net.load_state_dict(swa.state(net.state_dict()))
+        scores = evaluate(net, label_ids, eval_volumes, scored_labels, device) if eval_volumes else {}
+        summary["swa"] = {"from_progress": recipe.swa_from, "iterations_averaged": swa.n,
+                          "dice": {str(lab): round(v, 4) for lab, v in scores.items()}}
     write_json(out / "summary.json", summary)
     _save(out / "final.pt", net.state_dict())   # last: final.pt marks a finished stage
     return net

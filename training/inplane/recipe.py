@@ -73,6 +73,9 @@ class StageRecipe:
     checkpoint_every_s: float = 120.0
     threads: int = 1
     roi_mask: bool = True              # fine stages: train on engine-like ROI crops too (Spatial.p_roi_mask)
+    swa_from: float | None = None      # stochastic weight averaging (Izmailov et al., UAI 2018): from this share of
+                                       # the run's progress on, the learning rate stays at its cosine value there and
+                                       # final.pt is the mean of the weights after every later iteration (None: off)
 
     def __post_init__(self) -> None:
         if len(self.spacing_mm) != 3 or self.spacing_mm[0] is not None or min(self.spacing_mm[1:]) <= 0:
@@ -82,6 +85,8 @@ class StageRecipe:
             raise ValueError(f"patch {self.patch} must be two multiples of the network stride {stride}")
         if self.batch < 1 or self.iterations < 1 or self.lr <= 0:
             raise ValueError("batch, iterations and lr must be positive")
+        if self.swa_from is not None and not 0 <= self.swa_from < 1:
+            raise ValueError(f"swa_from must be in [0, 1) (a share of the run's progress), got {self.swa_from}")
 
 
 LABEL_RULES = ("vote", "best")        # SelfTraining.labels: the teachers' majority, or the best teacher's map
@@ -239,6 +244,8 @@ class Profile:
         recipe = asdict(self.coarse if stage == "coarse" else self.fine_recipe(row))
         for k in ("threads", "eval_every_s", "checkpoint_every_s"):
             recipe.pop(k)
+        if recipe["swa_from"] is None:   # recorded only when set (older stages lack it)
+            recipe.pop("swa_from")
         out = {"stage": stage, "recipe": recipe, "spatial": asdict(self.spatial), "row": r, "seed": self.seed}
         if stage == "fine" and r.get("label_maps"):   # the row grows its start row's head by new labels
             out["head_growth"] = HEAD_GROWTH
