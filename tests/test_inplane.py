@@ -418,3 +418,26 @@ def test_weight_averaging_is_validated_and_absent_from_older_fingerprints():
         StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(32, 32), features=(4, 8), swa_from=1.0)
     prof = load_profile("cpu")
     assert "swa_from" not in prof.stage_settings("RA10z", "fine")["recipe"]
+
+
+def test_the_curve_of_a_weight_averaged_stage_marks_where_averaging_began_and_the_mean(tmp_path):
+    from training.inplane.report import _mark_weight_mean
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = {"iteration": np.array([100.0, 200.0, 300.0, 400.0]), "seconds": np.array([60.0, 120.0, 180.0, 240.0])}
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"iterations": 400, "swa": {"from_progress": 0.5, "iterations_averaged": 150,
+                                                              "dice": {"1": 0.8, "2": 0.6}}}))
+    fig, ax = plt.subplots()
+    _mark_weight_mean(ax, c, summary, ["dice_1", "dice_2"])
+    (line,) = [ln for ln in ax.lines if ln.get_label() == "weight averaging from"]
+    assert line.get_xdata()[0] == pytest.approx(2.5)      # iteration 250 -> minute 2.5
+    (star,) = [ln for ln in ax.lines if ln.get_label() == "final weights (the mean)"]
+    assert star.get_xdata()[0] == 4.0 and star.get_ydata()[0] == pytest.approx(0.7)
+    fig2, ax2 = plt.subplots()
+    summary.write_text(json.dumps({"iterations": 400}))   # no averaging: nothing drawn
+    _mark_weight_mean(ax2, c, summary, ["dice_1"])
+    assert not ax2.lines
+    plt.close("all")

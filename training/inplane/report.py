@@ -114,6 +114,21 @@ def _read_curve(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in (rows[0] if rows else {})}
 
 
+def _mark_weight_mean(ax, c: dict[str, np.ndarray], summary: Path, dice: list[str]) -> None:
+    """A stage trained with weight averaging (loop.WeightMean): a dashed line where the averaging began and a star
+    at the end for its final weights' (the mean's) mean Dice; the curve itself follows the running weights."""
+    swa = json.loads(summary.read_text()).get("swa") if summary.is_file() else None
+    if not swa or len(c.get("iteration", ())) < 2:
+        return
+    began = json.loads(summary.read_text())["iterations"] - swa["iterations_averaged"]
+    ax.axvline(np.interp(began, c["iteration"], c["seconds"] / 60), color="grey", ls="--", lw=1,
+               label="weight averaging from")
+    scores = [swa["dice"][k.split("_")[1]] for k in dice if k.split("_")[1] in swa["dice"]]
+    if scores:
+        ax.plot([c["seconds"][-1] / 60], [np.mean(scores)], "k*", ms=12, label="final weights (the mean)")
+    ax.legend(fontsize=7)
+
+
 def plot_curves(work: Path, out: Path) -> list[Path]:
     """One PNG per trained stage of `work` (loss and, when recorded, test Dice per organ, or a context stage's
     held-out Dice, against minutes)."""
@@ -143,6 +158,7 @@ def plot_curves(work: Path, out: Path) -> list[Path]:
         if "holdout_dice" in c:   # a context stage (context.py): its organ on the held-out label maps
             ax[1].plot(minutes, c["holdout_dice"], color="k", lw=2, label="held-out maps")
             title = "held-out FLARE22 label maps (never trained on)"
+        _mark_weight_mean(ax[1], c, curve.parent / "summary.json", dice)
         ax[1].set(xlabel="training minutes", ylabel="DSC on the stage grid", ylim=(0, 1), title=title)
         for a in ax:
             a.grid(alpha=0.3)
