@@ -370,27 +370,13 @@ def test_a_3d_nnunet_row_runs_the_c2f_chain_on_real_ct_in_the_same_graph(tmp_pat
     assert curves == ["progress.png", "progress.png"]   # nnU-Net's curve of each stage
 
 
-def test_weight_mean_is_the_uniform_mean_and_survives_a_checkpoint():
-    from training.inplane.loop import WeightMean
-
-    states = [{"w": torch.full((2,), float(v), dtype=torch.float32), "n": torch.tensor(v)} for v in (1, 2, 6)]
-    m = WeightMean()
-    m.add(states[0])
-    m = WeightMean(m.saved())          # as a resumed run
-    for s in states[1:]:
-        m.add(s)
-    out = m.state(states[0])
-    assert m.n == 3 and out["w"].dtype == torch.float32 and torch.equal(out["w"], torch.full((2,), 3.0))
-    assert int(out["n"]) == 6           # a non-floating entry is the latest one's
-
-
 def test_weight_averaging_holds_the_rate_and_averages_the_later_iterations(tmp_path, monkeypatch):
     from training.inplane import loop
 
     added = []
-    original = loop.WeightMean.add
-    monkeypatch.setattr(loop.WeightMean, "add", lambda self, state: (
-        added.append({k: v.detach().clone() for k, v in state.items()}), original(self, state)))
+    original = loop.AveragedModel.update_parameters
+    monkeypatch.setattr(loop.AveragedModel, "update_parameters", lambda self, model: (
+        added.append({k: v.detach().clone() for k, v in model.state_dict().items()}), original(self, model)))
     bank = SliceBank([_volume((4, 40, 50))])
     recipe = StageRecipe(spacing_mm=(None, 2.0, 2.0), patch=(32, 32), features=(4, 8), batch=2, iterations=4,
                          eval_every_s=0.0, checkpoint_every_s=0.0, swa_from=0.5)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from eval.dice import dice_per_label
 from inference.atomic import atomic_path, write_csv, write_json
@@ -149,32 +150,6 @@ def evaluate(net, net_label_ids, volumes: list[Volume], scored_labels, device: s
     return {lab: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for lab, v in per.items()}
 
 
-class WeightMean:
-    """The running uniform mean of a network's weights (floating tensors in float64; any other entry is the latest
-    one's): `add` after an optimiser step, `state` for load_state_dict."""
-
-    def __init__(self, saved: dict | None = None):
-        self.n = int(saved["n"]) if saved else 0
-        self.mean = saved["mean"] if saved else {}
-
-    def add(self, state: dict[str, torch.Tensor]) -> None:
-        self.n += 1
-        for k, v in state.items():
-            v = v.detach()
-            if not v.is_floating_point():
-                self.mean[k] = v.clone()
-            elif self.n == 1 or k not in self.mean:
-                self.mean[k] = v.to(torch.float64).clone()
-            else:
-                self.mean[k] += (v.to(torch.float64) - self.mean[k]) / self.n
-
-    def state(self, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: self.mean[k].to(v.dtype) for k, v in like.items()}
-
-    def saved(self) -> dict:
-        return {"n": self.n, "mean": self.mean}
-
-
 def _save(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -200,20 +175,23 @@ def train_stage(out: Path, bank: SliceBank, recipe: StageRecipe, spatial: Spatia
 
 def _restore(ckpt: Path, net, opt, rng, gen, start, label_ids, device, averaging: bool):
     """Load the checkpoint (network, optimiser, random states, weight mean) or else the start weights into the
-    objects given: (iteration, seconds trained, WeightMean or None)."""
+    objects given: (iteration, seconds trained, the weight mean: torch's AveragedModel, or None)."""
     if not ckpt.is_file():
         if start[0] is not None:
             state = torch.load(start[0], map_location=device, weights_only=True)
             if start[1] is not None and tuple(start[1]) != tuple(label_ids):
                 state = remap_head(state, start[1], label_ids)
             net.load_state_dict(state)
-        return 0, 0.0, WeightMean() if averaging else None
+        return 0, 0.0, AveragedModel(net) if averaging else None
     state = torch.load(ckpt, map_location=device, weights_only=False)
     net.load_state_dict(state["net"])
     opt.load_state_dict(state["opt"])
     rng.bit_generator.state = state["rng"]
     gen.set_state(state["gen"])
-    return state["iteration"], state["trained_s"], WeightMean(state.get("swa")) if averaging else None
+    swa = AveragedModel(net) if averaging else None
+    if swa is not None and "swa" in state:
+        swa.load_state_dict(state["swa"])
+    return state["iteration"], state["trained_s"], swa
 
 
 def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scored_labels, seed, device, progress,
@@ -247,7 +225,7 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
     def checkpoint() -> None:
         _save(ckpt, {"net": net.state_dict(), "opt": opt.state_dict(), "iteration": it, "trained_s": trained_s,
                      "rng": rng.bit_generator.state, "gen": gen.get_state(),
-                     **({"swa": swa.saved()} if swa is not None else {})})
+                     **({"swa": swa.state_dict()} if swa is not None else {})})
 
     def lr_at(p: float) -> float:   # cosine over the run; held from swa_from on
         p = min(p, recipe.swa_from) if swa is not None else p
@@ -275,7 +253,7 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
             torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
             opt.step()
             if swa is not None and p >= recipe.swa_from:
-                swa.add(net.state_dict())
+                swa.update_parameters(net)
             losses.append(float(loss.detach()))
             it += 1
             trained_s += time.perf_counter() - t0
@@ -300,10 +278,10 @@ def _train(out, bank, recipe, spatial, appearance, label_ids, eval_volumes, scor
                "label_ids": list(label_ids), "slices": len(bank), "volumes": bank.names,
                "init": str(start[0]) if start[0] else None, "partial_channels": list(partial_channels),
                "torch": torch.__version__, "device": device, "threads": recipe.threads}
-    if swa is not None and swa.n:   # final.pt: the mean of the weights, scored like a curve row
-        net.load_state_dict(swa.state(net.state_dict()))
+    if swa is not None and int(swa.n_averaged):   # final.pt: the mean of the weights, scored like a curve row
+        net.load_state_dict(swa.module.state_dict())
         scores = evaluate(net, label_ids, eval_volumes, scored_labels, device) if eval_volumes else {}
-        summary["swa"] = {"from_progress": recipe.swa_from, "iterations_averaged": swa.n,
+        summary["swa"] = {"from_progress": recipe.swa_from, "iterations_averaged": int(swa.n_averaged),
                           "dice": {str(lab): round(v, 4) for lab, v in scores.items()}}
     write_json(out / "summary.json", summary)
     _save(out / "final.pt", net.state_dict())   # last: final.pt marks a finished stage

@@ -115,8 +115,8 @@ def _read_curve(path: Path) -> dict[str, np.ndarray]:
 
 
 def _mark_weight_mean(ax, c: dict[str, np.ndarray], summary: Path, dice: list[str]) -> None:
-    """A stage trained with weight averaging (loop.WeightMean): a dashed line where the averaging began and a star
-    at the end for its final weights' (the mean's) mean Dice; the curve itself follows the running weights."""
+    """A stage trained with weight averaging (recipe swa_from, loop.py): a dashed line where the averaging began and
+    a star at the end for its final weights' (the mean's) mean Dice; the curve itself follows the running weights."""
     swa = json.loads(summary.read_text()).get("swa") if summary.is_file() else None
     if not swa or len(c.get("iteration", ())) < 2:
         return
