@@ -29,33 +29,43 @@ from eval.dice import dice_per_label  # noqa: E402
 from inference import resample  # noqa: E402
 from inference.atomic import write_csv, write_text  # noqa: E402
 from inference.labels import FLARE_ORGANS  # noqa: E402
+from training.inplane.protocol import REAL_DATA  # noqa: E402
 
-BTCV_LABELS = ROOT.parent / "shared" / "data" / "real" / "ct_btcv" / "labelsTr"
+BTCV_LABELS = REAL_DATA / "ct_btcv" / "labelsTr"
 
 
 RETURNS = ("labels, nearest", "labels, linear", "probabilities, linear")   # the engine's step back; each label's
 # mask resampled linearly, then the largest (nnU-Net's resampling of segmentations, order 1); the shares (its export)
 
 
-def grid_labels(labels: np.ndarray, spacing_zyx, inplane_mm: float, organs, back: str = RETURNS[0]) -> np.ndarray:
+def grid_labels(labels: np.ndarray, spacing_zyx, inplane_mm: float, organs) -> dict[str, np.ndarray]:
     """The best output on the grid (slice axis kept, `inplane_mm` in-plane: each class's share of a grid voxel)
-    brought back to `labels`' grid: its argmax by nearest neighbour (the engine's step), each label of that argmax
-    resampled linearly and the largest taken, or the shares themselves resampled linearly and then the argmax."""
+    brought back to `labels`' grid in each way of RETURNS: its argmax by nearest neighbour (the engine's step), each
+    label of that argmax resampled linearly and the largest taken, or the shares themselves resampled linearly and
+    then the argmax. The shares are made once for all three."""
     shape = resample.shape_at_spacing(labels.shape, spacing_zyx, (None, inplane_mm, inplane_mm))
     classes = np.asarray((0, *organs), dtype=np.uint8)
-    stack = np.stack([resample.resample_linear((labels == c).astype(np.float32), shape) for c in classes])
-    if back == RETURNS[0]:
-        return resample.labels_to_shape(classes[stack.argmax(0)], labels.shape)
-    if back == RETURNS[1]:
-        on_grid = stack.argmax(0)
-        stack = np.stack([(on_grid == i).astype(np.float32) for i in range(len(classes))])
-    return classes[np.stack([resample.resample_linear(p, labels.shape) for p in stack]).argmax(0)]
+    shares = np.stack([resample.resample_linear((labels == c).astype(np.float32), shape) for c in classes])
+    on_grid = shares.argmax(0)
+
+    def linear_argmax(stack) -> np.ndarray:
+        return classes[np.stack([resample.resample_linear(p, labels.shape) for p in stack]).argmax(0)]
+
+    return {RETURNS[0]: resample.labels_to_shape(classes[on_grid], labels.shape),
+            RETURNS[1]: linear_argmax([(on_grid == i).astype(np.float32) for i in range(len(classes))]),
+            RETURNS[2]: linear_argmax(shares)}
+
+
+def ceilings(labels: np.ndarray, spacing_zyx, inplane_mm: float, organs) -> dict[str, dict[int, float]]:
+    """Dice per organ of each of `grid_labels`' outputs against `labels` (NaN where the map lacks the organ)."""
+    kept = np.where(np.isin(labels, organs), labels, 0).astype(np.uint8)
+    return {back: dice_per_label(kept, out, organs)
+            for back, out in grid_labels(kept, spacing_zyx, inplane_mm, organs).items()}
 
 
 def ceiling(labels: np.ndarray, spacing_zyx, inplane_mm: float, organs, back: str = RETURNS[0]) -> dict[int, float]:
-    """Dice per organ of `grid_labels` against `labels` (NaN where the map lacks the organ)."""
-    kept = np.where(np.isin(labels, organs), labels, 0).astype(np.uint8)
-    return dice_per_label(kept, grid_labels(kept, spacing_zyx, inplane_mm, organs, back), organs)
+    """`ceilings` of one way back."""
+    return ceilings(labels, spacing_zyx, inplane_mm, organs)[back]
 
 
 def main(argv=None) -> int:
@@ -76,8 +86,8 @@ def main(argv=None) -> int:
         labels = sitk.GetArrayFromImage(img)
         spacing = tuple(reversed(img.GetSpacing()))
         for s in spacings:
-            for back in RETURNS:
-                for organ, d in ceiling(labels, spacing, s, organs, back).items():
+            for back, dice in ceilings(labels, spacing, s, organs).items():
+                for organ, d in dice.items():
                     rows.append([f.name.replace(".nii.gz", ""), f"{spacing[2]:.3f}", s, back, organ,
                                  round(float(d), 5)])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,11 @@
 Progress is max(iterations done / iterations, seconds trained / time budget): a run that a budget cuts short still
 ends with a decayed learning rate. With `swa_from` (stochastic weight averaging) the rate stays at its value there
 and the weights after every later iteration are averaged: final.pt is that mean, the curve follows the running
-weights, and summary.json holds the mean's Dice beside the last curve row's. Resumable: a checkpoint (network, optimiser, progress, random states) is written
-every `checkpoint_every_s` under a temporary name and renamed; `train_stage` picks it up and goes on. Every
-`eval_every_s` the current network is scored on the evaluation volumes (Dice per organ on the stage grid) and a row
-goes to curve.csv, the learning curve committed with the results.
+weights, and summary.json holds the mean's Dice beside the last curve row's. Resumable: a checkpoint (network,
+optimiser, progress, random states, weight mean) is written every `checkpoint_every_s` under a temporary name and
+renamed; `train_stage` picks it up and goes on. Every `eval_every_s` the current network is scored on the
+evaluation volumes (Dice per organ on the stage grid) and a row goes to curve.csv, the learning curve committed with
+the results.
 """
 from __future__ import annotations
 

@@ -117,10 +117,11 @@ def _read_curve(path: Path) -> dict[str, np.ndarray]:
 def _mark_weight_mean(ax, c: dict[str, np.ndarray], summary: Path, dice: list[str]) -> None:
     """A stage trained with weight averaging (recipe swa_from, loop.py): a dashed line where the averaging began and
     a star at the end for its final weights' (the mean's) mean Dice; the curve itself follows the running weights."""
-    swa = json.loads(summary.read_text()).get("swa") if summary.is_file() else None
+    stage = json.loads(summary.read_text()) if summary.is_file() else {}
+    swa = stage.get("swa")
     if not swa or len(c.get("iteration", ())) < 2:
         return
-    began = json.loads(summary.read_text())["iterations"] - swa["iterations_averaged"]
+    began = stage["iterations"] - swa["iterations_averaged"]
     ax.axvline(np.interp(began, c["iteration"], c["seconds"] / 60), color="grey", ls="--", lw=1,
                label="weight averaging from")
     scores = [swa["dice"][k.split("_")[1]] for k in dice if k.split("_")[1] in swa["dice"]]
