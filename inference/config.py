@@ -29,6 +29,7 @@ __all__ = ["CARD_NAME", "FLARE_CAUDAL_TO", "FLARE_LATERAL_PAIRS", "TTA", "Archit
 CARD_NAME = "model.json"
 FORMAT_VERSION = 1
 MODALITIES = ("MRI", "PET")
+BACK_TO_INPUT = ("labels", "probabilities")   # PostprocessConfig.back_to_input
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,23 @@ class PostprocessConfig:
     """Clean-up of the final labels: `lateral_pairs` (right, left) organs relabelled by the side of the body they lie
     on (see postprocess.assign_laterality; empty = off, the default of older cards), then the per-organ largest
     connected component (organs listed; empty tuple = none), for the organs of `caudal_to` (organ, reference) the
-    largest one below the reference organ (see postprocess.keep_largest_component; empty = off)."""
+    largest one below the reference organ (see postprocess.keep_largest_component; empty = off).
+
+    `back_to_input`: how the fine grid's cleaned labels come back to the input grid. "labels" (the default, and
+    what older cards read as): nearest neighbour. "probabilities": the fine stage's class probabilities, with the
+    clean-up's changes written into them as one-hot vectors, interpolated linearly and their argmax taken
+    (resample.probabilities_to_labels; nnU-Net's export resamples its logits the same way)."""
 
     largest_component_organs: tuple[int, ...] = tuple(range(1, 14))
     connectivity: int = 26
     lateral_pairs: tuple[tuple[int, int], ...] = ()
     caudal_to: tuple[tuple[int, int], ...] = ()   # (organ, reference): see postprocess.keep_largest_component
+    back_to_input: str = "labels"
 
     def __post_init__(self) -> None:
+        if self.back_to_input not in BACK_TO_INPUT:
+            raise ModelCardError(f"postprocess.back_to_input must be one of {BACK_TO_INPUT}, got "
+                                 f"{self.back_to_input!r}")
         if self.connectivity not in (6, 18, 26):
             raise ModelCardError(f"connectivity must be 6, 18 or 26, got {self.connectivity}")
         try:
@@ -131,6 +141,7 @@ class PostprocessConfig:
             connectivity=int(d.get("connectivity", 26)),
             lateral_pairs=d.get("lateral_pairs", ()),  # validated (tuple of int pairs) by __post_init__
             caudal_to=d.get("caudal_to", ()),
+            back_to_input=d.get("back_to_input", "labels"),
         )
 
 

@@ -4,8 +4,8 @@ read -> canonical orientation -> modality -> intensity statistics -> COARSE (fix
 -> ROI (union of organ boxes, optionally capped to a plausible extent, + margin; whole image when nothing is
 found) -> FINE (ROI at the fine spacing, sliding window, mirror TTA) -> argmax -> [CONTEXT: one more organ from
 the fine organs' masks, where the card has a context stage] -> per-organ largest component on
-the ROI -> PET label scheme -> nearest-neighbour labels back to the ROI of the input grid (uncrop + undo
-orientation by writing through a view) -> write.
+the ROI -> PET label scheme -> nearest-neighbour labels (or, where the card says so, linearly resampled
+probabilities) back to the ROI of the input grid (uncrop + undo orientation by writing through a view) -> write.
 `Segmenter.segment_array` runs the same path on an array already on the canonical grid (no file, no SimpleITK):
 SimpleITK is imported only by the functions that read or return SimpleITK images.
 """
@@ -25,7 +25,7 @@ from .backends import Backend, BackendError, available_backend, cuda_available, 
 from .config import StageConfig
 from .model_folder import ModelFolder, select_model
 from .modality import modality_of
-from .sliding_window import sliding_window_labels
+from .sliding_window import sliding_window_labels, sliding_window_probabilities
 
 if TYPE_CHECKING:  # only for annotations: the array path must import without SimpleITK
     import SimpleITK as sitk
@@ -221,7 +221,9 @@ class Segmenter:
         # border (card.roi.regrow_mm), bounded by the extent cap + margins when the card has one
         canon, spacing, sample, orient = case.canon, case.spacing, case.sample, case.orient
         t = time.perf_counter()
-        fine_labels, fine_params = self._run_stage(card.fine, nets["fine"], roi.crop(canon, box), spacing, sample)
+        keep_probs = card.postprocess.back_to_input == "probabilities"
+        fine_labels, fine_params, fine_probs = self._run_fine(card.fine, nets["fine"], roi.crop(canon, box), spacing,
+                                                              sample, keep_probs)
         cfg = card.roi
         max_shape = None
         if cfg.max_extent_mm is not None:
@@ -236,12 +238,13 @@ class Segmenter:
             box = grown
             rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
             rec.roi_regrow_rounds += 1
-            fine_labels, fine_params = self._run_stage(card.fine, nets["fine"], roi.crop(canon, box), spacing,
-                                                       sample)
+            fine_labels, fine_params, fine_probs = self._run_fine(card.fine, nets["fine"], roi.crop(canon, box),
+                                                                  spacing, sample, keep_probs)
         rec.fine_shape_zyx = fine_labels.shape
         rec.seconds["fine"] = round(time.perf_counter() - t, 4)
         rec.normalization = ({} if coarse_params is None else {"coarse": coarse_params.as_dict()}) | {
             "fine": fine_params.as_dict()}
+        raw_labels = fine_labels.copy() if keep_probs else None   # what the clean-up's changes are found against
         if card.context is not None:   # CONTEXT: one more organ from the fine organs, where the labels allow it
             t = time.perf_counter()
             fine_labels = context.add_organ(fine_labels, card.context, nets["context"].predict,
@@ -255,10 +258,13 @@ class Segmenter:
         post = card.postprocess
         _clean_up(fine_labels, post, canon.shape[2], box, post.largest_component_organs, post.connectivity,
                   post.caudal_to)
-        fine_labels = postprocess.relabel(fine_labels, card.output_map(case.modality))
         labels = np.zeros(case.out_shape, dtype=np.uint8)
         roi_view = orient.apply(labels)[box.slices]
-        resample.labels_to_shape(fine_labels, box.shape, out=roi_view)
+        if fine_probs is None:
+            resample.labels_to_shape(postprocess.relabel(fine_labels, card.output_map(case.modality)), box.shape,
+                                     out=roi_view)
+        else:
+            _probabilities_back(fine_probs, raw_labels, fine_labels, card, case.modality, roi_view)
         counts = postprocess.label_counts(roi_view)
         voxel_ml = float(np.prod(spacing)) / 1000.0
         rec.organ_volumes_ml = {int(k): round(float(counts[k]) * voxel_ml, 2) for k in np.flatnonzero(counts[1:]) + 1}
@@ -268,13 +274,23 @@ class Segmenter:
     @staticmethod
     def _run_stage(stage: StageConfig, net: Backend, canon: np.ndarray, spacing, sample) -> tuple[np.ndarray, object]:
         """FLARE labels (uint8) at the stage's spacing for the canonical region `canon`."""
+        labels, params, _ = Segmenter._run_fine(stage, net, canon, spacing, sample, False)
+        return labels, params
+
+    @staticmethod
+    def _run_fine(stage: StageConfig, net: Backend, canon: np.ndarray, spacing, sample,
+                  probabilities: bool) -> tuple[np.ndarray, object, np.ndarray | None]:
+        """`_run_stage` and, with `probabilities`, the class probabilities behind the labels (float16, one channel
+        per stage.label_ids; else None)."""
         params = normalization.resolve(stage.normalization, sample)
         shape = resample.shape_at_spacing(canon.shape, spacing, stage.grid_spacing(spacing))
         x = params.apply(resample.resample_linear(canon, shape))
-        channels = sliding_window_labels(x, stage.patch_size, stage.step_size, stage.num_classes, net.predict)
+        run = sliding_window_probabilities if probabilities else sliding_window_labels
+        channels = run(x, stage.patch_size, stage.step_size, stage.num_classes, net.predict)
+        channels, probs = channels if probabilities else (channels, None)
         lut = np.zeros(256, dtype=np.uint8)
         lut[: stage.num_classes] = stage.label_ids
-        return lut[channels], params
+        return lut[channels], params, probs
 
 
 def _clean_up(labels: np.ndarray, post, image_width: int, box: roi.Box, organs, connectivity: int = 26,
@@ -288,6 +304,27 @@ def _clean_up(labels: np.ndarray, post, image_width: int, box: roi.Box, organs, 
                                       post.connectivity)
     if len(organs):
         postprocess.keep_largest_component(labels, organs, connectivity, caudal_to)
+
+
+def _probabilities_back(probs: np.ndarray, raw: np.ndarray, cleaned: np.ndarray, card, modality: str,
+                        out: np.ndarray) -> None:
+    """The card's `back_to_input` "probabilities": `cleaned` (the fine grid's FLARE labels after the context stage
+    and the clean-up) into `out` (the ROI of the output, its shape on the input grid). `probs` (the fine stage's,
+    channels of card.fine.label_ids) hold, where `cleaned` differs from the network's own labels `raw`, the
+    one-hot vector of the cleaned label (a channel of zeros is added for the context stage's organ), so what the
+    clean-up removed stays removed; resample.probabilities_to_labels interpolates them."""
+    ids = list(card.fine.label_ids) + ([card.context.adds] if card.context is not None else [])
+    if len(ids) > probs.shape[0]:
+        probs = np.concatenate([probs, np.zeros((len(ids) - probs.shape[0],) + probs.shape[1:], probs.dtype)])
+    channel_of = np.zeros(256, dtype=np.uint8)
+    channel_of[ids] = np.arange(len(ids))
+    channels = channel_of[cleaned]
+    changed = np.nonzero(channels != channel_of[raw])
+    probs[(slice(None),) + changed] = 0
+    probs[(channels[changed],) + changed] = 1
+    out_map = card.output_map(modality)
+    values = np.array([out_map.get(i, 0) for i in ids], dtype=np.uint8)
+    resample.probabilities_to_labels(probs, channels, values, out.shape, out=out)
 
 
 def _midline_x(image_width: int, box: roi.Box, grid_width: int) -> float:

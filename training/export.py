@@ -183,3 +183,23 @@ def compose_model(coarse_from: Path, fine_from: Path, out: Path, *, name: str, n
     write_card(card, out)
     load_model_folder(out, verify=True)
     return out
+
+
+def with_back_to_input(model: Path, out: Path, *, name: str, back_to_input: str) -> Path:
+    """The model folder `model` as a new folder `out` whose fine labels come back to the input grid as
+    `back_to_input` says (inference.config.PostprocessConfig): every weight file copied unchanged (sha256-checked),
+    the card otherwise the same (its provenance records the source model). Files first, the card last."""
+    src = load_model_folder(Path(model), verify=True)
+    out = Path(out)
+    if out.resolve() == Path(model).resolve():
+        raise ValueError(f"{out}: write the model to a new folder")
+    post = replace(src.card.postprocess, back_to_input=back_to_input)   # validated here, before any file is written
+    out.mkdir(parents=True, exist_ok=True)
+    sha: dict[str, str] = {}
+    stages = {n: copy_stage(Path(model), src.card.stage(n), out, n, sha) for n in src.card.stage_names}
+    prov = dict(src.card.provenance) | {"back_to_input": {"from_model": src.card.name, "mode": back_to_input}}
+    card = with_stages(src.card, stages, name=name, sha256=sha, provenance=prov, postprocess=post,
+                       description=f"{src.card.description}; fine labels back to the input grid: {back_to_input}")
+    write_card(card, out)
+    load_model_folder(out, verify=True)
+    return out

@@ -1,10 +1,12 @@
 """python -m training.inplane run|train|prepare|run-packed|score-trained|export|ship|compose|score|robust|
-robust-publish|publish|pack|seed|context|add-context ... (see training/inplane/README.md)."""
+robust-publish|publish|pack|seed|context|add-context|back-to-input ... (see training/inplane/README.md)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from inference.config import BACK_TO_INPUT
 
 from . import bench, protocol
 from .layout import machine, score_file
@@ -101,6 +103,13 @@ def cmd_add_context(args) -> int:
 
     print(add_to_model(args.model, args.context, args.out, name=args.name or args.out.name, machine=machine(),
                        data=None if args.whole_grid else args.data))
+    return 0
+
+
+def cmd_back_to_input(args) -> int:
+    from training.export import with_back_to_input
+
+    print(with_back_to_input(args.model, args.out, name=args.name or args.out.name, back_to_input=args.mode))
     return 0
 
 
@@ -267,6 +276,13 @@ def main(argv=None) -> int:
     ac.add_argument("--name", default=None)
     ac.add_argument("--whole-grid", action="store_true", help="run the stage on the whole fine grid instead of "
                     "around the pancreas (the margin comes from the FLARE22 maps under --data)")
+    bt = _sub(sub, "back-to-input", cmd_back_to_input, "a model folder -> a new one with the same weights whose fine "
+              "labels come back to the input grid another way (card postprocess.back_to_input)", work=False,
+              profile=False)
+    bt.add_argument("--model", type=Path, required=True, help="a weights/<model> folder")
+    bt.add_argument("--mode", required=True, choices=BACK_TO_INPUT)
+    bt.add_argument("--out", type=Path, required=True)
+    bt.add_argument("--name", default=None)
     m = _sub(sub, "compose", cmd_compose, "a model folder from the coarse stage of one model and the fine stage of "
              "another (training.export.compose_model)", work=False, profile=False)
     for flag in ("--coarse-from", "--fine-from", "--out"):
