@@ -211,7 +211,8 @@ def test_a_model_folder_gets_the_mode_with_its_weights_unchanged(tmp_path):
     out = with_back_to_input(src, tmp_path / "w" / "p", name="p", back_to_input="probabilities")
     a, b = load_model_folder(src, verify=True).card, load_model_folder(out, verify=True).card
     assert b.postprocess.back_to_input == "probabilities" and a.postprocess.back_to_input == "labels"
-    assert b.name == "p" and b.provenance["back_to_input"] == {"from_model": a.name, "mode": "probabilities"}
+    assert b.name == "p" and b.provenance["back_to_input"] == {"from_model": a.name, "mode": "probabilities",
+                                                              "from_model_benchmark": None}
     assert [b.sha256[b.stage(n).files["torch"]] for n in b.stage_names] == [
         a.sha256[a.stage(n).files["torch"]] for n in a.stage_names]
     seg = Segmenter(EngineOptions(weights_dir=out.parent, device="cpu", backend="torch"))

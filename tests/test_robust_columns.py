@@ -177,3 +177,26 @@ def test_record_in_card_writes_the_columns_into_the_card_and_leaves_the_weights(
     after = load_model_folder(model, verify=True).card
     assert after.provenance["benchmark"]["robustness"] == columns and after.sha256 == before.sha256
     assert after.provenance["training"] == before.provenance["training"]
+
+
+def test_record_in_card_takes_the_test_scores_from_the_t2_set(tmp_path):
+    """A model made by `back-to-input` carries no benchmark scores of its own; recording its columns gives the
+    card the T2 set's per-organ DSC / NSD and their means (the numbers `ship` records from the score file)."""
+    from inference.model_folder import load_model_folder
+    from training.export import with_back_to_input
+    from training.inplane import protocol
+    from training.inplane.robust import record_in_card
+
+    from helpers import make_random_model
+
+    src = make_random_model(tmp_path / "m", modalities=("MRI",), onnx=False)
+    model = with_back_to_input(src, tmp_path / "p", name="p", back_to_input="probabilities")
+    assert "benchmark" not in load_model_folder(model).card.provenance
+    organs = {"liver": [0.9, 0.8], "right kidney": [0.92, 0.93], "spleen": [0.9, 0.88], "left kidney": [0.88, 0.85]}
+    columns = {"t2": {"dsc": 0.9, "nsd": 0.865, "organs": organs}}
+    (tmp_path / "robust.json").write_text(json.dumps(columns))
+    record_in_card(model, tmp_path / "robust.json")
+    bench = load_model_folder(model, verify=True).card.provenance["benchmark"]
+    assert bench["mean_dsc"] == 0.9 and bench["mean_nsd"] == 0.865 and bench["robustness"] == columns
+    assert bench["test_dsc"] == {o: v[0] for o, v in organs.items()} and bench["test_nsd"]["spleen"] == 0.88
+    assert bench["test_cases"] == list(protocol.TEST_CASES)

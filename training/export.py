@@ -188,7 +188,9 @@ def compose_model(coarse_from: Path, fine_from: Path, out: Path, *, name: str, n
 def with_back_to_input(model: Path, out: Path, *, name: str, back_to_input: str) -> Path:
     """The model folder `model` as a new folder `out` whose fine labels come back to the input grid as
     `back_to_input` says (inference.config.PostprocessConfig): every weight file copied unchanged (sha256-checked),
-    the card otherwise the same (its provenance records the source model). Files first, the card last."""
+    the card otherwise the same. Its provenance records the source model and moves the source's benchmark scores
+    there (they were measured another way; `training.inplane robust --record` scores this one). Files first, the
+    card last."""
     src = load_model_folder(Path(model), verify=True)
     out = Path(out)
     if out.resolve() == Path(model).resolve():
@@ -197,7 +199,10 @@ def with_back_to_input(model: Path, out: Path, *, name: str, back_to_input: str)
     out.mkdir(parents=True, exist_ok=True)
     sha: dict[str, str] = {}
     stages = {n: copy_stage(Path(model), src.card.stage(n), out, n, sha) for n in src.card.stage_names}
-    prov = dict(src.card.provenance) | {"back_to_input": {"from_model": src.card.name, "mode": back_to_input}}
+    prov = dict(src.card.provenance)
+    # the source's benchmark scores were made with its own way back: kept under the new key, not as this model's
+    prov["back_to_input"] = {"from_model": src.card.name, "mode": back_to_input,
+                             "from_model_benchmark": prov.pop("benchmark", None)}
     card = with_stages(src.card, stages, name=name, sha256=sha, provenance=prov, postprocess=post,
                        description=f"{src.card.description}; fine labels back to the input grid: {back_to_input}")
     write_card(card, out)

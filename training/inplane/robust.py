@@ -170,15 +170,28 @@ def publish(scored: Path, rows: list[str], titles: dict[str, str], out: Path, so
 
 
 def record_in_card(model: Path, robust_json: Path) -> Path:
-    """The columns of `robust_json` (score_sets' output) as the model card's provenance.benchmark.robustness; the
-    card is rewritten atomically and re-verified, the weight files are untouched."""
+    """The columns of `robust_json` (score_sets' output) as the model card's provenance.benchmark.robustness, and,
+    where it has the T2 set, the benchmark's test scores (per-organ DSC / NSD and their means over the test scans,
+    as `bench.ship` records them) from that set; the card is rewritten atomically and re-verified, the weight files
+    are untouched."""
     from dataclasses import replace
 
     from inference.model_folder import load_model_folder, write_card
 
     folder = load_model_folder(model, verify=True)
     prov = dict(folder.card.provenance)
-    prov["benchmark"] = dict(prov.get("benchmark", {})) | {"robustness": json.loads(Path(robust_json).read_text())}
+    columns = json.loads(Path(robust_json).read_text())
+    bench = dict(prov.get("benchmark", {})) | {"robustness": columns}
+    if "t2" in columns:
+        t2 = columns["t2"]
+        bench |= {"protocol": bench.get("protocol", "BTCV CT -> CHAOS T2 (training/inplane/protocol.py)"),
+                  "test_cases": list(protocol.TEST_CASES),
+                  "test_dsc": {o: round(v[0], 4) for o, v in t2["organs"].items()},
+                  "test_nsd": {o: round(v[1], 4) for o, v in t2["organs"].items()},
+                  "mean_dsc": round(t2["dsc"], 4), "mean_nsd": round(t2["nsd"], 4),
+                  "scored_with": "python -m training.inplane robust (set t2: python -m inference, ONNX Runtime, "
+                                 "CPU + python -m eval score)"}
+    prov["benchmark"] = bench
     path = write_card(replace(folder.card, provenance=prov), model)
     load_model_folder(model, verify=True)
     return path
