@@ -121,7 +121,7 @@ def probabilities_to_labels(probs: np.ndarray, channels: np.ndarray, values: np.
     # mixed[a, b, c]: the source cell from voxel (a, b, c) to its upper neighbours (along the resampled axes) holds
     # more than one channel
     mixed = np.zeros(channels.shape, dtype=bool)
-    moved = [ax for ax, (_, i1, w) in enumerate(axes) if (w > 0).any()]
+    moved = [ax for ax, (_, _, w) in enumerate(axes) if (w > 0).any()]
     for corner in itertools.product((0, 1), repeat=len(moved)):
         shifted = channels
         for ax, step in zip(moved, corner, strict=True):

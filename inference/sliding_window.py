@@ -6,8 +6,8 @@ symmetrically (zero = the normalised mean). Logits of overlapping windows are su
 (sigma = patch / 8); the argmax of that sum is the argmax of nnU-Net's weight-normalised average, so the
 labels need no weight map (the probabilities do). Windows are visited row by row along axis 0 and the accumulator
 only spans one row of windows: voxels no later window can reach are turned into labels at once, so float logits
-are never held for the whole volume (`sliding_window_probabilities` also keeps each voxel's class probabilities, float16, for a linear
-way back to the input grid).
+are never held for the whole volume (`sliding_window_probabilities` also keeps each voxel's class probabilities,
+float16, for a linear way back to the input grid).
 """
 from __future__ import annotations
 
