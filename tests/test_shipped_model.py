@@ -62,6 +62,8 @@ def test_a_default_model_is_shipped_and_verifies():
     # the 12 BTCV organs from the fine stage, the duodenum (12) from the context stage that reads their masks
     assert 12 not in mri.fine.label_ids and len(mri.fine.label_ids) == 13
     assert mri.context is not None and mri.context.adds == 12 and mri.context.replaces == (0,)
+    # its labels come back to the scan's grid through the fine probabilities (the scores above were measured so)
+    assert mri.postprocess.back_to_input == "probabilities"
     pet = select_model(WEIGHTS, "PET", verify=True).card
     assert pet.name != mri.name and pet.modalities == ("PET",)   # a model trained for PET serves PET
     assert pet.postprocess.lateral_pairs == ((2, 13), (7, 8)) and pet.roi.max_extent_mm is not None
