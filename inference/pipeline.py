@@ -222,8 +222,8 @@ class Segmenter:
         canon, spacing, sample, orient = case.canon, case.spacing, case.sample, case.orient
         t = time.perf_counter()
         keep_probs = card.postprocess.back_to_input == "probabilities"
-        fine_labels, fine_params, fine_probs = self._run_fine(card.fine, nets["fine"], roi.crop(canon, box), spacing,
-                                                              sample, keep_probs)
+        fine_labels, fine_params, fine_probs = self._run_stage_with_probabilities(
+            card.fine, nets["fine"], roi.crop(canon, box), spacing, sample, keep_probs)
         cfg = card.roi
         max_shape = None
         if cfg.max_extent_mm is not None:
@@ -238,8 +238,8 @@ class Segmenter:
             box = grown
             rec.roi_box_zyx = {"start": list(box.start), "stop": list(box.stop)}
             rec.roi_regrow_rounds += 1
-            fine_labels, fine_params, fine_probs = self._run_fine(card.fine, nets["fine"], roi.crop(canon, box),
-                                                                  spacing, sample, keep_probs)
+            fine_labels, fine_params, fine_probs = self._run_stage_with_probabilities(
+                card.fine, nets["fine"], roi.crop(canon, box), spacing, sample, keep_probs)
         rec.fine_shape_zyx = fine_labels.shape
         rec.seconds["fine"] = round(time.perf_counter() - t, 4)
         rec.normalization = ({} if coarse_params is None else {"coarse": coarse_params.as_dict()}) | {
@@ -274,20 +274,22 @@ class Segmenter:
     @staticmethod
     def _run_stage(stage: StageConfig, net: Backend, canon: np.ndarray, spacing, sample) -> tuple[np.ndarray, object]:
         """FLARE labels (uint8) at the stage's spacing for the canonical region `canon`."""
-        labels, params, _ = Segmenter._run_fine(stage, net, canon, spacing, sample, False)
+        labels, params, _ = Segmenter._run_stage_with_probabilities(stage, net, canon, spacing, sample, False)
         return labels, params
 
     @staticmethod
-    def _run_fine(stage: StageConfig, net: Backend, canon: np.ndarray, spacing, sample,
-                  probabilities: bool) -> tuple[np.ndarray, object, np.ndarray | None]:
+    def _run_stage_with_probabilities(stage: StageConfig, net: Backend, canon: np.ndarray, spacing, sample,
+                                      probabilities: bool) -> tuple[np.ndarray, object, np.ndarray | None]:
         """`_run_stage` and, with `probabilities`, the class probabilities behind the labels (float16, one channel
         per stage.label_ids; else None)."""
         params = normalization.resolve(stage.normalization, sample)
         shape = resample.shape_at_spacing(canon.shape, spacing, stage.grid_spacing(spacing))
         x = params.apply(resample.resample_linear(canon, shape))
-        run = sliding_window_probabilities if probabilities else sliding_window_labels
-        channels = run(x, stage.patch_size, stage.step_size, stage.num_classes, net.predict)
-        channels, probs = channels if probabilities else (channels, None)
+        window = (x, stage.patch_size, stage.step_size, stage.num_classes, net.predict)
+        if probabilities:
+            channels, probs = sliding_window_probabilities(*window)
+        else:
+            channels, probs = sliding_window_labels(*window), None
         lut = np.zeros(256, dtype=np.uint8)
         lut[: stage.num_classes] = stage.label_ids
         return lut[channels], params, probs

@@ -26,15 +26,21 @@ def spacing_of_shape(shape, spacing_mm, grid_shape) -> tuple[float, float, float
     return tuple(n * s / m for n, s, m in zip(shape, spacing_mm, grid_shape, strict=True))  # type: ignore[return-value]
 
 
+def _linear_coords(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output voxel along one axis: the lower and upper source index and the upper one's weight under the
+    half-voxel convention; the upper index is the lower one where its weight is 0 (a grid point on a source voxel)."""
+    coords = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    i0 = np.floor(coords).astype(np.intp)
+    w = coords - i0
+    i1 = np.where(w > 0, np.minimum(i0 + 1, n_in - 1), i0)
+    return i0, i1, w.astype(np.float32)
+
+
 def _linear_axis(arr: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     n_in = arr.shape[axis]
     if n_in == n_out:
         return arr.astype(np.float32, copy=False)
-    coords = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    coords = np.clip(coords, 0.0, n_in - 1)
-    i0 = np.floor(coords).astype(np.intp)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w = (coords - i0).astype(np.float32)
+    i0, i1, w = _linear_coords(n_in, n_out)
     shape = [1] * arr.ndim
     shape[axis] = n_out
     w = w.reshape(shape)
@@ -82,16 +88,6 @@ def labels_to_shape(labels: np.ndarray, out_shape, out: np.ndarray | None = None
     for z0 in range(0, out_shape[0], rows):
         out[z0:z0 + rows] = labels[np.ix_(idx[0][z0:z0 + rows], idx[1], idx[2])]
     return out
-
-
-def _linear_coords(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per output voxel along one axis: the lower and upper source index and the upper one's weight (the mapping
-    of `_linear_axis`); the upper index is the lower one where its weight is 0 (a grid that is not resampled)."""
-    coords = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
-    i0 = np.floor(coords).astype(np.intp)
-    w = coords - i0
-    i1 = np.where(w > 0, np.minimum(i0 + 1, n_in - 1), i0)
-    return i0, i1, w.astype(np.float32)
 
 
 def probabilities_to_labels(probs: np.ndarray, channels: np.ndarray, values: np.ndarray, out_shape,

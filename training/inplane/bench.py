@@ -218,7 +218,7 @@ def ship(work: Path, profile: str | Profile, row: str, out: Path, name: str, not
     else:
         e = row_summary(csv_path)
         prov["benchmark"] = {
-            "protocol": "BTCV CT -> CHAOS T2 (training/inplane/protocol.py)", "row": row, "row_title": title,
+            "protocol": protocol.NAME, "row": row, "row_title": title,
             "test_cases": list(protocol.TEST_CASES),
             "test_dsc": {ORGAN_NAMES[o]: round(e[o][0], 4) for o in protocol.SCORED_ORGANS},
             "test_nsd": {ORGAN_NAMES[o]: round(e[o][1], 4) for o in protocol.SCORED_ORGANS},

@@ -19,6 +19,7 @@ FLARE22_MAPS = Path("flare22_labels") / "labelsTr"
 BTCV_CASES = tuple(f"btcv_{i:04d}" for i in list(range(1, 11)) + list(range(21, 41)))
 TARGET_CASES = tuple(f"chaos_t2_{i:02d}" for i in (1, 2, 5, 8, 10, 15, 19, 20, 22, 31))
 TEST_CASES = ("chaos_t2_33", "chaos_t2_34", "chaos_t2_37", "chaos_t2_38")
+NAME = "BTCV CT -> CHAOS T2 (training/inplane/protocol.py)"   # as model cards record the benchmark
 SCORED_ORGANS = DATASET_ORGANS["chaos"]
 # network output channel -> FLARE label, per source (channel 0 is background)
 BTCV_LABELS = (0,) + DATASET_ORGANS["btcv"]

@@ -184,7 +184,7 @@ def record_in_card(model: Path, robust_json: Path) -> Path:
     bench = dict(prov.get("benchmark", {})) | {"robustness": columns}
     if "t2" in columns:
         t2 = columns["t2"]
-        bench |= {"protocol": bench.get("protocol", "BTCV CT -> CHAOS T2 (training/inplane/protocol.py)"),
+        bench |= {"protocol": bench.get("protocol", protocol.NAME),
                   "test_cases": list(protocol.TEST_CASES),
                   "test_dsc": {o: round(v[0], 4) for o, v in t2["organs"].items()},
                   "test_nsd": {o: round(v[1], 4) for o, v in t2["organs"].items()},
